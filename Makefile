@@ -1,0 +1,58 @@
+# make run  : install into .venv, migrate, load demo data, serve on http://$(HOST):$(PORT)
+# make test : install into .venv (and the system tools the tests drive) and run the whole suite
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+STAMP := $(VENV)/.installed
+
+.PHONY: help install system-deps run serve test lint bench
+
+help:
+	@echo "make run    - install, migrate and serve the console on http://$(HOST):$(PORT) (no services needed)"
+	@echo "make test   - install and run the whole test suite"
+	@echo "make lint   - ruff"
+	@echo "make bench  - run the benchmarks under bench/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Tools the tests drive for real: redis-server (+ redis-cli for the cluster) and
+# Debian's Chromium for the browser tests. Installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) manage.py autoplay_bootstrap
+	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) config.asgi:application
+
+test: install system-deps
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install system-deps
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

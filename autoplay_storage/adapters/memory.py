@@ -1,0 +1,149 @@
+"""In-process storage: tests and local development only (not shared across processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+from collections import defaultdict
+from typing import Any
+
+from ..browse import (
+    MAX_PAGE_SIZE,
+    Page,
+    ProductSummary,
+    SessionSummary,
+    UserQuery,
+    UserSummary,
+    search_terms,
+    session_summary_from_doc,
+    user_summary_from_doc,
+)
+from ..protocol import StateDoc, StateMutation
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+class InMemoryStorageAdapter:
+    """Readable primary held in dicts; atomic per user via an asyncio lock."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], str] = {}
+        self._snapshots: dict[tuple[str, str, str], str] = {}
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- wire --
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        self._states[(product_id, user_id)] = json.dumps(state)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        raw = self._states.get((product_id, user_id))
+        return None if raw is None else json.loads(raw)
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        self._snapshots.setdefault((product_id, user_id, session_id), json.dumps(snapshot))
+
+    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
+        raw = self._snapshots.get((product_id, user_id, session_id))
+        return None if raw is None else json.loads(raw)
+
+    async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        async with self._locks[(product_id, user_id)]:
+            current = await self.get_user_state(product_id, user_id)
+            new = mutate(copy.deepcopy(current))
+            if new is None:
+                return current
+            await self.save_user_state(product_id, user_id, new)
+            return new
+
+    # -- browsing --
+
+    async def ping(self) -> None:
+        return None
+
+    async def list_products(self) -> list[ProductSummary]:
+        by_product: dict[str, list[UserSummary]] = defaultdict(list)
+        for (product_id, user_id), raw in self._states.items():
+            by_product[product_id].append(user_summary_from_doc(product_id, user_id, json.loads(raw)))
+        out = []
+        for product_id in sorted(by_product):
+            rows = by_product[product_id]
+            journeys: dict[str, int] = defaultdict(int)
+            levels: dict[str, int] = defaultdict(int)
+            for row in rows:
+                journeys[row.journey_state] += 1
+                levels[row.mastery_level] += 1
+            out.append(ProductSummary(product_id, len(rows), dict(journeys), dict(levels)))
+        return out
+
+    async def list_users(
+        self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        query = query or UserQuery()
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        rows = []
+        for (pid, user_id), raw in self._states.items():
+            if pid != product_id:
+                continue
+            doc = json.loads(raw)
+            row = user_summary_from_doc(pid, user_id, doc)
+            if query.journey_state and row.journey_state != query.journey_state:
+                continue
+            if query.mastery_level and row.mastery_level != query.mastery_level:
+                continue
+            if query.onboarded is not None and row.onboarded != query.onboarded:
+                continue
+            if query.search:
+                needle = query.search.strip().lower()
+                if not any(t.startswith(needle) for t in search_terms(user_id, row.metadata)):
+                    continue
+            rows.append(row)
+        descending = query.order == "-last_activity"
+        rows.sort(key=lambda r: (r.last_activity_at or 0.0, r.user_id), reverse=descending)
+        start = _decode_cursor(cursor)
+        page = rows[start : start + limit]
+        more = start + limit < len(rows)
+        return Page(page, _encode_cursor(start + limit) if more else None)
+
+    async def list_sessions(
+        self,
+        product_id: str,
+        user_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Page[SessionSummary]:
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        rows = [
+            session_summary_from_doc(sid, json.loads(raw))
+            for (pid, uid, sid), raw in self._snapshots.items()
+            if pid == product_id and uid == user_id
+        ]
+        rows.sort(key=lambda r: (r.captured_at, r.session_id), reverse=newest_first)
+        start = _decode_cursor(cursor)
+        more = start + limit < len(rows)
+        return Page(rows[start : start + limit], _encode_cursor(start + limit) if more else None)
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        return self._states.get((product_id, user_id))
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
+        return self._snapshots.get((product_id, user_id, session_id))

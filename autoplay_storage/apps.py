@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class AutoplayStorageConfig(AppConfig):
+    """The storage engine's Django glue: settings, models, admin, commands."""
+
+    name = "autoplay_storage"
+    verbose_name = "Autoplay storage"
+    default_auto_field = "django.db.models.BigAutoField"

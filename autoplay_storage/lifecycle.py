@@ -1,0 +1,207 @@
+"""Session lifecycle: what an agent calls at session start and end.
+
+Stronger than the published SDK in the ways the spec measures (section 6):
+every state change is one atomic read-modify-write (``atomic_update``), so
+racing session ends never lose an update; a session end already recorded is
+a no-op (idempotent on ``session_id``); a failed read raises instead of
+saving a blank state over history; workflow progress captured in the snapshot
+is merged into the state; the ending session stops being "current".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .errors import CorruptDocumentError
+from .manager import atomic_update
+from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
+from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
+
+logger = logging.getLogger("autoplay_storage.lifecycle")
+
+Summarizer = Callable[[SessionSnapshot], Awaitable[str]]
+
+
+def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> UserAdoptionState:
+    """A fresh state for a user seen for the first time."""
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("user_id must be a non-empty string")
+    return UserAdoptionState(user_id=user_id, metadata=dict(metadata or {}))
+
+
+def load_state(doc: StateDoc | None, user_id: str) -> UserAdoptionState:
+    """Parse a stored document, or start a new state when there is none.
+
+    Raises ``UnsupportedVersionError`` for an unknown ``_v``: the caller must
+    see it rather than overwrite a newer writer's data.
+    """
+    if doc is None:
+        return init_user_state(user_id)
+    state = UserAdoptionState.from_dict(doc, user_id=user_id)
+    return state
+
+
+async def on_session_start(
+    product_id: str,
+    user_id: str,
+    session_id: str,
+    storage: AutoplayStorageAdapter,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[UserAdoptionState, SessionSnapshot | None]:
+    """Load (or create) the state, mark the session current, persist; fetch the onboarding snapshot.
+
+    ``metadata``, if given, is merged into the state's metadata bag.
+    """
+
+    def mutate(doc: StateDoc | None) -> StateDoc:
+        state = load_state(doc, user_id)
+        if metadata:
+            state.merge_metadata(metadata)
+        state.mark_session_started(session_id)
+        return state.to_dict()
+
+    stored = await atomic_update(storage, product_id, user_id, mutate)
+    state = load_state(stored, user_id)
+    onboarding = None
+    if state.sessions.count > 0:
+        onboarding = await _onboarding_snapshot(product_id, user_id, state, storage)
+    return state, onboarding
+
+
+async def _onboarding_snapshot(
+    product_id: str, user_id: str, state: UserAdoptionState, storage: AutoplayStorageAdapter
+) -> SessionSnapshot | None:
+    """Session number 1, found through the index, or through the full history once it fell out."""
+    first = next((e for e in state.sessions.index if e.session_number == 1), None)
+    session_id = first.session_id if first else None
+    if session_id is None:
+        browser = getattr(storage, "browser", storage)
+        if isinstance(browser, BrowsableStorage):
+            page = await browser.list_sessions(product_id, user_id, limit=1, newest_first=False)
+            session_id = page.items[0].session_id if page.items else None
+    if session_id is None:
+        return None
+    try:
+        doc = await storage.get_session_snapshot(product_id, user_id, session_id)
+    except CorruptDocumentError as exc:
+        # Context for the agent, not the record itself: start the session without it.
+        logger.warning("onboarding snapshot unreadable: %s", exc, extra={"product_id": product_id, "user_id": user_id})
+        return None
+    if doc is None:
+        return None
+    return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+
+
+async def resolve_summary(
+    snapshot: SessionSnapshot, *, summarizer: Summarizer | None = None, summary: str | None = None
+) -> str | None:
+    """An explicit summary wins; else the summarizer's output; a failing summarizer gives ``None``."""
+    if summary is not None:
+        return summary
+    if summarizer is None:
+        return None
+    try:
+        text = await summarizer(snapshot)
+    except Exception:
+        logger.exception(
+            "summarizer failed; the session is recorded without a new summary",
+            extra={"session_id": snapshot.session_id, "user_id": snapshot.user_id},
+        )
+        return None
+    if not isinstance(text, str) or not text.strip():
+        logger.warning("summarizer returned no text", extra={"session_id": snapshot.session_id})
+        return None
+    return text.strip()
+
+
+def apply_session_end(
+    state: UserAdoptionState, snapshot: SessionSnapshot, summary: str | None, *, now: float | None = None
+) -> bool:
+    """Fold a finished session into the state; ``False`` if it was already recorded."""
+    if state.has_session(snapshot.session_id):
+        return False
+    state.journey_state = snapshot.journey_state
+    state.mastery = snapshot.mastery
+    state.onboarding.completion_rate = snapshot.completion_rate
+    if summary is not None:
+        state.onboarding.summary = summary
+    if snapshot.reached_onboarding_complete and state.onboarding.onboarding_completed_at is None:
+        state.onboarding.onboarding_completed_at = snapshot.captured_at
+    state.record_discovered_features(snapshot.discovered_features)
+    state.merge_workflow_progress(snapshot.workflow_progress)
+    state.record_session(
+        SessionIndexEntry(
+            session_id=snapshot.session_id,
+            # The ordinal assigned when the end is committed: racing ends that all
+            # believed they were session N still get distinct, gap-free numbers.
+            session_number=state.sessions.count + 1,
+            started_at=snapshot.started_at,
+            captured_at=snapshot.captured_at,
+        )
+    )
+    if state.sessions.current_session_id == snapshot.session_id:
+        state.sessions.current_session_id = None
+    state.touch(now)
+    return True
+
+
+async def on_session_end(
+    product_id: str,
+    user_id: str,
+    session_snapshot: SessionSnapshot,
+    storage: AutoplayStorageAdapter,
+    *,
+    summarizer: Summarizer | None = None,
+    summary: str | None = None,
+) -> UserAdoptionState:
+    """Freeze the snapshot (write-once), then fold it into the state atomically.
+
+    A retried end is a no-op: the snapshot write is write-once and the state
+    update recognises the session id. The summarizer runs before the atomic
+    update (it is slow and must not run inside a retry loop), and only when
+    the session is not already recorded.
+    """
+    if not session_snapshot.user_id:
+        session_snapshot.user_id = user_id
+    await storage.save_session_snapshot(product_id, user_id, session_snapshot.session_id, session_snapshot.to_dict())
+
+    resolved: str | None = summary
+    if summary is None and summarizer is not None:
+        current = await storage.get_user_state(product_id, user_id)
+        if current is not None and load_state(current, user_id).has_session(session_snapshot.session_id):
+            return load_state(current, user_id)
+        resolved = await resolve_summary(session_snapshot, summarizer=summarizer)
+
+    captured_now = time.time()
+
+    def mutate(doc: StateDoc | None) -> StateDoc | None:
+        state = load_state(doc, user_id)
+        if not apply_session_end(state, session_snapshot, resolved, now=captured_now):
+            return None
+        return state.to_dict()
+
+    stored = await atomic_update(storage, product_id, user_id, mutate)
+    return load_state(stored, user_id)
+
+
+def build_agent_context(
+    state: UserAdoptionState, onboarding_session: SessionSnapshot | None = None
+) -> dict[str, Any]:
+    """The small dict the agent consumes (``ProactiveTriggerContext.context_extra``)."""
+    context: dict[str, Any] = {
+        "user_journey_state": state.journey_state.value,
+        "user_mastery_level": state.mastery.level.value,
+        "user_mastery_rating": state.mastery.rating,
+        "session_count": state.sessions.count,
+        "is_returning_user": state.sessions.count > 1,
+    }
+    if state.onboarding.summary:
+        context["onboarding_summary"] = state.onboarding.summary
+    if onboarding_session is not None:
+        context["onboarding_session_in_progress_workflows"] = list(onboarding_session.in_progress_workflow_ids)
+        context["onboarding_session_untouched_workflows"] = list(onboarding_session.untouched_workflow_ids)
+    return context

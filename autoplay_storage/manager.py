@@ -1,0 +1,217 @@
+"""StorageManager: fan-out writes, first-hit reads.
+
+The first adapter is the readable primary; its failures are raised, because a
+lost write or a read turned into "not found" is how history gets destroyed.
+Every other adapter is a secondary (usually a write-only analytics sink): its
+failures are logged, counted and never raised, and each call is bounded by
+``sink_timeout_s`` so a slow sink cannot stall a session end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import NotBrowsableError, StorageUnavailableError
+from .protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage, StateDoc, StateMutation
+
+logger = logging.getLogger("autoplay_storage.manager")
+
+_TRANSPORT_ERRORS = (OSError, ConnectionError, TimeoutError, asyncio.TimeoutError)
+
+
+def adapter_name(adapter: object) -> str:
+    return str(getattr(adapter, "name", None) or type(adapter).__name__)
+
+
+@dataclass
+class SinkStats:
+    """Per-secondary counters shown to admins."""
+
+    sent: int = 0
+    failed: int = 0
+    last_success_at: float | None = None
+    last_error_at: float | None = None
+    last_error: str | None = None
+
+
+SinkResultHook = Callable[[object, str, BaseException | None], None]
+
+
+class StorageManager:
+    """Satisfies ``AutoplayStorageAdapter`` itself, plus the atomic update and browsing."""
+
+    def __init__(
+        self,
+        adapters: Sequence[AutoplayStorageAdapter],
+        *,
+        sink_timeout_s: float = 1.0,
+        on_sink_result: SinkResultHook | None = None,
+    ) -> None:
+        if not adapters:
+            raise ValueError(
+                "StorageManager needs at least one adapter: put the readable primary "
+                "(for example RedisStorageAdapter) first, then any write-only sinks"
+            )
+        self.primary: AutoplayStorageAdapter = adapters[0]
+        self.secondaries: list[AutoplayStorageAdapter] = list(adapters[1:])
+        self.sink_timeout_s = sink_timeout_s
+        self.on_sink_result = on_sink_result
+        self.sink_stats: dict[str, SinkStats] = {}
+
+    @property
+    def adapters(self) -> list[AutoplayStorageAdapter]:
+        return [self.primary, *self.secondaries]
+
+    def set_secondaries(self, adapters: Sequence[AutoplayStorageAdapter]) -> None:
+        """Swap the sinks at run time (admins reconfigure them without a restart)."""
+        self.secondaries = list(adapters)
+
+    # -- the four wire methods --
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        await self._primary_call(self.primary.save_user_state(product_id, user_id, state))
+        await self._fan_out("save_user_state", product_id, user_id, state)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        doc = await self._primary_call(self.primary.get_user_state(product_id, user_id))
+        if doc is not None:
+            return doc
+        return await self._secondary_read("get_user_state", product_id, user_id)
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        await self._primary_call(self.primary.save_session_snapshot(product_id, user_id, session_id, snapshot))
+        await self._fan_out("save_session_snapshot", product_id, user_id, session_id, snapshot)
+
+    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
+        doc = await self._primary_call(self.primary.get_session_snapshot(product_id, user_id, session_id))
+        if doc is not None:
+            return doc
+        return await self._secondary_read("get_session_snapshot", product_id, user_id, session_id)
+
+    # -- extensions --
+
+    async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        """Atomic read-modify-write on the primary, then the result fans out to the sinks."""
+        wrote: list[bool] = []
+
+        def tracked(doc: StateDoc | None) -> StateDoc | None:
+            result = mutate(doc)
+            wrote.append(result is not None)
+            return result
+
+        doc = await self._primary_call(atomic_update(self.primary, product_id, user_id, tracked))
+        if wrote and wrote[-1] and doc is not None:
+            await self._fan_out("save_user_state", product_id, user_id, doc)
+        return doc
+
+    @property
+    def browser(self) -> BrowsableStorage:
+        if isinstance(self.primary, BrowsableStorage):
+            return self.primary
+        raise NotBrowsableError(f"the primary {adapter_name(self.primary)} cannot list users or history")
+
+    async def ping(self) -> None:
+        ping = getattr(self.primary, "ping", None)
+        if ping is not None:
+            await self._primary_call(ping())
+
+    async def aclose(self) -> None:
+        """Flush and close every adapter that can be closed (sinks flush their queues)."""
+        for adapter in self.adapters:
+            close = getattr(adapter, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:  # closing one must not keep the others open
+                logger.exception("closing adapter failed", extra={"adapter": adapter_name(adapter)})
+
+    # -- internals --
+
+    async def _primary_call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageUnavailableError(f"{adapter_name(self.primary)}: {exc}") from exc
+
+    async def _secondary_read(self, method: str, *args: str) -> dict[str, Any] | None:
+        for adapter in self.secondaries:
+            try:
+                doc = await asyncio.wait_for(getattr(adapter, method)(*args), self.sink_timeout_s)
+            except Exception as exc:
+                self._record(adapter, method, exc)
+                continue
+            if doc is not None:
+                return doc
+        return None
+
+    async def _fan_out(self, method: str, *args: Any) -> None:
+        if not self.secondaries:
+            return
+        await asyncio.gather(*(self._send(adapter, method, args) for adapter in self.secondaries))
+
+    async def _send(self, adapter: AutoplayStorageAdapter, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            await asyncio.wait_for(getattr(adapter, method)(*args), self.sink_timeout_s)
+        except Exception as exc:
+            self._record(adapter, method, exc, product_id=args[0], user_id=args[1])
+        else:
+            self._record(adapter, method, None)
+
+    def _record(self, adapter: object, method: str, exc: BaseException | None, **context: Any) -> None:
+        stats = self.sink_stats.setdefault(adapter_name(adapter), SinkStats())
+        now = time.time()
+        if exc is None:
+            stats.sent += 1
+            stats.last_success_at = now
+        else:
+            stats.failed += 1
+            stats.last_error_at = now
+            stats.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            logger.warning(
+                "sink %s failed in %s: %s",
+                adapter_name(adapter),
+                method,
+                stats.last_error,
+                extra={"sink": adapter_name(adapter), "operation": method, "error": stats.last_error, **context},
+            )
+        if self.on_sink_result is not None:
+            try:
+                self.on_sink_result(adapter, method, exc)
+            except Exception:
+                logger.exception("sink result hook failed")
+
+
+# Locks for adapters without an atomic update of their own: safe within one
+# process only. An entry lives only while someone holds or waits for it.
+_fallback_locks: dict[tuple[int, str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+
+async def atomic_update(
+    adapter: AutoplayStorageAdapter, product_id: str, user_id: str, mutate: StateMutation
+) -> StateDoc | None:
+    """Use the adapter's own atomic update, or get+save under a per-user lock."""
+    if isinstance(adapter, AtomicStateStore):
+        return await adapter.update_user_state(product_id, user_id, mutate)
+    key = (id(adapter), product_id, user_id)
+    lock, users = _fallback_locks.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            current = await adapter.get_user_state(product_id, user_id)
+            new = mutate(current)
+            if new is None:
+                return current
+            await adapter.save_user_state(product_id, user_id, new)
+            return new
+    finally:
+        users[0] -= 1
+        if users[0] == 0:
+            del _fallback_locks[key]

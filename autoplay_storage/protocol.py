@@ -1,0 +1,86 @@
+"""The adapter interface (wire for custom adapters) and the engine's extensions.
+
+``AutoplayStorageAdapter`` is the four-method Protocol of the published SDK:
+plain JSON dicts at the boundary, no inheritance. The two extra protocols are
+optional capabilities a primary may offer; the manager and the lifecycle use
+them when present:
+
+- ``AtomicStateStore``: read-modify-write of one user's state without lost
+  updates (Redis WATCH/MULTI, a row lock, an asyncio lock).
+- ``BrowsableStorage``: listings for the console (products, users, history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from .browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
+
+StateDoc = dict[str, Any]
+StateMutation = Callable[[StateDoc | None], StateDoc | None]
+
+
+@runtime_checkable
+class AutoplayStorageAdapter(Protocol):
+    """Any object with these four async methods is a storage adapter."""
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None: ...
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None: ...
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        """Write-once: a second write of the same session changes nothing."""
+        ...
+
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class AtomicStateStore(Protocol):
+    async def update_user_state(
+        self, product_id: str, user_id: str, mutate: StateMutation
+    ) -> StateDoc | None:
+        """Atomically apply ``mutate`` to the stored state and return what is stored after.
+
+        ``mutate`` gets the current document (``None`` if there is none) and
+        returns the document to store, or ``None`` to leave it as it is. It
+        may be called more than once (on a write conflict), so it must be a
+        pure function of its argument. It may raise; nothing is written then.
+        """
+        ...
+
+
+@runtime_checkable
+class BrowsableStorage(Protocol):
+    async def ping(self) -> None:
+        """Return if the store answers; raise ``StorageUnavailableError`` if not."""
+        ...
+
+    async def list_products(self) -> list[ProductSummary]: ...
+
+    async def list_users(
+        self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]: ...
+
+    async def list_sessions(
+        self,
+        product_id: str,
+        user_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Page[SessionSummary]:
+        """The full session history (beyond the 50 inline), from the snapshots."""
+        ...
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        """The stored text as it is, for showing a corrupt document."""
+        ...
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None: ...

@@ -1,0 +1,92 @@
+"""The per-process StorageManager built from ``settings.AUTOPLAY_STORAGE``.
+
+One manager per event loop: async clients (redis.asyncio pools) belong to the
+loop that created them, and Django's test client and management commands run
+each call in a fresh loop. Under an ASGI server there is one loop per worker,
+so this is one manager per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .lifecycle import Summarizer
+from .manager import StorageManager
+from .protocol import AutoplayStorageAdapter
+
+_managers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StorageManager] = weakref.WeakKeyDictionary()
+_no_loop_manager: StorageManager | None = None
+
+# Called with the manager after it is built and before each use; the sinks
+# integration registers here to keep the secondaries in line with the admin's
+# configuration without a restart.
+manager_hooks: list[Callable[[StorageManager], None]] = []
+
+
+def storage_settings() -> dict[str, Any]:
+    return settings.AUTOPLAY_STORAGE
+
+
+def primary_kind() -> str:
+    """``"redis"`` when REDIS_URL is set, else ``"database"`` (the embedded default)."""
+    return "redis" if storage_settings().get("REDIS_URL") else "database"
+
+
+def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
+    cfg = storage_settings()
+    kind = kind or primary_kind()
+    if kind == "redis":
+        from .adapters.redis import RedisStorageAdapter
+
+        return RedisStorageAdapter(
+            redis_url=cfg["REDIS_URL"],
+            ttl_s=cfg.get("REDIS_TTL_S"),
+            cluster=cfg.get("REDIS_CLUSTER", False),
+            max_connections=cfg.get("REDIS_MAX_CONNECTIONS", 64),
+        )
+    if kind == "database":
+        from .adapters.database import DatabaseStorageAdapter
+
+        return DatabaseStorageAdapter()
+    raise ValueError(f"unknown primary {kind!r}: use 'redis' or 'database'")
+
+
+def get_storage() -> StorageManager:
+    """The manager for the running loop (built on first use)."""
+    global _no_loop_manager
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    manager = _managers.get(loop) if loop is not None else _no_loop_manager
+    if manager is None:
+        manager = StorageManager([build_primary()], sink_timeout_s=storage_settings().get("SINK_TIMEOUT_S", 1.0))
+        if loop is not None:
+            _managers[loop] = manager
+        else:
+            _no_loop_manager = manager
+    for hook in manager_hooks:
+        hook(manager)
+    return manager
+
+
+def reset_storage() -> None:
+    """Forget the built managers (tests switch settings between cases)."""
+    global _no_loop_manager
+    _managers.clear()
+    _no_loop_manager = None
+
+
+def summarizer_path() -> str:
+    return storage_settings()["SUMMARIZER"]
+
+
+def get_summarizer() -> Summarizer:
+    """The configured ``async def (SessionSnapshot) -> str``."""
+    return import_string(summarizer_path())

@@ -1,0 +1,37 @@
+"""Shared fixtures. Each real service has its own plugin module under tests/support/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.postgres",
+]
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "sdk-0.13"
+
+
+def load_fixtures() -> dict[str, dict]:
+    """Documents written by the published SDK, by file stem."""
+    if not FIXTURES_DIR.is_dir():
+        raise RuntimeError(f"SDK fixtures not found at {FIXTURES_DIR} (../shared must sit beside the checkout)")
+    return {p.stem: json.loads(p.read_text()) for p in sorted(FIXTURES_DIR.glob("*.json"))}
+
+
+@pytest.fixture(scope="session")
+def sdk_fixtures() -> dict[str, dict]:
+    return load_fixtures()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_storage_runtime():
+    """Every test gets managers built from its own settings."""
+    from autoplay_storage.runtime import reset_storage
+
+    reset_storage()
+    yield
+    reset_storage()

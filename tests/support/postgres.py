@@ -1,0 +1,1 @@
+"""Placeholder: the database adapter issue provides the PostgreSQL fixtures."""

@@ -1,0 +1,1 @@
+"""Placeholder: the Redis adapter issue provides the redis_server fixture."""
