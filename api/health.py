@@ -18,7 +18,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     try:
         await get_storage().ping()
     except StorageError as exc:
-        response = JsonResponse({"status": "unavailable", "code": "storage_unavailable", "message": str(exc)}, status=503)
+        body = {"status": "unavailable", "code": "storage_unavailable", "message": str(exc)}
+        response = JsonResponse(body, status=503)
         response["Retry-After"] = "5"
         return response
     return JsonResponse({"status": "ok"})

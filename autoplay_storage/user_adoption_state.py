@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from .errors import UnsupportedVersionError
@@ -25,12 +25,12 @@ SCHEMA_VERSION = 1
 SESSIONS_INDEX_LIMIT = 50
 
 
-class JourneyState(str, Enum):
+class JourneyState(StrEnum):
     ONBOARDING = "onboarding"
     ONBOARDED = "onboarded"
 
 
-class MasteryLevel(str, Enum):
+class MasteryLevel(StrEnum):
     NOVICE = "novice"
     BEGINNER = "beginner"
     INTERMEDIATE = "intermediate"
@@ -38,13 +38,13 @@ class MasteryLevel(str, Enum):
     POWER_USER = "power_user"
 
 
-class WorkflowStatus(str, Enum):
+class WorkflowStatus(StrEnum):
     NOT_STARTED = "not_started"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
 
 
-class CompletionRateDenominator(str, Enum):
+class CompletionRateDenominator(StrEnum):
     ALL_CATALOG_WORKFLOWS = "all_catalog_workflows"
     ASSIGNED_WORKFLOWS = "assigned_workflows"
 
@@ -642,7 +642,8 @@ def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> 
     newer, older = (new, current) if new.last_evaluated_at >= current.last_evaluated_at else (current, new)
     merged = copy.deepcopy(newer)
     merged.first_detected_at = _earliest(current.first_detected_at, new.first_detected_at)
-    merged.completed_at = _earliest(current.completed_at, new.completed_at) if merged.status is WorkflowStatus.COMPLETED else merged.completed_at
+    if merged.status is WorkflowStatus.COMPLETED:
+        merged.completed_at = _earliest(current.completed_at, new.completed_at)
     for sid, step in older.steps.items():
         if sid not in merged.steps or merged.steps[sid].last_evaluated_at < step.last_evaluated_at:
             merged.steps[sid] = copy.deepcopy(step)
@@ -729,7 +730,8 @@ class SessionSnapshot:
         captured = _ts(data.get("captured_at"), now)
         started = _ts(data.get("started_at"), captured)
         duration = data.get("duration_s")
-        duration = round(max(0.0, float(duration)), 2) if _is_number(duration) else round(max(0.0, captured - started), 2)
+        duration = float(duration) if _is_number(duration) else captured - started
+        duration = round(max(0.0, duration), 2)
         version = data.get("_v", SCHEMA_VERSION)
         return cls(
             session_id=_str(data.get("session_id")) or session_id,
