@@ -33,9 +33,15 @@ def storage_settings() -> dict[str, Any]:
     return settings.AUTOPLAY_STORAGE
 
 
+_shared_memory: AutoplayStorageAdapter | None = None
+
+
 def primary_kind() -> str:
-    """``"redis"`` when REDIS_URL is set, else ``"database"`` (the embedded default)."""
-    return "redis" if storage_settings().get("REDIS_URL") else "database"
+    """``PRIMARY`` if set; else ``"redis"`` when REDIS_URL is set, else ``"database"`` (the embedded default)."""
+    cfg = storage_settings()
+    if cfg.get("PRIMARY"):
+        return cfg["PRIMARY"]
+    return "redis" if cfg.get("REDIS_URL") else "database"
 
 
 def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
@@ -50,11 +56,18 @@ def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
             cluster=cfg.get("REDIS_CLUSTER", False),
             max_connections=cfg.get("REDIS_MAX_CONNECTIONS", 64),
         )
+    if kind == "memory":  # one store per process, shared by every loop (tests, throwaway demos)
+        global _shared_memory
+        if _shared_memory is None:
+            from .adapters.memory import InMemoryStorageAdapter
+
+            _shared_memory = InMemoryStorageAdapter()
+        return _shared_memory
     if kind == "database":
         from .adapters.database import DatabaseStorageAdapter
 
         return DatabaseStorageAdapter()
-    raise ValueError(f"unknown primary {kind!r}: use 'redis' or 'database'")
+    raise ValueError(f"unknown primary {kind!r}: use 'redis', 'database' or 'memory'")
 
 
 def get_storage() -> StorageManager:
@@ -77,10 +90,11 @@ def get_storage() -> StorageManager:
 
 
 def reset_storage() -> None:
-    """Forget the built managers (tests switch settings between cases)."""
-    global _no_loop_manager
+    """Forget the built managers and the shared memory store (tests switch settings between cases)."""
+    global _no_loop_manager, _shared_memory
     _managers.clear()
     _no_loop_manager = None
+    _shared_memory = None
 
 
 def summarizer_path() -> str:

@@ -151,6 +151,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("AUTOPLAY_MAX_BODY_BYTES", 1024 * 1024))
 
 AUTOPLAY_STORAGE = {
+    # "redis", "database" or "memory"; empty: redis if REDIS_URL is set, else database.
+    "PRIMARY": os.environ.get("AUTOPLAY_PRIMARY", ""),
     # REDIS_URL set -> Redis is the primary; unset -> the database adapter.
     "REDIS_URL": os.environ.get("REDIS_URL", ""),
     "REDIS_CLUSTER": env_bool("AUTOPLAY_REDIS_CLUSTER", False),
