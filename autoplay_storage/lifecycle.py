@@ -68,11 +68,11 @@ async def on_session_start(
     state = load_state(stored, user_id)
     onboarding = None
     if state.sessions.count > 0:
-        onboarding = await _onboarding_snapshot(product_id, user_id, state, storage)
+        onboarding = await load_onboarding_snapshot(product_id, user_id, state, storage)
     return state, onboarding
 
 
-async def _onboarding_snapshot(
+async def load_onboarding_snapshot(
     product_id: str, user_id: str, state: UserAdoptionState, storage: AutoplayStorageAdapter
 ) -> SessionSnapshot | None:
     """Session number 1, found through the index, or through the full history once it fell out."""
