@@ -1,0 +1,848 @@
+"""Redis primary: the SDK's two wire keys, atomic per user, browsable through our own indexes.
+
+Install with ``pip install "redis[hiredis]"``; the client is imported lazily so
+the engine stays importable without it.
+
+Atomicity: every state write is an optimistic transaction (WATCH the state
+key, GET it, call ``mutate``, then MULTI/SET/.../EXEC); a concurrent writer
+makes EXEC return nil and we retry with the fresh document. We chose WATCH/MULTI
+over a Lua script because ``mutate`` is arbitrary Python (the lifecycle's
+merge rules) that cannot run inside Redis. ``mutate`` may therefore run more
+than once and must be pure.
+
+Standalone mode sends each step as one pipelined write on a pooled connection
+(WATCH+GET, then MULTI..EXEC), so a state update costs two round trips and the
+browsing indexes change in the same MULTI as the document. Cluster mode
+(``cluster=True``) uses hash-tagged keys so the state, snapshots and session
+history of one user share a slot; the product indexes live in the product's
+slot and are updated right after the user's transaction (idempotently). Key
+layout: README section "Redis keys".
+
+Errors: a connection, timeout or server error raises
+``StorageUnavailableError``; ``None`` means only "no such key"; a value that is
+not a JSON object raises ``CorruptDocumentError`` and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+
+from ..browse import (
+    MAX_PAGE_SIZE,
+    Page,
+    ProductSummary,
+    SessionSummary,
+    UserQuery,
+    UserSummary,
+    search_terms,
+    session_summary_from_doc,
+    user_summary_from_doc,
+)
+from ..errors import CorruptDocumentError, StorageUnavailableError
+from ..keys import PREFIX, session_key, user_state_key
+from ..protocol import StateDoc, StateMutation
+from ..user_adoption_state import JourneyState, MasteryLevel
+
+# Optimistic transactions retried on a write conflict before giving up. 50
+# writers racing for one user need at most 50 rounds; the backoff spreads them.
+MAX_TX_ATTEMPTS = 500
+_SCAN_BATCH = 1000
+_SEARCH_SEP = "\x00"  # between the search term and the user id in the lex index
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    """Compact JSON, as the SDK writes it (UTF-8, no NaN)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+def _parse(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
+    """``None`` for a missing key; the document; or ``CorruptDocumentError`` with the raw text."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptDocumentError(key, raw, f"not a JSON object but {type(doc).__name__}")
+    return doc
+
+
+# --- our keys (README "Redis keys") ------------------------------------------
+
+PRODUCTS_KEY = f"{PREFIX}:idx:products"
+
+
+def _product_part(product_id: str) -> str:
+    # Always brace the product: in cluster mode it is the hash tag that keeps
+    # one product's indexes in one slot; in standalone mode it is just text.
+    return f"{PREFIX}:idx:{{{product_id}}}"
+
+
+def users_key(product_id: str) -> str:
+    return f"{_product_part(product_id)}:users"
+
+
+def journey_key(product_id: str, journey_state: str) -> str:
+    return f"{_product_part(product_id)}:journey:{journey_state}"
+
+
+def mastery_key(product_id: str, level: str) -> str:
+    return f"{_product_part(product_id)}:mastery:{level}"
+
+
+def onboarded_key(product_id: str, onboarded: bool) -> str:
+    return f"{_product_part(product_id)}:onboarded:{int(onboarded)}"
+
+
+def search_key(product_id: str) -> str:
+    return f"{_product_part(product_id)}:search"
+
+
+def sessions_key(product_id: str, user_id: str, *, cluster: bool = False) -> str:
+    """The user's full session history, next to the state key (same slot in cluster mode)."""
+    return user_state_key(product_id, user_id, cluster=cluster).removesuffix(":state") + ":sessions"
+
+
+JOURNEY_STATES = [j.value for j in JourneyState]
+MASTERY_LEVELS = [m.value for m in MasteryLevel]
+
+
+def _filter_keys(product_id: str, row: UserSummary) -> list[str]:
+    return [
+        journey_key(product_id, row.journey_state),
+        mastery_key(product_id, row.mastery_level),
+        onboarded_key(product_id, row.onboarded),
+    ]
+
+
+def _all_filter_keys(product_id: str) -> list[str]:
+    return (
+        [journey_key(product_id, j) for j in JOURNEY_STATES]
+        + [mastery_key(product_id, m) for m in MASTERY_LEVELS]
+        + [onboarded_key(product_id, b) for b in (False, True)]
+    )
+
+
+def _row(product_id: str, user_id: str, doc: dict[str, Any] | None) -> UserSummary | None:
+    return None if doc is None else user_summary_from_doc(product_id, user_id, doc)
+
+
+def _score(row: UserSummary) -> float:
+    return row.last_activity_at or 0.0
+
+
+def _search_members(user_id: str, row: UserSummary) -> set[str]:
+    return {f"{term}{_SEARCH_SEP}{user_id}" for term in search_terms(user_id, row.metadata)}
+
+
+def index_commands(
+    product_id: str, user_id: str, old: UserSummary | None, new: UserSummary
+) -> list[tuple[Any, ...]]:
+    """Commands that move one user's index entries from ``old`` to ``new`` (idempotent)."""
+    score = _score(new)
+    cmds: list[tuple[Any, ...]] = [
+        ("SADD", PRODUCTS_KEY, product_id),
+        ("ZADD", users_key(product_id), score, user_id),
+    ]
+    new_filters = _filter_keys(product_id, new)
+    if old is not None:
+        for key in set(_filter_keys(product_id, old)) - set(new_filters):
+            cmds.append(("ZREM", key, user_id))
+    for key in new_filters:
+        cmds.append(("ZADD", key, score, user_id))
+    new_terms = _search_members(user_id, new)
+    if old is not None:
+        stale = _search_members(user_id, old) - new_terms
+        if stale:
+            cmds.append(("ZREM", search_key(product_id), *sorted(stale)))
+    cmds.append(("ZADD", search_key(product_id), *[x for m in sorted(new_terms) for x in (0, m)]))
+    return cmds
+
+
+# --- cursors -------------------------------------------------------------------
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, member]).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    """Keyset position (score, member) of the last row served: stable while rows move."""
+    if not cursor:
+        return None
+    try:
+        score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not isinstance(member, str):
+            raise ValueError
+        return float(score), member
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+def _after(item: tuple[float, str], position: tuple[float, str] | None, descending: bool) -> bool:
+    if position is None:
+        return True
+    return item < position if descending else item > position
+
+
+# --- wire key parsing (reindex) ---------------------------------------------------
+
+_STATE_RE = re.compile(rf"^{PREFIX}:user:(?P<pu>.+):state$", re.S)
+_SNAPSHOT_RE = re.compile(rf"^{PREFIX}:user:(?P<pu>.+?):session:(?P<sid>.+)$", re.S)
+
+
+def _split_user_part(part: str, user_id_hint: str | None) -> tuple[str, str]:
+    """``prod:user`` (or ``{prod:user}``) → (product, user); the document's user id settles colons."""
+    if part.startswith("{") and part.endswith("}"):
+        part = part[1:-1]
+    if user_id_hint and part.endswith(":" + user_id_hint) and len(part) > len(user_id_hint) + 1:
+        return part[: -len(user_id_hint) - 1], user_id_hint
+    product_id, _, user_id = part.partition(":")
+    return product_id, user_id
+
+
+class RedisStorageAdapter:
+    """Readable primary on Redis (standalone, or Redis Cluster with ``cluster=True``)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        ttl_s: int | None = None,
+        cluster: bool = False,
+        max_connections: int = 64,
+        pool_timeout_s: float = 30.0,
+        socket_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.redis_url = redis_url
+        self.ttl_s = int(ttl_s) if ttl_s else None
+        self.cluster = cluster
+        self.max_connections = max_connections
+        # Transport failures surface at once as StorageUnavailableError; the
+        # caller (agent/API) retries whole idempotent operations instead.
+        no_retry = Retry(NoBackoff(), 0)
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            self._client: Any = RedisCluster.from_url(
+                redis_url,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=no_retry,
+            )
+            self._pool = None
+            # The cluster client raises "too many connections" instead of waiting:
+            # bound the operations in flight so bursts queue here.
+            self._gate: asyncio.Semaphore | None = asyncio.Semaphore(max_connections)
+        else:
+            # A pool that waits for a free connection: a burst of sessions queues
+            # instead of failing with "too many connections" (the SDK dropped 1,900 of 2,000).
+            self._pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=max_connections,
+                timeout=pool_timeout_s,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=no_retry,
+            )
+            self._client = aioredis.Redis(connection_pool=self._pool)
+            self._gate = None
+        self._errors = self._error_types()
+
+    @staticmethod
+    def _error_types() -> tuple[type[BaseException], ...]:
+        from redis.exceptions import RedisError
+
+        return (RedisError, OSError, asyncio.TimeoutError)
+
+    def __repr__(self) -> str:
+        mode = "cluster" if self.cluster else "standalone"
+        return f"<RedisStorageAdapter {mode} ttl_s={self.ttl_s}>"
+
+    # -- keys --
+
+    def state_key(self, product_id: str, user_id: str) -> str:
+        return user_state_key(product_id, user_id, cluster=self.cluster)
+
+    def snapshot_key(self, product_id: str, user_id: str, session_id: str) -> str:
+        return session_key(product_id, user_id, session_id, cluster=self.cluster)
+
+    def history_key(self, product_id: str, user_id: str) -> str:
+        return sessions_key(product_id, user_id, cluster=self.cluster)
+
+    # -- plumbing --
+
+    async def _call(self, awaitable: Any) -> Any:
+        """Run one client call, turning every Redis failure into ``StorageUnavailableError``."""
+        from redis.exceptions import WatchError
+
+        try:
+            if self._gate is None:
+                return await awaitable
+            async with self._gate:
+                return await awaitable
+        except WatchError:
+            raise
+        except self._errors as exc:
+            raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def _raw(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Standalone fast path: send commands as one write on one connection, read every reply.
+
+        Replies that are errors come back as exception objects in the list (a
+        MULTI block must still be read to its EXEC before the connection is reused).
+        """
+        from redis.exceptions import ResponseError
+
+        assert self._pool is not None
+        connection = await self._pool.get_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await self._pool.release(connection)
+        return replies
+
+    def _ex(self) -> tuple[Any, ...]:
+        return ("EX", self.ttl_s) if self.ttl_s else ()
+
+    # -- the four wire methods --
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        """Replace the document; the index diff needs the old one, so this is a transaction too."""
+        await self.update_user_state(product_id, user_id, lambda _old: state)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        key = self.state_key(product_id, user_id)
+        return _parse(key, await self._call(self._client.get(key)))
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        """``SET NX``: the first write wins, a retried end changes nothing; indexed in the same MULTI."""
+        key = self.snapshot_key(product_id, user_id, session_id)
+        history = self.history_key(product_id, user_id)
+        captured = session_summary_from_doc(session_id, snapshot).captured_at
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", key, _dumps(snapshot), "NX", *self._ex()),
+            ("ZADD", history, "NX", captured, session_id),
+        ]
+        if self.ttl_s:
+            cmds.append(("EXPIRE", history, self.ttl_s))
+        results = await self._transaction(cmds)
+        if results[0] is None:
+            # Already there (a retry, or written by another writer such as the
+            # SDK): make sure the history orders it by the stored capture time.
+            existing = await self._call(self._client.get(key))
+            doc = _parse(key, existing) if existing is not None else None
+            if doc is not None:
+                stored = session_summary_from_doc(session_id, doc).captured_at
+                await self._call(self._client.zadd(history, {session_id: stored}))
+
+    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
+        key = self.snapshot_key(product_id, user_id, session_id)
+        return _parse(key, await self._call(self._client.get(key)))
+
+    async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        """MULTI/EXEC of single-slot commands, without WATCH; the EXEC results."""
+        if self._pool is not None:
+            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]))
+            return self._exec_results(replies)
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for cmd in cmds:
+                    pipe.execute_command(*cmd)
+                return await pipe.execute()
+
+        return await self._call(run())
+
+    @staticmethod
+    def _exec_results(replies: list[Any]) -> list[Any]:
+        """Check a raw MULTI..EXEC reply list; ``None`` results mean a WATCH conflict (caller handles)."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StorageUnavailableError(f"redis: transaction failed: {reply}") from reply
+        result = replies[-1]
+        if isinstance(result, list):
+            for item in result:
+                if isinstance(item, Exception):
+                    raise StorageUnavailableError(f"redis: command in transaction failed: {item}") from item
+        return result
+
+    # -- atomic update --
+
+    async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        """WATCH/GET → ``mutate`` → MULTI/SET+indexes/EXEC, retried on conflict (``mutate`` must be pure)."""
+        key = self.state_key(product_id, user_id)
+        for attempt in range(MAX_TX_ATTEMPTS):
+            if self._pool is not None:
+                outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate))
+            else:
+                outcome = await self._try_update_cluster(key, product_id, user_id, mutate)
+            if outcome is not _CONFLICT:
+                return outcome
+            # Someone else won this round: back off a little so the herd spreads out.
+            await asyncio.sleep(random.uniform(0, min(0.001 * (attempt + 1), 0.02)))
+        raise StorageUnavailableError(
+            f"redis: {key} kept changing under {MAX_TX_ATTEMPTS} optimistic transactions; try again"
+        )
+
+    def _prepare(
+        self, key: str, product_id: str, user_id: str, raw: bytes | None, mutate: StateMutation
+    ) -> tuple[StateDoc | None, StateDoc | None, list[tuple[Any, ...]]]:
+        """(current, new, index commands); ``new is None`` means nothing to write."""
+        current = _parse(key, raw)
+        new = mutate(current)
+        if new is None:
+            return current, None, []
+        new_row = user_summary_from_doc(product_id, user_id, new)
+        return current, new, index_commands(product_id, user_id, _row(product_id, user_id, current), new_row)
+
+    async def _try_update_standalone(
+        self, key: str, product_id: str, user_id: str, mutate: StateMutation
+    ) -> Any:
+        from redis.exceptions import ResponseError
+
+        assert self._pool is not None
+        connection = await self._pool.get_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("WATCH", key), ("GET", key)]), check_health=False
+            )
+            await connection.read_response()
+            raw = await connection.read_response()
+            current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+            if new is None:
+                await connection.send_packed_command(connection.pack_commands([("UNWATCH",)]), check_health=False)
+                await connection.read_response()
+                return current
+            cmds: list[tuple[Any, ...]] = [("MULTI",), ("SET", key, _dumps(new), *self._ex()), *idx, ("EXEC",)]
+            await connection.send_packed_command(connection.pack_commands(cmds), check_health=False)
+            replies: list[Any] = []
+            for _ in cmds:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            # A WATCH may still be active, or replies unread: never reuse this connection.
+            await connection.disconnect()
+            raise
+        finally:
+            await self._pool.release(connection)
+        if self._exec_results(replies) is None:
+            return _CONFLICT
+        return new
+
+    async def _try_update_cluster(self, key: str, product_id: str, user_id: str, mutate: StateMutation) -> Any:
+        from redis.exceptions import WatchError
+
+        async def attempt() -> Any:
+            async with self._client.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+                if new is None:
+                    await pipe.unwatch()
+                    return current, None, []
+                pipe.multi()
+                pipe.set(key, _dumps(new), ex=self.ttl_s)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return _CONFLICT
+                return current, new, idx
+
+        outcome = await self._call(attempt())
+        if outcome is _CONFLICT:
+            return _CONFLICT
+        current, new, idx = outcome
+        if new is None:
+            return current
+        # The product's indexes live in another slot: update them right after
+        # the user's transaction. Every command is idempotent, and listings
+        # re-check rows against the live document.
+        await self._pipeline(idx)
+        return new
+
+    async def _pipeline(self, cmds: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """Non-transactional pipeline (one round trip per node); raises on any error reply."""
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for cmd in cmds:
+                    pipe.execute_command(*cmd)
+                return await pipe.execute()
+
+        return await self._call(run())
+
+    # -- browsing --
+
+    async def ping(self) -> None:
+        if not await self._call(self._client.ping()):
+            raise StorageUnavailableError("redis: PING did not answer")
+
+    async def list_products(self) -> list[ProductSummary]:
+        products = sorted(_text(p) for p in await self._call(self._client.smembers(PRODUCTS_KEY)))
+        if not products:
+            return []
+        cmds: list[tuple[Any, ...]] = []
+        for product_id in products:
+            cmds.append(("ZCARD", users_key(product_id)))
+            cmds.extend(("ZCARD", journey_key(product_id, j)) for j in JOURNEY_STATES)
+            cmds.extend(("ZCARD", mastery_key(product_id, m)) for m in MASTERY_LEVELS)
+        counts = iter(await self._pipeline(cmds))
+        out = []
+        for product_id in products:
+            user_count = next(counts)
+            journeys = {j: n for j in JOURNEY_STATES if (n := next(counts))}
+            levels = {m: n for m in MASTERY_LEVELS if (n := next(counts))}
+            if user_count:
+                out.append(ProductSummary(product_id, user_count, journeys, levels))
+        return out
+
+    async def list_users(
+        self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        query = query or UserQuery()
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        position = _decode_cursor(cursor)
+        descending = query.order == "-last_activity"
+        filters = []
+        if query.journey_state:
+            filters.append(journey_key(product_id, query.journey_state))
+        if query.mastery_level:
+            filters.append(mastery_key(product_id, query.mastery_level))
+        if query.onboarded is not None:
+            filters.append(onboarded_key(product_id, query.onboarded))
+        needle = (query.search or "").strip().lower()
+
+        if needle:
+            candidates = await self._search(product_id, needle, filters, position, descending)
+        else:
+            candidates = await self._walk(product_id, filters or [users_key(product_id)], position, descending, limit)
+        page, more = candidates[:limit], len(candidates) > limit
+
+        raws = await self._get_many([self.state_key(product_id, uid) for _, uid in page])
+        rows = []
+        for (_, user_id), raw in zip(page, raws, strict=True):
+            if raw is None:
+                continue  # expired (TTL) or deleted since it was indexed
+            try:
+                doc = _parse(self.state_key(product_id, user_id), raw)
+                row = user_summary_from_doc(product_id, user_id, doc or {})
+            except CorruptDocumentError:
+                row = UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+            if _matches(row, query, needle):  # the live document has the last word
+                rows.append(row)
+        next_cursor = _encode_cursor(*page[-1]) if more and page else None
+        return Page(rows, next_cursor)
+
+    async def _walk(
+        self, product_id: str, keys: list[str], position: tuple[float, str] | None, descending: bool, limit: int
+    ) -> list[tuple[float, str]]:
+        """Up to ``limit + 1`` members of the smallest set that are in every other set, in order."""
+        if len(keys) > 1:
+            sizes = await self._pipeline([("ZCARD", k) for k in keys])
+            keys = [k for _, k in sorted(zip(sizes, keys, strict=True))]
+        driver, others = keys[0], keys[1:]
+        out: list[tuple[float, str]] = []
+        async for batch in self._zscan_ordered(driver, position, descending, batch=limit + 1):
+            if others:
+                checks = await self._pipeline([("ZMSCORE", k, *[m for _, m in batch]) for k in others])
+                batch = [item for i, item in enumerate(batch) if all(c[i] is not None for c in checks)]
+            out.extend(batch)
+            if len(out) > limit:
+                break
+        return out[: limit + 1]
+
+    async def _zscan_ordered(
+        self, key: str, position: tuple[float, str] | None, descending: bool, batch: int
+    ) -> AsyncIterator[list[tuple[float, str]]]:
+        """Members after the keyset ``position`` in (score, member) order, a batch at a time."""
+        bound: float | str = position[0] if position else ("+inf" if descending else "-inf")
+        offset = 0
+        while True:
+            if descending:
+                got = await self._call(
+                    self._client.zrevrangebyscore(key, bound, "-inf", start=offset, num=batch, withscores=True)
+                )
+            else:
+                got = await self._call(
+                    self._client.zrangebyscore(key, bound, "+inf", start=offset, num=batch, withscores=True)
+                )
+            offset += len(got)
+            items = [(float(s), _text(m)) for m, s in got]
+            items = [item for item in items if _after(item, position, descending)]
+            if items:
+                yield items
+            if len(got) < batch:
+                return
+
+    async def _search(
+        self,
+        product_id: str,
+        needle: str,
+        filters: list[str],
+        position: tuple[float, str] | None,
+        descending: bool,
+    ) -> list[tuple[float, str]]:
+        """Users with a search term starting with ``needle`` (lex range), filtered, in order."""
+        low = b"[" + needle.encode()
+        high = b"(" + needle.encode() + b"\xff"
+        members = await self._call(self._client.zrangebylex(search_key(product_id), low, high))
+        user_ids = sorted({_text(m).split(_SEARCH_SEP, 1)[-1] for m in members})
+        if not user_ids:
+            return []
+        keys = [users_key(product_id), *filters]
+        checks = await self._pipeline([("ZMSCORE", k, *user_ids) for k in keys])
+        items = [
+            (float(checks[0][i]), uid)
+            for i, uid in enumerate(user_ids)
+            if all(c[i] is not None for c in checks)
+        ]
+        items = sorted((it for it in items if _after(it, position, descending)), reverse=descending)
+        return items
+
+    async def _get_many(self, keys: list[str]) -> list[Any]:
+        if not keys:
+            return []
+        if self._pool is not None:
+            return await self._call(self._client.mget(keys))
+        return await self._pipeline([("GET", k) for k in keys])
+
+    async def list_sessions(
+        self,
+        product_id: str,
+        user_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Page[SessionSummary]:
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        position = _decode_cursor(cursor)
+        items: list[tuple[float, str]] = []
+        history = self.history_key(product_id, user_id)
+        async for batch in self._zscan_ordered(history, position, newest_first, limit + 1):
+            items.extend(batch)
+            if len(items) > limit:
+                break
+        page, more = items[:limit], len(items) > limit
+        raws = await self._get_many([self.snapshot_key(product_id, user_id, sid) for _, sid in page])
+        rows = []
+        for (_, session_id), raw in zip(page, raws, strict=True):
+            if raw is None:
+                continue  # expired (TTL) since it was indexed
+            try:
+                doc = _parse(self.snapshot_key(product_id, user_id, session_id), raw)
+            except CorruptDocumentError:
+                rows.append(SessionSummary(session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True))
+                continue
+            rows.append(session_summary_from_doc(session_id, doc or {}))
+        return Page(rows, _encode_cursor(*page[-1]) if more and page else None)
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        raw = await self._call(self._client.get(self.state_key(product_id, user_id)))
+        return None if raw is None else _text(raw)
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
+        raw = await self._call(self._client.get(self.snapshot_key(product_id, user_id, session_id)))
+        return None if raw is None else _text(raw)
+
+    # -- maintenance --
+
+    async def reindex(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Rebuild the browsing indexes from a SCAN of the two wire key patterns; safe to re-run.
+
+        Finds documents written by other writers (the published SDK), repairs
+        entries left stale, and drops entries whose document is gone (TTL).
+        ``progress(advanced, total)`` is called as keys are scanned.
+        """
+        total = await self._dbsize()
+        counts = {"keys_scanned": 0, "states": 0, "snapshots": 0, "corrupt": 0, "pruned": 0}
+        states: list[str] = []
+        snapshots: list[str] = []
+        histories: list[str] = []
+        async for batch in self._scan_batches():
+            for key in batch:
+                if key.startswith(f"{PREFIX}:user:"):
+                    if key.endswith(":state"):
+                        states.append(key)
+                    elif key.endswith(":sessions"):
+                        histories.append(key)
+                    elif ":session:" in key:
+                        snapshots.append(key)
+            counts["keys_scanned"] += len(batch)
+            if len(states) >= _SCAN_BATCH:
+                await self._reindex_states(states, counts)
+                states = []
+            if len(snapshots) >= _SCAN_BATCH:
+                await self._reindex_snapshots(snapshots, counts)
+                snapshots = []
+            if progress is not None:
+                progress(len(batch), total)
+        await self._reindex_states(states, counts)
+        await self._reindex_snapshots(snapshots, counts)
+        counts["pruned"] += await self._prune(histories)
+        return counts
+
+    async def _dbsize(self) -> int:
+        if self._pool is not None:
+            return int(await self._call(self._client.dbsize()))
+        sizes = await self._call(self._client.dbsize(target_nodes=self._client.PRIMARIES))
+        return int(sum(sizes.values()) if isinstance(sizes, dict) else sizes)
+
+    async def _scan_batches(self) -> AsyncIterator[list[str]]:
+        if self._pool is not None:
+            cursor = 0
+            while True:
+                cursor, keys = await self._call(self._client.scan(cursor, count=_SCAN_BATCH))
+                yield [_text(k) for k in keys]
+                if cursor == 0:
+                    return
+        for node in self._client.get_primaries():
+            cursor = 0
+            while True:
+                cursors, keys = await self._call(self._client.scan(cursor, count=_SCAN_BATCH, target_nodes=node))
+                cursor = next(iter(cursors.values())) if isinstance(cursors, dict) else cursors
+                yield [_text(k) for k in keys]
+                if cursor == 0:
+                    break
+
+    async def _reindex_states(self, keys: list[str], counts: dict[str, int]) -> None:
+        if not keys:
+            return
+        raws = await self._get_many(keys)
+        cmds: list[tuple[Any, ...]] = []
+        for key, raw in zip(keys, raws, strict=True):
+            match = _STATE_RE.match(key)
+            if raw is None or match is None:
+                continue
+            try:
+                doc = _parse(key, raw)
+                hint = doc.get("user_id") if doc else None
+            except CorruptDocumentError:
+                doc, hint = None, None
+                counts["corrupt"] += 1
+            product_id, user_id = _split_user_part(match["pu"], hint if isinstance(hint, str) else None)
+            if not product_id or not user_id or self.state_key(product_id, user_id) != key:
+                continue  # a key of the other key mode, or not ours to interpret
+            row = (
+                user_summary_from_doc(product_id, user_id, doc)
+                if doc is not None
+                else UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+            )
+            # Any filter set the user may be in from an older document: ZREM is a no-op where absent.
+            cmds.extend(("ZREM", k, user_id) for k in _all_filter_keys(product_id))
+            cmds.extend(index_commands(product_id, user_id, None, row))
+            counts["states"] += 1
+        if cmds:
+            await self._pipeline(cmds)
+
+    async def _reindex_snapshots(self, keys: list[str], counts: dict[str, int]) -> None:
+        if not keys:
+            return
+        raws = await self._get_many(keys)
+        cmds: list[tuple[Any, ...]] = []
+        for key, raw in zip(keys, raws, strict=True):
+            match = _SNAPSHOT_RE.match(key)
+            if raw is None or match is None:
+                continue
+            try:
+                doc = _parse(key, raw)
+            except CorruptDocumentError:
+                doc = None
+                counts["corrupt"] += 1
+            hint_sid = doc.get("session_id") if doc else None
+            hint_uid = doc.get("user_id") if doc else None
+            pu, session_id = match["pu"], match["sid"]
+            rest = key[len(f"{PREFIX}:user:") :]
+            if isinstance(hint_sid, str) and hint_sid and rest.endswith(":session:" + hint_sid):
+                pu, session_id = rest[: -len(":session:" + hint_sid)], hint_sid
+            product_id, user_id = _split_user_part(pu, hint_uid if isinstance(hint_uid, str) else None)
+            if not product_id or not user_id or self.snapshot_key(product_id, user_id, session_id) != key:
+                continue
+            captured = session_summary_from_doc(session_id, doc).captured_at if doc is not None else 0.0
+            cmds.append(("ZADD", self.history_key(product_id, user_id), captured, session_id))
+            counts["snapshots"] += 1
+        if cmds:
+            await self._pipeline(cmds)
+
+    async def _prune(self, histories: list[str]) -> int:
+        """Drop index entries whose document no longer exists (expired or deleted)."""
+        pruned = 0
+        for product_id in sorted(_text(p) for p in await self._call(self._client.smembers(PRODUCTS_KEY))):
+            members = [_text(m) for m in await self._call(self._client.zrange(users_key(product_id), 0, -1))]
+            exists = await self._pipeline([("EXISTS", self.state_key(product_id, u)) for u in members])
+            gone = {u for u, e in zip(members, exists, strict=True) if not e}
+            if gone:
+                cmds: list[tuple[Any, ...]] = [
+                    ("ZREM", k, *sorted(gone)) for k in [users_key(product_id), *_all_filter_keys(product_id)]
+                ]
+                terms = [_text(m) async for m, _score in self._client.zscan_iter(search_key(product_id))]
+                stale_terms = [t for t in terms if t.split(_SEARCH_SEP, 1)[-1] in gone]
+                if stale_terms:
+                    cmds.append(("ZREM", search_key(product_id), *stale_terms))
+                await self._pipeline(cmds)
+                pruned += len(gone)
+            if len(gone) == len(members):
+                await self._call(self._client.srem(PRODUCTS_KEY, product_id))
+        for history in histories:
+            base = history.removesuffix(":sessions")
+            sids = [_text(m) for m in await self._call(self._client.zrange(history, 0, -1))]
+            exists = await self._pipeline([("EXISTS", f"{base}:session:{sid}") for sid in sids])
+            gone_sessions = [sid for sid, e in zip(sids, exists, strict=True) if not e]
+            if gone_sessions:
+                await self._call(self._client.zrem(history, *gone_sessions))
+                pruned += len(gone_sessions)
+        return pruned
+
+    async def aclose(self) -> None:
+        """Close the pool (pooled connections belong to the event loop that made them)."""
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+
+_CONFLICT = object()
+
+
+def _matches(row: UserSummary, query: UserQuery, needle: str) -> bool:
+    if query.journey_state and row.journey_state != query.journey_state:
+        return False
+    if query.mastery_level and row.mastery_level != query.mastery_level:
+        return False
+    if query.onboarded is not None and row.onboarded != query.onboarded:
+        return False
+    return not needle or any(t.startswith(needle) for t in search_terms(row.user_id, row.metadata))
