@@ -57,7 +57,26 @@ def _now() -> float:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float; not a bool, and not an int too large to be a float (JSON allows those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _stamp(now: float | None) -> float:
+    """A time a caller passes in: ``None`` means now; a non-finite one is refused.
+
+    A NaN stamp cannot be written as JSON and silently breaks every cooldown
+    comparison, so it fails here, at the call that made it.
+    """
+    if now is None:
+        return _now()
+    if not _is_number(now):
+        raise ValueError(f"a timestamp must be a finite number of unix seconds, not {now!r}")
+    return float(now)
 
 
 def _ts(value: Any, default: float) -> float:
@@ -122,9 +141,25 @@ def _enum(enum: type[Enum], value: Any, default: Enum) -> Any:
         return default
 
 
+def _json_safe(value: Any) -> Any:
+    """A copy of a free-form value with NaN and ±Infinity replaced by ``None``.
+
+    Free-form bags (metadata, unknown fields) are kept as they are, but a
+    non-finite float cannot be written as JSON: it would make the whole
+    document unwritable.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _extras(data: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
     known_set = set(known)
-    return {k: copy.deepcopy(v) for k, v in data.items() if k not in known_set}
+    return {k: _json_safe(v) for k, v in data.items() if k not in known_set}
 
 
 # --- nested documents --------------------------------------------------------
@@ -297,7 +332,7 @@ class OnboardingState:
     @classmethod
     def from_dict(cls, data: Any, *, now: float | None = None) -> OnboardingState:
         data = _dict(data)
-        now = _now() if now is None else now
+        now = _stamp(now)
         return cls(
             welcomed=_bool(data.get("welcomed")),
             exploration_started_at=_ts(data.get("exploration_started_at"), now),
@@ -405,12 +440,12 @@ class UserAdoptionState:
     # -- wire --
 
     def to_dict(self) -> dict[str, Any]:
-        doc = copy.deepcopy(self.extra)
+        doc = _json_safe(self.extra)
         doc.update(
             {
                 "_v": SCHEMA_VERSION,
                 "user_id": self.user_id,
-                "metadata": copy.deepcopy(self.metadata),
+                "metadata": _json_safe(self.metadata),
                 "journey_state": self.journey_state.value,
                 "mastery": self.mastery.to_dict(),
                 "discovered_features": list(self.discovered_features),
@@ -439,7 +474,7 @@ class UserAdoptionState:
         first_seen = _ts(data.get("first_seen_at"), now)
         return cls(
             user_id=_str(data.get("user_id")) or user_id,
-            metadata=copy.deepcopy(_dict(data.get("metadata"))),
+            metadata=_json_safe(_dict(data.get("metadata"))),
             journey_state=_enum(JourneyState, data.get("journey_state"), JourneyState.ONBOARDING),
             mastery=Mastery.from_dict(data.get("mastery")),
             discovered_features=_str_list(data.get("discovered_features")),
@@ -473,7 +508,7 @@ class UserAdoptionState:
     # -- mutation helpers an agent needs (each bumps last_updated_at) --
 
     def touch(self, now: float | None = None) -> None:
-        self.last_updated_at = _now() if now is None else now
+        self.last_updated_at = _stamp(now)
 
     def set_journey_state(self, journey_state: JourneyState | str, *, now: float | None = None) -> None:
         self.journey_state = JourneyState(journey_state)
@@ -511,7 +546,7 @@ class UserAdoptionState:
             if value is None:
                 self.metadata.pop(key, None)
             else:
-                self.metadata[key] = copy.deepcopy(value)
+                self.metadata[key] = _json_safe(value)
         self.touch(now)
 
     def upsert_workflow_progress(
@@ -524,7 +559,7 @@ class UserAdoptionState:
         source: str | None = None,
         now: float | None = None,
     ) -> WorkflowProgress:
-        now = _now() if now is None else now
+        now = _stamp(now)
         wp = self.onboarding.workflow_progress.get(workflow_id)
         if wp is None:
             wp = WorkflowProgress(workflow_id=workflow_id, last_evaluated_at=now)
@@ -555,7 +590,7 @@ class UserAdoptionState:
         evidence: str | None = None,
         now: float | None = None,
     ) -> StepProgress:
-        now = _now() if now is None else now
+        now = _stamp(now)
         wp = self.onboarding.workflow_progress.get(workflow_id)
         if wp is None:
             wp = self.upsert_workflow_progress(workflow_id, status=WorkflowStatus.IN_PROGRESS, now=now)
@@ -585,7 +620,7 @@ class UserAdoptionState:
         suggested_workflow_ids: Iterable[str] = (),
         now: float | None = None,
     ) -> StepInAssessment:
-        now = _now() if now is None else now
+        now = _stamp(now)
         decision = StepInAssessment(
             decided_at=now,
             should_step_in=bool(should_step_in),
@@ -604,7 +639,7 @@ class UserAdoptionState:
         """Stamp completion once; later calls change nothing. Returns whether it stamped."""
         if self.onboarding.onboarding_completed_at is not None:
             return False
-        stamp = _now() if at is None else at
+        stamp = _stamp(at)
         self.onboarding.onboarding_completed_at = stamp
         self.journey_state = JourneyState.ONBOARDED
         self.touch()
@@ -688,7 +723,7 @@ class SessionSnapshot:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = copy.deepcopy(self.extra)
+        doc = _json_safe(self.extra)
         doc.update(
             {
                 "_v": self.version,
@@ -777,8 +812,11 @@ class SessionSnapshot:
 
         ``assigned_workflows`` divides by the workflows tracked for this user
         (those with a progress entry); ``all_catalog_workflows`` by the catalog.
+        A non-finite ``started_at`` or ``now`` raises ``ValueError``: it could
+        not be written as JSON.
         """
-        captured = _now() if now is None else now
+        captured = _stamp(now)
+        started = _stamp(started_at)
         denominator_kind = CompletionRateDenominator(completion_rate_denominator)
         catalog = _str_list(list(catalog_workflow_ids))
         progress = copy.deepcopy(state.onboarding.workflow_progress)
@@ -796,9 +834,9 @@ class SessionSnapshot:
             session_id=session_id,
             user_id=state.user_id,
             session_number=max(1, int(session_number)),
-            started_at=float(started_at),
+            started_at=started,
             captured_at=captured,
-            duration_s=round(max(0.0, captured - float(started_at)), 2),
+            duration_s=round(max(0.0, captured - started), 2),
             journey_state=state.journey_state,
             mastery=copy.deepcopy(state.mastery),
             proactive_support_count=state.onboarding.proactive_support_count,
