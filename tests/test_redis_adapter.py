@@ -1,0 +1,458 @@
+"""RedisStorageAdapter against a real redis-server the suite starts (tests/support/redis_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+import redis
+
+from autoplay_storage.adapters.memory import InMemoryStorageAdapter
+from autoplay_storage.adapters.redis import (
+    JOURNEY_STATES,
+    MASTERY_LEVELS,
+    RedisStorageAdapter,
+    journey_key,
+    mastery_key,
+    onboarded_key,
+    search_key,
+    users_key,
+)
+from autoplay_storage.browse import UserQuery
+from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableError
+from autoplay_storage.keys import session_key, user_state_key
+from autoplay_storage.lifecycle import on_session_end, on_session_start
+from autoplay_storage.manager import StorageManager
+from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, SessionSnapshot, UserAdoptionState
+from tests.support.redis_server import closed_port
+
+
+@pytest.fixture
+async def adapter(redis_url: str):
+    a = RedisStorageAdapter(redis_url)
+    yield a
+    await a.aclose()
+
+
+@pytest.fixture
+def raw(redis_url: str):
+    """A plain synchronous client for looking at what is really stored."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def compact(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def snapshot_for(state: UserAdoptionState, session_id: str, *, started_at: float, now: float) -> SessionSnapshot:
+    return SessionSnapshot.from_adoption_state(
+        state,
+        session_id=session_id,
+        session_number=state.sessions.count + 1,
+        started_at=started_at,
+        catalog_workflow_ids=["wf_a", "wf_b"],
+        now=now,
+    )
+
+
+# --- wire format ---------------------------------------------------------------
+
+
+async def test_lifecycle_writes_exactly_the_two_wire_keys_as_compact_json(adapter, raw):
+    storage = StorageManager([adapter])
+    state, onboarding = await on_session_start("prod_1", "u_123", "sess_abc", storage)
+    assert onboarding is None
+    snap = snapshot_for(state, "sess_abc", started_at=state.first_seen_at, now=state.first_seen_at + 60)
+    await on_session_end("prod_1", "u_123", snap, storage)
+
+    state_raw = raw.get("autoplay:user:prod_1:u_123:state")
+    snap_raw = raw.get("autoplay:user:prod_1:u_123:session:sess_abc")
+    assert state_raw is not None and snap_raw is not None
+    for text in (state_raw, snap_raw):
+        doc = json.loads(text)
+        assert text.decode() == compact(doc)  # compact JSON, no envelope
+    assert json.loads(snap_raw) == snap.to_dict()
+    stored = json.loads(state_raw)
+    assert stored["sessions"]["count"] == 1
+    assert stored["sessions"]["index"][0]["session_id"] == "sess_abc"
+    assert stored == UserAdoptionState.from_dict(stored).to_dict()
+    # Nothing else under the wire patterns: our own keys are elsewhere under autoplay:
+    wire = sorted(k.decode() for k in raw.scan_iter("autoplay:user:*") if k.endswith((b":state", b":sess_abc")))
+    assert wire == ["autoplay:user:prod_1:u_123:session:sess_abc", "autoplay:user:prod_1:u_123:state"]
+
+
+async def test_every_sdk_fixture_loaded_raw_reads_back_equal(adapter, raw, sdk_fixtures):
+    for stem, doc in sdk_fixtures.items():
+        kind, product_id, user_id, *rest = stem.split("__")
+        key = user_state_key(product_id, user_id) if kind == "state" else session_key(product_id, user_id, rest[0])
+        raw.set(key, json.dumps(doc, indent=2))  # as another writer might format it
+    for stem, doc in sdk_fixtures.items():
+        kind, product_id, user_id, *rest = stem.split("__")
+        if kind == "state":
+            got = await adapter.get_user_state(product_id, user_id)
+            assert got == doc
+            assert UserAdoptionState.from_dict(got).to_dict() == doc
+        else:
+            got = await adapter.get_session_snapshot(product_id, user_id, rest[0])
+            assert got == doc
+            assert SessionSnapshot.from_dict(got).to_dict() == doc
+
+
+async def test_what_we_write_is_byte_compatible_with_the_fixtures(adapter, raw, sdk_fixtures):
+    for stem, doc in sdk_fixtures.items():
+        kind, product_id, user_id, *rest = stem.split("__")
+        if kind == "state":
+            await adapter.save_user_state(product_id, user_id, doc)
+            text = raw.get(user_state_key(product_id, user_id))
+        else:
+            await adapter.save_session_snapshot(product_id, user_id, rest[0], doc)
+            text = raw.get(session_key(product_id, user_id, rest[0]))
+        assert json.loads(text) == doc
+        assert text.decode() == compact(doc)
+
+
+async def test_snapshot_is_write_once(adapter, raw):
+    first = {"_v": 1, "_frozen": True, "session_id": "s1", "user_id": "u", "captured_at": 100.0, "started_at": 90.0}
+    await adapter.save_session_snapshot("p", "u", "s1", first)
+    await adapter.save_session_snapshot("p", "u", "s1", {**first, "captured_at": 999.0, "journey_state": "onboarded"})
+    assert await adapter.get_session_snapshot("p", "u", "s1") == first
+    assert raw.zscore("autoplay:user:p:u:sessions", "s1") == 100.0
+
+
+async def test_none_only_for_a_missing_key(adapter):
+    assert await adapter.get_user_state("p", "nobody") is None
+    assert await adapter.get_session_snapshot("p", "nobody", "s") is None
+    assert await adapter.get_raw_user_state("p", "nobody") is None
+
+
+async def test_ttl_applies_to_user_keys(redis_url, raw):
+    a = RedisStorageAdapter(redis_url, ttl_s=3600)
+    try:
+        storage = StorageManager([a])
+        state, _ = await on_session_start("p", "u", "s1", storage)
+        await on_session_end("p", "u", snapshot_for(state, "s1", started_at=1.0, now=2.0), storage)
+    finally:
+        await a.aclose()
+    for key in ("autoplay:user:p:u:state", "autoplay:user:p:u:session:s1", "autoplay:user:p:u:sessions"):
+        assert 0 < raw.ttl(key) <= 3600
+
+
+# --- errors are not "not found" ----------------------------------------------------
+
+
+async def test_unreachable_redis_raises_on_reads_and_writes():
+    a = RedisStorageAdapter(f"redis://127.0.0.1:{closed_port()}/0", connect_timeout_s=1.0)
+    storage = StorageManager([a])
+    try:
+        with pytest.raises(StorageUnavailableError):
+            await a.get_user_state("p", "u")
+        with pytest.raises(StorageUnavailableError):
+            await a.get_session_snapshot("p", "u", "s")
+        with pytest.raises(StorageUnavailableError):
+            await a.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())
+        with pytest.raises(StorageUnavailableError):
+            await a.save_session_snapshot("p", "u", "s", {"session_id": "s"})
+        with pytest.raises(StorageUnavailableError):
+            await a.ping()
+        with pytest.raises(StorageUnavailableError):
+            await a.list_products()
+        with pytest.raises(StorageUnavailableError):
+            await a.list_users("p")
+        with pytest.raises(StorageUnavailableError):
+            await a.list_sessions("p", "u")
+        # The SDK saved a blank state here; we raise and write nothing.
+        with pytest.raises(StorageUnavailableError):
+            await on_session_start("p", "u", "s1", storage)
+    finally:
+        await a.aclose()
+
+
+async def test_server_error_is_unavailable_not_missing(adapter, raw):
+    raw.config_set("maxmemory", "1")  # every write now fails with OOM
+    try:
+        with pytest.raises(StorageUnavailableError):
+            await adapter.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())
+    finally:
+        raw.config_set("maxmemory", "0")
+    assert raw.get("autoplay:user:p:u:state") is None
+
+
+@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2, 3]", b"\xff\xfe", b'"a string"'])
+async def test_corrupt_state_is_reported_and_left_untouched(adapter, raw, bad):
+    key = "autoplay:user:p:u:state"
+    raw.set(key, bad)
+    with pytest.raises(CorruptDocumentError) as info:
+        await adapter.get_user_state("p", "u")
+    assert info.value.key == key
+    assert info.value.raw == bad.decode("utf-8", errors="replace")
+    storage = StorageManager([adapter])
+    with pytest.raises(CorruptDocumentError):
+        await on_session_start("p", "u", "s1", storage)
+    with pytest.raises(CorruptDocumentError):
+        await adapter.update_user_state("p", "u", lambda doc: {"_v": 1, "user_id": "u"})
+    assert raw.get(key) == bad
+    assert await adapter.get_raw_user_state("p", "u") == bad.decode("utf-8", errors="replace")
+
+
+async def test_corrupt_snapshot_is_reported(adapter, raw):
+    raw.set("autoplay:user:p:u:session:s1", b"{truncated")
+    with pytest.raises(CorruptDocumentError):
+        await adapter.get_session_snapshot("p", "u", "s1")
+    assert await adapter.get_raw_session_snapshot("p", "u", "s1") == "{truncated"
+
+
+# --- atomic, idempotent, bursts --------------------------------------------------------
+
+
+async def test_fifty_racing_session_ends_lose_nothing(adapter):
+    storage = StorageManager([adapter])
+    state, _ = await on_session_start("p", "racer", "s_first", storage)
+
+    async def end(i: int) -> None:
+        snap = snapshot_for(state, f"s_{i:02d}", started_at=1000.0 + i, now=2000.0 + i)
+        await on_session_end("p", "racer", snap, storage)
+
+    await asyncio.gather(*(end(i) for i in range(50)))
+    doc = await adapter.get_user_state("p", "racer")
+    assert doc["sessions"]["count"] == 50
+    ids = [e["session_id"] for e in doc["sessions"]["index"]]
+    assert len(set(ids)) == 50
+    assert sorted(e["session_number"] for e in doc["sessions"]["index"]) == list(range(1, 51))
+    history = await adapter.list_sessions("p", "racer", limit=500)
+    assert len(history.items) == 50
+
+
+async def test_update_retries_mutate_on_conflict(adapter, raw):
+    """Another writer changes the key between our GET and EXEC: EXEC fails and mutate reruns on its document."""
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+    seen: list[int] = []
+
+    def mutate(doc):
+        seen.append(doc["n"])
+        if len(seen) == 1:  # the concurrent writer sneaks in while we hold the WATCH
+            raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 10}))
+        return {**doc, "n": doc["n"] + 1}
+
+    assert (await adapter.update_user_state("p", "u", mutate))["n"] == 11
+    assert seen == [0, 10]
+    assert (await adapter.get_user_state("p", "u"))["n"] == 11
+
+
+async def test_mutate_returning_none_or_raising_writes_nothing(adapter, raw):
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
+    before = raw.get("autoplay:user:p:u:state")
+    assert await adapter.update_user_state("p", "u", lambda doc: None) == {"_v": 1, "user_id": "u"}
+
+    def boom(doc):
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        await adapter.update_user_state("p", "u", boom)
+    assert raw.get("autoplay:user:p:u:state") == before
+    # The connection used by the failed attempt was not returned with a WATCH on it.
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "x": 1})
+    assert (await adapter.get_user_state("p", "u"))["x"] == 1
+
+
+async def test_same_end_sent_five_times_records_once(adapter, raw):
+    storage = StorageManager([adapter])
+    state, _ = await on_session_start("p", "u", "s1", storage)
+    snap = snapshot_for(state, "s1", started_at=10.0, now=20.0)
+    await asyncio.gather(*(on_session_end("p", "u", snap, storage) for _ in range(3)))
+    for _ in range(2):
+        await on_session_end("p", "u", snap, storage)
+    doc = await adapter.get_user_state("p", "u")
+    assert doc["sessions"]["count"] == 1
+    assert [e["session_id"] for e in doc["sessions"]["index"]] == ["s1"]
+    assert raw.zcard("autoplay:user:p:u:sessions") == 1
+
+
+async def test_burst_of_2000_lifecycles_through_one_adapter(redis_url, raw):
+    a = RedisStorageAdapter(redis_url, max_connections=32)
+    storage = StorageManager([a])
+
+    async def lifecycle(i: int) -> None:
+        state, _ = await on_session_start("burst", f"u{i}", f"s{i}", storage)
+        await on_session_end("burst", f"u{i}", snapshot_for(state, f"s{i}", started_at=1.0, now=2.0), storage)
+
+    try:
+        await asyncio.gather(*(lifecycle(i) for i in range(2000)))
+        products = {p.product_id: p for p in await a.list_products()}
+    finally:
+        await a.aclose()
+    assert products["burst"].user_count == 2000
+    stored = raw.mget([f"autoplay:user:burst:u{i}:state" for i in range(2000)])
+    counts = [json.loads(v)["sessions"]["count"] for v in stored]
+    assert counts == [1] * 2000
+    assert len(list(raw.scan_iter("autoplay:user:burst:*:session:*", count=1000))) == 2000
+
+
+# --- browsing: the same answers as the reference (memory) adapter --------------------------
+
+
+def user_doc(user_id: str, *, at: float, journey: str, level: str, onboarded: bool, metadata: dict) -> dict:
+    state = UserAdoptionState(user_id=user_id, metadata=metadata, first_seen_at=at - 100, last_updated_at=at)
+    state.journey_state = JourneyState(journey)
+    state.mastery.level = MasteryLevel(level)
+    if onboarded:
+        state.onboarding.onboarding_completed_at = at - 1
+    return state.to_dict()
+
+
+def random_docs(rng: random.Random, product_id: str, n: int) -> dict[str, dict]:
+    roles = ["admin", "Analyst", "viewer", "ops lead"]
+    docs = {}
+    for i in range(n):
+        uid = f"{product_id}_user_{i:03d}"
+        docs[uid] = user_doc(
+            uid,
+            at=1_700_000_000 + rng.choice([0, 0, 5, 10]) + i * rng.choice([0, 1]),  # plenty of ties
+            journey=rng.choice(JOURNEY_STATES),
+            level=rng.choice(MASTERY_LEVELS),
+            onboarded=rng.random() < 0.4,
+            metadata={"role": rng.choice(roles), "email": f"{'alice' if i % 3 else 'bob'}{i}@example.com"},
+        )
+    return docs
+
+
+QUERIES = [
+    UserQuery(),
+    UserQuery(order="last_activity"),
+    UserQuery(journey_state="onboarded"),
+    UserQuery(mastery_level="beginner", order="last_activity"),
+    UserQuery(onboarded=True),
+    UserQuery(onboarded=False, journey_state="onboarding", mastery_level="novice"),
+    UserQuery(search="ALI"),
+    UserQuery(search="bob1", order="last_activity"),
+    UserQuery(search="ops"),
+    UserQuery(search="analyst", onboarded=False),
+    UserQuery(search="p1_user_01"),
+    UserQuery(search="nothing-matches"),
+    UserQuery(search="   "),
+]
+
+
+async def all_pages(adapter, product_id: str, query: UserQuery, limit: int) -> list:
+    rows, cursor = [], None
+    while True:
+        page = await adapter.list_users(product_id, query, cursor=cursor, limit=limit)
+        rows.extend(page.items)
+        if page.next_cursor is None:
+            return rows
+        cursor = page.next_cursor
+
+
+async def assert_same_listings(redis_adapter, memory, products: list[str]) -> None:
+    assert await redis_adapter.list_products() == await memory.list_products()
+    for product_id in products:
+        for query in QUERIES:
+            expected = await all_pages(memory, product_id, query, 500)
+            for limit in (1, 7, 500):
+                assert await all_pages(redis_adapter, product_id, query, limit) == expected, (query, limit)
+
+
+async def test_listings_match_the_reference_adapter_and_follow_rewrites(adapter):
+    rng = random.Random(7)
+    memory = InMemoryStorageAdapter()
+    data = {"p1": random_docs(rng, "p1", 60), "p2": random_docs(rng, "p2", 15)}
+    for product_id, docs in data.items():
+        for uid, doc in docs.items():
+            await adapter.save_user_state(product_id, uid, doc)
+            await memory.save_user_state(product_id, uid, doc)
+    await assert_same_listings(adapter, memory, ["p1", "p2", "p_none"])
+
+    # Rewrite a third of the users: journey, level, onboarding and metadata change;
+    # the old filter and search entries must go.
+    for uid in list(data["p1"])[::3]:
+        doc = user_doc(
+            uid, at=1_700_000_100 + rng.random(), journey="onboarded", level="power_user", onboarded=True,
+            metadata={"role": "zeta"},
+        )
+        await adapter.save_user_state("p1", uid, doc)
+        await memory.save_user_state("p1", uid, doc)
+    await assert_same_listings(adapter, memory, ["p1"])
+    assert (await adapter.list_users("p1", UserQuery(search="zeta"), limit=500)).items
+    summary = {p.product_id: p for p in await adapter.list_products()}["p1"]
+    assert summary.journey_states["onboarded"] >= 20
+    assert summary.mastery_levels["power_user"] >= 20
+
+
+async def test_filter_sets_hold_each_user_once(adapter, raw):
+    doc = user_doc("u", at=100.0, journey="onboarding", level="novice", onboarded=False, metadata={"email": "a@x"})
+    await adapter.save_user_state("p", "u", doc)
+    doc2 = user_doc("u", at=200.0, journey="onboarded", level="proficient", onboarded=True, metadata={"email": "b@x"})
+    await adapter.save_user_state("p", "u", doc2)
+    assert raw.zscore(users_key("p"), "u") == 200.0
+    assert raw.zcard(journey_key("p", "onboarding")) == 0
+    assert raw.zscore(journey_key("p", "onboarded"), "u") == 200.0
+    assert raw.zcard(mastery_key("p", "novice")) == 0
+    assert raw.zscore(mastery_key("p", "proficient"), "u") == 200.0
+    assert raw.zcard(onboarded_key("p", False)) == 0
+    assert raw.zcard(onboarded_key("p", True)) == 1
+    assert sorted(raw.zrange(search_key("p"), 0, -1)) == [b"b@x\x00u", b"u\x00u"]
+
+
+async def test_session_history_beyond_the_inline_fifty(adapter):
+    storage = StorageManager([adapter])
+    memory = InMemoryStorageAdapter()
+    mem_storage = StorageManager([memory])
+    state, _ = await on_session_start("p", "long", "s0", storage)
+    for i in range(60):
+        snap = snapshot_for(state, f"s{i:02d}", started_at=1000.0 + i * 10, now=1005.0 + i * 10 - (i % 2) * 10)
+        await on_session_end("p", "long", snap, storage)
+        await on_session_end("p", "long", snap, mem_storage)
+    doc = await adapter.get_user_state("p", "long")
+    assert doc["sessions"]["count"] == 60 and len(doc["sessions"]["index"]) == 50
+    for newest_first in (True, False):
+        expected = (await memory.list_sessions("p", "long", limit=500, newest_first=newest_first)).items
+        assert len(expected) == 60
+        for limit in (1, 7, 50):
+            got, cursor = [], None
+            while True:
+                page = await adapter.list_sessions("p", "long", cursor=cursor, limit=limit, newest_first=newest_first)
+                got.extend(page.items)
+                if not page.next_cursor:
+                    break
+                cursor = page.next_cursor
+            assert got == expected
+    # The lifecycle finds session 1 through the history once it left the inline index.
+    _, onboarding = await on_session_start("p", "long", "s_next", storage)
+    assert onboarding is not None and onboarding.session_id == "s00"
+
+
+async def test_corrupt_snapshot_lists_as_corrupt(adapter, raw):
+    await adapter.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 5.0, "started_at": 1.0})
+    raw.set("autoplay:user:p:u:session:s1", "{broken")
+    page = await adapter.list_sessions("p", "u")
+    assert [(r.session_id, r.corrupt) for r in page.items] == [("s1", True)]
+
+
+async def test_bad_cursor_is_a_value_error(adapter):
+    with pytest.raises(ValueError):
+        await adapter.list_users("p", cursor="not-a-cursor")
+    with pytest.raises(ValueError):
+        await adapter.list_sessions("p", "u", cursor="bm9wZQ==")
+
+
+async def test_ping(adapter):
+    await adapter.ping()
+
+
+# --- runtime: REDIS_URL set -> Redis is the console's primary ---------------------------------
+
+
+async def test_runtime_uses_redis_when_redis_url_is_set(settings, redis_url, raw):
+    from autoplay_storage.runtime import get_storage
+
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "PRIMARY": "", "REDIS_URL": redis_url}
+    storage = get_storage()
+    try:
+        assert isinstance(storage.primary, RedisStorageAdapter)
+        await on_session_start("prod_rt", "u1", "s1", storage)
+    finally:
+        await storage.aclose()
+    assert raw.exists("autoplay:user:prod_rt:u1:state")
