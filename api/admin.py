@@ -1,0 +1,96 @@
+"""Admins create, list and revoke agents' API keys; a new key is shown once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from . import auth
+from .ids import is_product_id
+from .models import ApiKey
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    products_text = forms.CharField(
+        label="Products",
+        help_text="Product ids this key may use, separated by commas or spaces.",
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name"]
+
+    def clean_products_text(self) -> list[str]:
+        products = [p for p in self.cleaned_data["products_text"].replace(",", " ").split() if p]
+        bad = [p for p in products if not is_product_id(p)]
+        if bad:
+            raise forms.ValidationError(f"not a product id: {', '.join(bad)} (letters, digits and . _ @ + - only)")
+        if not products:
+            raise forms.ValidationError("give at least one product id")
+        return products
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "key_prefix", "product_list", "created_by", "created_at", "last_used_at", "status"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["name", "key_prefix", "products", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke_keys"]
+
+    @admin.display(description="key")
+    def key_prefix(self, obj: ApiKey) -> str:
+        return f"ap_{obj.prefix}_…"
+
+    @admin.display(description="products")
+    def product_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.products)
+
+    @admin.display(description="status")
+    def status(self, obj: ApiKey) -> str:
+        return "active" if obj.is_active else format_html("<strong>revoked</strong> {}", obj.revoked_at)
+
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return ["name", "products_text"]
+        return self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return self.readonly_fields if obj is not None else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False  # revoke instead: the row keeps who made the key and when it was last used
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            return  # keys are immutable; revoke and create a new one
+        row, key = ApiKey.issue(obj.name, form.cleaned_data["products_text"], created_by=request.user)
+        obj.pk, obj.prefix, obj.created_at = row.pk, row.prefix, row.created_at
+        messages.warning(
+            request,
+            format_html(
+                "New API key for <strong>{}</strong>, shown only now (it is stored hashed): <code>{}</code>",
+                row.name,
+                key,
+            ),
+        )
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for key in queryset:
+            if key.revoke():
+                revoked += 1
+            auth.forget(key.key_hash)
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

@@ -1,0 +1,115 @@
+"""``Authorization: Bearer <key>`` for every agent route.
+
+Every request authenticates, so the lookup must be cheap: a verified key is
+remembered in-process for ``CACHE_TTL_S`` (a revoked key stops working in
+every worker within that time, at once in the worker that revoked it), and
+``last_used_at`` is written at most once a minute per key and worker rather
+than once per request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.security.http import HttpAuthBase
+
+from .errors import ApiError, body_too_large, missing_key
+from .models import ApiKey, hash_key, split_key
+
+CACHE_TTL_S = 10.0
+LAST_USED_EVERY_S = 60.0
+_CACHE_MAX = 4096
+
+
+@dataclass
+class KeyIdentity:
+    """What a route knows about the caller (``request.auth``)."""
+
+    key_id: int
+    name: str
+    products: frozenset[str]
+    verified_until: float
+    last_used_written: float = 0.0
+
+    def allows(self, product_id: str) -> bool:
+        return product_id in self.products
+
+
+_verified: dict[str, KeyIdentity] = {}
+
+
+def forget(key_hash: str | None = None) -> None:
+    """Drop cached verifications (one key after a revoke, or all)."""
+    if key_hash is None:
+        _verified.clear()
+    else:
+        _verified.pop(key_hash, None)
+
+
+def _invalid() -> ApiError:
+    return ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def verify(key: str) -> KeyIdentity:
+    """The identity of a key, or ``ApiError`` 401."""
+    digest = hash_key(key)
+    now = time.monotonic()
+    identity = _verified.get(digest)
+    if identity is not None and identity.verified_until > now:
+        return identity
+    parts = split_key(key)
+    if parts is None:
+        raise _invalid()
+    row = await ApiKey.objects.filter(prefix=parts[0]).only("id", "name", "key_hash", "products", "revoked_at").afirst()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+        _verified.pop(digest, None)
+        raise _invalid()
+    if len(_verified) >= _CACHE_MAX:
+        _verified.clear()
+    previous = identity.last_used_written if identity else 0.0
+    identity = KeyIdentity(row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous)
+    _verified[digest] = identity
+    return identity
+
+
+async def _touch(identity: KeyIdentity) -> None:
+    now = time.monotonic()
+    if now - identity.last_used_written < LAST_USED_EVERY_S:
+        return
+    identity.last_used_written = now
+    await ApiKey.objects.filter(pk=identity.key_id).aupdate(last_used_at=timezone.now())
+
+
+class ApiKeyAuth(HttpAuthBase):
+    """Bearer API key, scoped to the ``product_id`` in the path (403 for another product)."""
+
+    openapi_scheme = "bearer"
+
+    async def __call__(self, request: HttpRequest) -> KeyIdentity:
+        # Before the body is parsed: an oversized body is refused without reading it as JSON.
+        length = request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise body_too_large()
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if not header:
+            raise missing_key()
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401,
+                "invalid_authorization",
+                "use the Bearer scheme: Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        identity = await verify(key.strip())
+        match = request.resolver_match
+        product_id = match.kwargs.get("product_id") if match else None
+        if product_id is not None and not identity.allows(product_id):
+            raise ApiError(403, "product_forbidden", f"this API key is not allowed to use product {product_id!r}")
+        await _touch(identity)
+        return identity

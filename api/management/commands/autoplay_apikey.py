@@ -1,0 +1,63 @@
+"""``autoplay_apikey create|list|revoke``: API keys for agents from the shell.
+
+``create`` prints the new key alone on its last line, so scripts can take it
+with ``| tail -n 1``; it is never shown again (only its hash is stored).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from api.ids import is_product_id
+from api.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Create, list or revoke API keys for the agent API."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="create a key and print it (shown once)")
+        create.add_argument("--name", required=True, help="who or what uses the key")
+        create.add_argument(
+            "--product", action="append", required=True, dest="products", help="a product id (repeat for several)"
+        )
+        sub.add_parser("list", help="list keys (prefix, products, status, last use)")
+        revoke = sub.add_parser("revoke", help="revoke a key by its prefix (the 8 characters after 'ap_')")
+        revoke.add_argument("prefix")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        if action == "create":
+            self._create(options["name"], options["products"])
+        elif action == "list":
+            self._list()
+        else:
+            self._revoke(options["prefix"])
+
+    def _create(self, name: str, products: list[str]) -> None:
+        if not name.strip():
+            raise CommandError("--name must not be blank")
+        bad = [p for p in products if not is_product_id(p)]
+        if bad:
+            raise CommandError(f"not a product id: {', '.join(bad)} (letters, digits and . _ @ + - only)")
+        row, key = ApiKey.issue(name.strip(), products)
+        self.stderr.write(f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}; shown once:")
+        self.stdout.write(key)
+
+    def _list(self) -> None:
+        for row in ApiKey.objects.order_by("-created_at"):
+            status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+            used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+            self.stdout.write(f"ap_{row.prefix}_…  {row.name}  [{', '.join(row.products)}]  {status}  last used {used}")
+
+    def _revoke(self, prefix: str) -> None:
+        prefix = prefix.removeprefix("ap_").split("_", 1)[0]
+        row = ApiKey.objects.filter(prefix=prefix).first()
+        if row is None:
+            raise CommandError(f"no key with prefix {prefix!r}")
+        if not row.revoke():
+            raise CommandError(f"key ap_{prefix}_… was already revoked")
+        self.stdout.write(f"Revoked ap_{prefix}_… ({row.name}).")

@@ -1,0 +1,82 @@
+"""API keys for agents: shown once, stored hashed, scoped to products, revocable.
+
+A key reads ``ap_<prefix>_<secret>``. The prefix is stored in clear and
+indexed so a lookup is one row by a unique column; the whole key is stored
+only as its SHA-256 (keys are 256-bit random strings, so a slow password hash
+would add latency without adding safety).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+KEY_SCHEME = "ap"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """``(prefix, secret)`` of a well-formed key, else ``None``."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != 8 or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100, help_text="Who or what uses this key, e.g. 'support agent (prod)'.")
+    prefix = models.CharField(max_length=8, unique=True, editable=False, help_text="Shown to tell keys apart.")
+    key_hash = models.CharField(max_length=64, editable=False)
+    products = models.JSONField(default=list, help_text="Product ids this key may use.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (ap_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def allows(self, product_id: str) -> bool:
+        return product_id in self.products
+
+    @classmethod
+    def issue(cls, name: str, products: list[str], created_by: object = None) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the full key, which is never available again."""
+        while True:
+            prefix = secrets.token_hex(4)
+            if not cls.objects.filter(prefix=prefix).exists():
+                break
+        key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+        row = cls.objects.create(
+            name=name,
+            prefix=prefix,
+            key_hash=hash_key(key),
+            products=sorted(set(products)),
+            created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        )
+        return row, key
+
+    def revoke(self) -> bool:
+        """Revoke once; returns whether this call revoked it."""
+        if self.revoked_at is not None:
+            return False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at"])
+        return True

@@ -1,0 +1,275 @@
+"""The service layer both interfaces call (the agents' API and the console).
+
+Each function is one use case on the per-process ``StorageManager``; the
+interfaces never talk to Redis or ORM records themselves. State changes go
+through the primary's atomic update, and the optimistic-concurrency check
+(``if_match``) is made *inside* it, so a stale writer can never overwrite a
+newer state, even when two writers race in different processes.
+
+Versions are ETags: the SHA-256 of the stored document's canonical JSON. They
+need no extra field in the wire document (which the published SDK also reads
+and writes) and change whenever anything in the document changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .browse import MAX_PAGE_SIZE, Page, SessionSummary
+from .errors import ConflictError
+from .lifecycle import (
+    apply_session_end,
+    build_agent_context,
+    load_onboarding_snapshot,
+    load_state,
+    on_session_start,
+    resolve_summary,
+)
+from .protocol import StateDoc
+from .runtime import get_storage
+from .user_adoption_state import CompletionRateDenominator, SessionSnapshot, UserAdoptionState
+
+StateEdit = Callable[[UserAdoptionState], object]
+"""One change to a live state, made with the ``UserAdoptionState`` helpers."""
+
+
+class StateNotFoundError(LookupError):
+    """The user has no stored state (start a session first)."""
+
+    def __init__(self, product_id: str, user_id: str) -> None:
+        super().__init__(f"no state for user {user_id!r} in product {product_id!r}")
+        self.product_id = product_id
+        self.user_id = user_id
+
+
+class StateExistsError(Exception):
+    """A create-only write found a state already stored."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__("a state is already stored for this user")
+        self.etag = etag
+
+
+def state_etag(doc: Mapping[str, Any]) -> str:
+    """The version of a stored document: stable across key order and whitespace."""
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class VersionedState:
+    state: UserAdoptionState
+    etag: str
+
+    @classmethod
+    def of(cls, doc: StateDoc, user_id: str) -> VersionedState:
+        return cls(load_state(doc, user_id), state_etag(doc))
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    state: UserAdoptionState
+    etag: str
+    onboarding_session: SessionSnapshot | None
+    context: dict[str, Any]
+
+
+ANY_VERSION = "*"
+
+
+def _check_version(doc: StateDoc | None, if_match: str | None, product_id: str, user_id: str) -> None:
+    """Raise unless ``if_match`` (``None``: no precondition; ``*``: any stored version) holds for ``doc``."""
+    if if_match is None:
+        return
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    if if_match == ANY_VERSION:
+        return
+    current = state_etag(doc)
+    if current != if_match:
+        raise ConflictError(if_match, current)
+
+
+async def start_session(
+    product_id: str, user_id: str, session_id: str, *, metadata: Mapping[str, Any] | None = None
+) -> SessionStart:
+    """Load or create the state, mark the session current; the onboarding snapshot and agent context."""
+    state, onboarding = await on_session_start(
+        product_id, user_id, session_id, get_storage(), metadata=dict(metadata) if metadata else None
+    )
+    # The stored document is the state's own to_dict (on_session_start writes exactly that).
+    return SessionStart(state, state_etag(state.to_dict()), onboarding, build_agent_context(state, onboarding))
+
+
+async def snapshot_from_live_state(
+    product_id: str,
+    user_id: str,
+    session_id: str,
+    live: UserAdoptionState,
+    *,
+    catalog_workflow_ids: Iterable[str],
+    started_at: float,
+    completion_rate_denominator: CompletionRateDenominator | str = CompletionRateDenominator.ALL_CATALOG_WORKFLOWS,
+) -> SessionSnapshot:
+    """Freeze the caller's live state; the session number follows the stored count.
+
+    The number is provisional: the index entry gets the ordinal assigned when
+    the end commits, so racing ends still get distinct numbers.
+    """
+    stored = await get_storage().get_user_state(product_id, user_id)
+    count = load_state(stored, user_id).sessions.count if stored is not None else 0
+    return SessionSnapshot.from_adoption_state(
+        live,
+        session_id=session_id,
+        session_number=count + 1,
+        started_at=started_at,
+        catalog_workflow_ids=catalog_workflow_ids,
+        completion_rate_denominator=completion_rate_denominator,
+    )
+
+
+async def end_session(
+    product_id: str,
+    user_id: str,
+    snapshot: SessionSnapshot,
+    *,
+    summary: str | None = None,
+    summarize: bool = False,
+) -> VersionedState:
+    """Freeze the snapshot (write-once) and fold it into the state; a retried end changes nothing.
+
+    ``summary`` is stored as given (and recorded as an explicit summary);
+    ``summarize`` runs the configured summarizer, recorded, only when the
+    session is not recorded yet. A failing summarizer never loses the session.
+    """
+    from .summary_runs import record_explicit_summary, recorded_summarizer
+
+    storage = get_storage()
+    if not snapshot.user_id:
+        snapshot.user_id = user_id
+    await storage.save_session_snapshot(product_id, user_id, snapshot.session_id, snapshot.to_dict())
+
+    resolved = summary
+    if summary is None and summarize:
+        current = await storage.get_user_state(product_id, user_id)
+        if current is not None and load_state(current, user_id).has_session(snapshot.session_id):
+            return VersionedState.of(current, user_id)
+        resolved = await resolve_summary(snapshot, summarizer=recorded_summarizer(product_id, user_id))
+
+    applied: list[bool] = []
+
+    def mutate(doc: StateDoc | None) -> StateDoc | None:
+        state = load_state(doc, user_id)
+        done = apply_session_end(state, snapshot, resolved)
+        applied.append(done)
+        return state.to_dict() if done else None
+
+    result = _stored(await storage.update_user_state(product_id, user_id, mutate), product_id, user_id)
+    if summary is not None and applied and applied[-1]:
+        await record_explicit_summary(product_id, user_id, snapshot.session_id, summary)
+    return result
+
+
+def _stored(doc: StateDoc | None, product_id: str, user_id: str) -> VersionedState:
+    """The document an atomic update left; none at all means the primary lost it."""
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    return VersionedState.of(doc, user_id)
+
+
+async def get_state(product_id: str, user_id: str) -> VersionedState:
+    doc = await get_storage().get_user_state(product_id, user_id)
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    return VersionedState.of(doc, user_id)
+
+
+def _replacement(current: UserAdoptionState | None, new: UserAdoptionState) -> UserAdoptionState:
+    """Keep what only the server writes: the session history, first sight, the completion stamp."""
+    merged = load_state(new.to_dict(), new.user_id)
+    if current is not None:
+        merged.sessions = current.sessions
+        merged.first_seen_at = current.first_seen_at
+        if current.onboarding.onboarding_completed_at is not None:
+            merged.onboarding.onboarding_completed_at = current.onboarding.onboarding_completed_at
+    merged.touch()
+    return merged
+
+
+async def replace_state(
+    product_id: str,
+    user_id: str,
+    new: UserAdoptionState,
+    *,
+    if_match: str | None = None,
+    create_only: bool = False,
+) -> VersionedState:
+    """Replace the state if it is still at version ``if_match`` (``*``: any), or create it (``create_only``).
+
+    One of the two preconditions is required: a blind overwrite is how
+    concurrent agents lose each other's updates. The session history
+    (``sessions``), ``first_seen_at`` and a set ``onboarding_completed_at``
+    are kept from the stored state: only session ends write them.
+    """
+    if (if_match is None) == (not create_only):
+        raise ValueError("pass exactly one of if_match or create_only=True")
+
+    def mutate(doc: StateDoc | None) -> StateDoc:
+        if create_only and doc is not None:
+            raise StateExistsError(state_etag(doc))
+        _check_version(doc, if_match, product_id, user_id)
+        current = load_state(doc, user_id) if doc is not None else None
+        return _replacement(current, new).to_dict()
+
+    stored = await get_storage().update_user_state(product_id, user_id, mutate)
+    return _stored(stored, product_id, user_id)
+
+
+async def patch_state(
+    product_id: str, user_id: str, edits: Sequence[StateEdit], *, if_match: str | None = None
+) -> VersionedState:
+    """Apply small edits in order, atomically (all or none); ``if_match`` is optional here."""
+
+    def mutate(doc: StateDoc | None) -> StateDoc:
+        if doc is None:
+            raise StateNotFoundError(product_id, user_id)
+        _check_version(doc, if_match, product_id, user_id)
+        state = load_state(doc, user_id)
+        for edit in edits:
+            edit(state)
+        return state.to_dict()
+
+    stored = await get_storage().update_user_state(product_id, user_id, mutate)
+    return _stored(stored, product_id, user_id)
+
+
+async def list_sessions(
+    product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+) -> Page[SessionSummary]:
+    """The full history from the snapshots, newest first. ``ValueError`` for a cursor not ours."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    return await get_storage().browser.list_sessions(product_id, user_id, cursor=cursor, limit=limit)
+
+
+async def get_snapshot(product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
+    doc = await get_storage().get_session_snapshot(product_id, user_id, session_id)
+    if doc is None:
+        return None
+    return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+
+
+async def get_context(product_id: str, user_id: str) -> dict[str, Any]:
+    """The agent context alone, as session start would build it (without starting a session)."""
+    storage = get_storage()
+    doc = await storage.get_user_state(product_id, user_id)
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    state = load_state(doc, user_id)
+    onboarding = None
+    if state.sessions.count > 0:
+        onboarding = await load_onboarding_snapshot(product_id, user_id, state, storage)
+    return build_agent_context(state, onboarding)
