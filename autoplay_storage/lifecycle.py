@@ -10,12 +10,13 @@ is merged into the state; the ending session stops being "current".
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import CorruptDocumentError
+from .errors import CorruptDocumentError, NotBrowsableError
 from .manager import atomic_update
 from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
@@ -79,7 +80,10 @@ async def load_onboarding_snapshot(
     first = next((e for e in state.sessions.index if e.session_number == 1), None)
     session_id = first.session_id if first else None
     if session_id is None:
-        browser = getattr(storage, "browser", storage)
+        try:
+            browser = getattr(storage, "browser", storage)
+        except NotBrowsableError:  # a primary without listings: the agent starts without it
+            return None
         if isinstance(browser, BrowsableStorage):
             page = await browser.list_sessions(product_id, user_id, limit=1, newest_first=False)
             session_id = page.items[0].session_id if page.items else None
@@ -125,7 +129,7 @@ def apply_session_end(
     if state.has_session(snapshot.session_id):
         return False
     state.journey_state = snapshot.journey_state
-    state.mastery = snapshot.mastery
+    state.mastery = copy.deepcopy(snapshot.mastery)
     state.onboarding.completion_rate = snapshot.completion_rate
     if summary is not None:
         state.onboarding.summary = summary
@@ -161,13 +165,22 @@ async def on_session_end(
     """Freeze the snapshot (write-once), then fold it into the state atomically.
 
     A retried end is a no-op: the snapshot write is write-once and the state
-    update recognises the session id. The summarizer runs before the atomic
-    update (it is slow and must not run inside a retry loop), and only when
-    the session is not already recorded.
+    update recognises the session id. The state is folded from the snapshot
+    as stored, so a retry that rebuilt its snapshot (a later ``captured_at``)
+    cannot make the index disagree with the frozen record. The summarizer
+    runs before the atomic update (it is slow and must not run inside a retry
+    loop), and only when the session is not already recorded.
     """
+    if not session_snapshot.session_id:
+        raise ValueError("the session snapshot has no session_id")
     if not session_snapshot.user_id:
         session_snapshot.user_id = user_id
-    await storage.save_session_snapshot(product_id, user_id, session_snapshot.session_id, session_snapshot.to_dict())
+    session_id = session_snapshot.session_id
+    await storage.save_session_snapshot(product_id, user_id, session_id, session_snapshot.to_dict())
+    stored_snapshot = await storage.get_session_snapshot(product_id, user_id, session_id)
+    if stored_snapshot is not None:
+        session_snapshot = SessionSnapshot.from_dict(stored_snapshot, session_id=session_id, user_id=user_id)
+        session_snapshot.session_id = session_id  # the key names the session, whatever a hand edit says
 
     resolved: str | None = summary
     if summary is None and summarizer is not None:
