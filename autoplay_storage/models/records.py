@@ -2,12 +2,18 @@
 
 The wire JSON document is the truth (``document``); the other columns are
 copies kept for browsing (filters, sorts, counts) and are rewritten from the
-document on every save.
+document on every save. Every browse index ends in the keyset columns
+(``last_activity_at, user_id`` / ``captured_at, session_id``), so a page is
+one index range scan however deep the cursor is.
 """
 
 from __future__ import annotations
 
 from django.db import models
+
+# PostgreSQL only (other backends ignore opclasses): lets ``LIKE 'prefix%'``
+# use the index whatever the database collation is.
+_PATTERN_OPS = ["varchar_pattern_ops", "varchar_pattern_ops"]
 
 
 class UserStateRecord(models.Model):
@@ -23,20 +29,37 @@ class UserStateRecord(models.Model):
     sessions_count = models.IntegerField(default=0)
     first_seen_at = models.FloatField(default=0.0)
     last_activity_at = models.FloatField(default=0.0)
-    search_text = models.TextField(default="", blank=True, help_text="Lower-cased search terms, one per line.")
+    search_text = models.TextField(
+        default="", blank=True, help_text="The search terms held in UserSearchTerm, sorted, one per line."
+    )
     corrupt = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["product_id", "user_id"], name="uniq_user_state")]
         indexes = [
-            models.Index(fields=["product_id", "-last_activity_at"], name="state_activity"),
-            models.Index(fields=["product_id", "journey_state", "-last_activity_at"], name="state_journey"),
-            models.Index(fields=["product_id", "mastery_level", "-last_activity_at"], name="state_mastery"),
-            models.Index(fields=["product_id", "onboarded", "-last_activity_at"], name="state_onboarded"),
+            models.Index(fields=["product_id", "last_activity_at", "user_id"], name="state_activity_k"),
+            models.Index(fields=["product_id", "journey_state", "last_activity_at", "user_id"], name="state_journey_k"),
+            models.Index(fields=["product_id", "mastery_level", "last_activity_at", "user_id"], name="state_mastery_k"),
+            models.Index(fields=["product_id", "onboarded", "last_activity_at", "user_id"], name="state_onboarded_k"),
         ]
 
     def __str__(self) -> str:
         return f"{self.product_id}/{self.user_id}"
+
+
+class UserSearchTerm(models.Model):
+    """One lower-cased value a user is found by (the user id, a metadata string): prefix search by index."""
+
+    state = models.ForeignKey(UserStateRecord, on_delete=models.CASCADE, related_name="search_terms")
+    product_id = models.CharField(max_length=128)
+    term = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["state", "term"], name="uniq_search_term")]
+        indexes = [models.Index(fields=["product_id", "term"], name="search_term_prefix", opclasses=_PATTERN_OPS)]
+
+    def __str__(self) -> str:
+        return self.term
 
 
 class SessionSnapshotRecord(models.Model):
@@ -54,7 +77,9 @@ class SessionSnapshotRecord(models.Model):
             # Write-once is enforced by the database, not by a read before the write.
             models.UniqueConstraint(fields=["product_id", "user_id", "session_id"], name="uniq_session_snapshot")
         ]
-        indexes = [models.Index(fields=["product_id", "user_id", "-captured_at"], name="snapshot_history")]
+        indexes = [
+            models.Index(fields=["product_id", "user_id", "captured_at", "session_id"], name="snapshot_history_k")
+        ]
 
     def __str__(self) -> str:
         return f"{self.product_id}/{self.user_id}/{self.session_id}"

@@ -1,0 +1,463 @@
+"""The database adapter: the Django ORM as the readable primary (SQLite by default, PostgreSQL at scale).
+
+Extra: none (SQLite ships with Python); ``postgres`` installs psycopg.
+
+The stored wire JSON is the truth; the browse columns and search terms of
+``autoplay_storage.models.records`` are rewritten from it on every save, with
+the same derivations (``browse.user_summary_from_doc``, ``browse.search_terms``)
+as every other primary, so filters agree whichever primary is configured.
+
+Why it is safe under concurrency:
+
+- A state change is one transaction: ``SELECT ... FOR UPDATE`` on PostgreSQL;
+  on SQLite the project's ``transaction_mode=IMMEDIATE`` takes the write lock at
+  ``BEGIN`` and the busy timeout makes other writers wait instead of failing.
+  A missing row created by two writers at once makes one hit the unique
+  constraint; it retries and then finds (and locks) the row.
+- Snapshots are write-once through the unique constraint
+  (``INSERT ... ON CONFLICT DO NOTHING``), never by a read before the write.
+
+ORM work runs in a thread pool of this module (one per database alias, shared
+by every event loop of the process), so calls run in parallel and Django's
+per-thread connections are reused across calls as ``CONN_MAX_AGE`` allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from ..browse import (
+    MAX_PAGE_SIZE,
+    Page,
+    ProductSummary,
+    SessionSummary,
+    UserQuery,
+    UserSummary,
+    search_terms,
+    session_summary_from_doc,
+    user_summary_from_doc,
+)
+from ..errors import CorruptDocumentError, StorageUnavailableError
+from ..protocol import StateDoc, StateMutation
+
+T = TypeVar("T")
+
+MAX_ID_LENGTH = 128  # the id columns' width
+_CREATE_RETRIES = 3
+_WORKERS = 8
+
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+# Connections the pool threads left open between calls. A thread takes its own
+# out before using it, so aclose() never closes one that is in use.
+_idle: set[Any] = set()
+_idle_lock = threading.Lock()
+
+
+def _executor(using: str) -> ThreadPoolExecutor:
+    with _executors_lock:
+        pool = _executors.get(using)
+        if pool is None:
+            pool = _executors[using] = ThreadPoolExecutor(_WORKERS, thread_name_prefix=f"autoplay-db-{using}")
+        return pool
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_id(name: str, value: str) -> None:
+    """Ids longer than the column, empty or with NUL would fail differently on each backend: refuse them alike."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+
+
+def _encode_cursor(position: float, tiebreak: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([position, tiebreak]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        position, tiebreak = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(position, int | float) or isinstance(position, bool) or not isinstance(tiebreak, str):
+            raise ValueError
+        return float(position), tiebreak
+    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+def _state_key(product_id: str, user_id: str) -> str:
+    return f"db:{product_id}/{user_id}"
+
+
+def _parse(key: str, raw: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptDocumentError(key, raw)
+    return doc
+
+
+class DatabaseStorageAdapter:
+    """Readable, browsable primary on a Django database alias."""
+
+    name = "database"
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+
+    # -- plumbing --
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await sync_to_async(self._in_thread, thread_sensitive=False, executor=_executor(self.using))(fn, *args)
+
+    def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ORM work with Django's request-style connection handling, failures as ``StorageUnavailableError``."""
+        from django.db import DatabaseError, connections
+
+        connection = connections[self.using]
+        with _idle_lock:
+            _idle.discard(connection)
+        try:
+            connection.close_if_unusable_or_obsolete()
+            return fn(*args)
+        except DatabaseError as exc:
+            raise StorageUnavailableError(f"database ({self.using}): {exc}") from exc
+        finally:
+            connection.close_if_unusable_or_obsolete()
+            if connection.connection is not None:  # kept open under CONN_MAX_AGE: aclose() can reach it
+                with _idle_lock:
+                    _idle.add(connection)
+
+    # -- wire --
+
+    async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
+        await self.update_user_state(product_id, user_id, lambda _current: state)
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        raw = await self.get_raw_user_state(product_id, user_id)
+        return None if raw is None else _parse(_state_key(product_id, user_id), raw)
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        await self.save_raw_session_snapshot(product_id, user_id, session_id, _dumps(snapshot))
+
+    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
+        raw = await self.get_raw_session_snapshot(product_id, user_id, session_id)
+        return None if raw is None else _parse(f"db:{product_id}/{user_id}/{session_id}", raw)
+
+    # -- atomic update --
+
+    async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        _check_id("product_id", product_id)
+        _check_id("user_id", user_id)
+        return await self._run(self._update_sync, product_id, user_id, mutate)
+
+    def _update_sync(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        from django.db import IntegrityError, transaction
+
+        from ..models.records import UserStateRecord
+
+        for attempt in range(_CREATE_RETRIES):
+            try:
+                with transaction.atomic(using=self.using):
+                    row = (
+                        UserStateRecord.objects.using(self.using)
+                        .select_for_update()
+                        .filter(product_id=product_id, user_id=user_id)
+                        .only("id", "document", "search_text")
+                        .first()
+                    )
+                    current = None if row is None else _parse(_state_key(product_id, user_id), row.document)
+                    new = mutate(current)
+                    if new is None:
+                        return current
+                    self._write_state(row, product_id, user_id, _dumps(new), new)
+                    return new
+            except IntegrityError:
+                # Another writer created the row between our read and insert:
+                # the retry finds it and waits for its lock.
+                if attempt == _CREATE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_state(self, row: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None) -> None:
+        """Write the document and everything derived from it (inside the caller's transaction)."""
+        from django.db.models import F
+
+        from ..models.records import UserSearchTerm, UserStateRecord
+
+        summary = (
+            user_summary_from_doc(product_id, user_id, doc)
+            if doc is not None
+            else UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+        )
+        terms = sorted(search_terms(user_id, summary.metadata))
+        search_text = "\n".join(terms)
+        columns = {
+            "document": raw,
+            "journey_state": summary.journey_state,
+            "mastery_level": summary.mastery_level,
+            "mastery_rating": summary.mastery_rating,
+            "completion_rate": summary.completion_rate,
+            "onboarded": summary.onboarded,
+            "sessions_count": summary.sessions_count,
+            "first_seen_at": summary.first_seen_at or 0.0,
+            "last_activity_at": summary.last_activity_at or 0.0,
+            "search_text": search_text,
+            "corrupt": summary.corrupt,
+        }
+        records = UserStateRecord.objects.using(self.using)
+        if row is None:
+            row = records.create(product_id=product_id, user_id=user_id, **columns)
+        else:
+            records.filter(pk=row.pk).update(version=F("version") + 1, **columns)
+            if row.search_text == search_text:
+                return
+            UserSearchTerm.objects.using(self.using).filter(state_id=row.pk).delete()
+        UserSearchTerm.objects.using(self.using).bulk_create(
+            [UserSearchTerm(state_id=row.pk, product_id=product_id, term=term) for term in terms]
+        )
+
+    # -- raw documents (the console shows corrupt ones; autoplay_copy moves them faithfully) --
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        from ..models.records import UserStateRecord
+
+        def read() -> str | None:
+            return (
+                UserStateRecord.objects.using(self.using)
+                .filter(product_id=product_id, user_id=user_id)
+                .values_list("document", flat=True)
+                .first()
+            )
+
+        return await self._run(read)
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
+        from ..models.records import SessionSnapshotRecord
+
+        def read() -> str | None:
+            return (
+                SessionSnapshotRecord.objects.using(self.using)
+                .filter(product_id=product_id, user_id=user_id, session_id=session_id)
+                .values_list("document", flat=True)
+                .first()
+            )
+
+        return await self._run(read)
+
+    async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
+        """Store text as it is (a corrupt document copied from another primary stays recoverable)."""
+        _check_id("product_id", product_id)
+        _check_id("user_id", user_id)
+
+        def write() -> None:
+            from django.db import transaction
+
+            from ..models.records import UserStateRecord
+
+            try:
+                doc: dict[str, Any] | None = _parse(_state_key(product_id, user_id), raw)
+            except CorruptDocumentError:
+                doc = None
+            with transaction.atomic(using=self.using):
+                row = (
+                    UserStateRecord.objects.using(self.using)
+                    .select_for_update()
+                    .filter(product_id=product_id, user_id=user_id)
+                    .only("id", "search_text")
+                    .first()
+                )
+                self._write_state(row, product_id, user_id, raw, doc)
+
+        await self._run(write)
+
+    async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        """Write-once by the unique constraint: a second write of the session is silently ignored."""
+        _check_id("product_id", product_id)
+        _check_id("user_id", user_id)
+        _check_id("session_id", session_id)
+        try:
+            doc = _parse("", raw)
+        except CorruptDocumentError:
+            doc = None
+        row = session_summary_from_doc(session_id, doc) if doc is not None else None
+
+        def write() -> None:
+            from ..models.records import SessionSnapshotRecord
+
+            record = SessionSnapshotRecord(
+                product_id=product_id,
+                user_id=user_id,
+                session_id=session_id,
+                document=raw,
+                session_number=row.session_number if row else 0,
+                started_at=row.started_at if row else 0.0,
+                captured_at=row.captured_at if row else 0.0,
+            )
+            SessionSnapshotRecord.objects.using(self.using).bulk_create([record], ignore_conflicts=True)
+
+        await self._run(write)
+
+    # -- browsing --
+
+    async def ping(self) -> None:
+        from django.db import connections
+
+        def ping() -> None:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute("SELECT 1")
+
+        await self._run(ping)
+
+    async def list_products(self) -> list[ProductSummary]:
+        from django.db.models import Count
+
+        from ..models.records import UserStateRecord
+
+        def read() -> list[ProductSummary]:
+            records = UserStateRecord.objects.using(self.using).order_by()
+            journeys: dict[str, dict[str, int]] = {}
+            levels: dict[str, dict[str, int]] = {}
+            for product_id, state, n in records.values_list("product_id", "journey_state").annotate(n=Count("id")):
+                journeys.setdefault(product_id, {})[state] = n
+            for product_id, level, n in records.values_list("product_id", "mastery_level").annotate(n=Count("id")):
+                levels.setdefault(product_id, {})[level] = n
+            return [
+                ProductSummary(product_id, sum(journeys[product_id].values()), journeys[product_id], levels[product_id])
+                for product_id in sorted(journeys)
+            ]
+
+        return await self._run(read)
+
+    async def list_users(
+        self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        query = query or UserQuery()
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        after = _decode_cursor(cursor) if cursor else None
+        return await self._run(self._list_users_sync, product_id, query, after, limit)
+
+    def _list_users_sync(
+        self, product_id: str, query: UserQuery, after: tuple[float, str] | None, limit: int
+    ) -> Page[UserSummary]:
+        from django.db import connections
+        from django.db.models import Q
+
+        from ..models.records import UserSearchTerm, UserStateRecord
+
+        rows = UserStateRecord.objects.using(self.using).filter(product_id=product_id)
+        if query.journey_state:
+            rows = rows.filter(journey_state=query.journey_state)
+        if query.mastery_level:
+            rows = rows.filter(mastery_level=query.mastery_level)
+        if query.onboarded is not None:
+            rows = rows.filter(onboarded=query.onboarded)
+        needle = (query.search or "").strip().lower()
+        if needle:
+            terms = UserSearchTerm.objects.using(self.using).filter(product_id=product_id)
+            if connections[self.using].vendor == "postgresql":
+                terms = terms.filter(term__startswith=needle)  # LIKE 'x%' on the varchar_pattern_ops index
+            else:  # binary collation: a range is a prefix match, and uses the index (LIKE would not)
+                terms = terms.filter(term__gte=needle, term__lt=needle + "\U0010ffff")
+            rows = rows.filter(id__in=terms.values("state_id"))
+        descending = query.order == "-last_activity"
+        if after is not None:
+            at, user_id = after
+            if descending:
+                # The first condition is the index seek; the second only drops the ties before the cursor.
+                rows = rows.filter(Q(last_activity_at__lte=at), Q(last_activity_at__lt=at) | Q(user_id__lt=user_id))
+            else:
+                rows = rows.filter(Q(last_activity_at__gte=at), Q(last_activity_at__gt=at) | Q(user_id__gt=user_id))
+        order = ("-last_activity_at", "-user_id") if descending else ("last_activity_at", "user_id")
+        found = list(rows.order_by(*order).values_list("user_id", "document", "last_activity_at")[: limit + 1])
+        items = [self._user_row(product_id, user_id, raw) for user_id, raw, _ in found[:limit]]
+        next_cursor = None
+        if len(found) > limit:
+            last_user, _, last_at = found[limit - 1]
+            next_cursor = _encode_cursor(last_at, last_user)
+        return Page(items, next_cursor)
+
+    @staticmethod
+    def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
+        try:
+            doc = _parse(_state_key(product_id, user_id), raw)
+        except CorruptDocumentError:
+            return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+        return user_summary_from_doc(product_id, user_id, doc)
+
+    async def list_sessions(
+        self,
+        product_id: str,
+        user_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Page[SessionSummary]:
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        after = _decode_cursor(cursor) if cursor else None
+        return await self._run(self._list_sessions_sync, product_id, user_id, after, limit, newest_first)
+
+    def _list_sessions_sync(
+        self, product_id: str, user_id: str, after: tuple[float, str] | None, limit: int, newest_first: bool
+    ) -> Page[SessionSummary]:
+        from django.db.models import Q
+
+        from ..models.records import SessionSnapshotRecord
+
+        rows = SessionSnapshotRecord.objects.using(self.using).filter(product_id=product_id, user_id=user_id)
+        if after is not None:
+            at, session_id = after
+            if newest_first:
+                rows = rows.filter(Q(captured_at__lte=at), Q(captured_at__lt=at) | Q(session_id__lt=session_id))
+            else:
+                rows = rows.filter(Q(captured_at__gte=at), Q(captured_at__gt=at) | Q(session_id__gt=session_id))
+        order = ("-captured_at", "-session_id") if newest_first else ("captured_at", "session_id")
+        found = list(rows.order_by(*order).values_list("session_id", "document", "captured_at")[: limit + 1])
+        items = []
+        for session_id, raw, captured_at in found[:limit]:
+            try:
+                doc = _parse("", raw)
+            except CorruptDocumentError:
+                items.append(SessionSummary(session_id, 0, started_at=0.0, captured_at=captured_at, corrupt=True))
+                continue
+            items.append(session_summary_from_doc(session_id, doc))
+        next_cursor = None
+        if len(found) > limit:
+            last_session, _, last_at = found[limit - 1]
+            next_cursor = _encode_cursor(last_at, last_session)
+        return Page(items, next_cursor)
+
+    async def aclose(self) -> None:
+        """Close the connections this alias keeps open between calls (persistent under ``CONN_MAX_AGE``)."""
+        await sync_to_async(self._close_idle, thread_sensitive=False)()
+
+    def _close_idle(self) -> None:
+        with _idle_lock:
+            mine = [c for c in _idle if c.alias == self.using]
+            for connection in mine:
+                _idle.discard(connection)
+                # Owned by an idle pool thread, which cannot touch it until we release the lock.
+                connection.inc_thread_sharing()
+                try:
+                    connection.close()
+                finally:
+                    connection.dec_thread_sharing()

@@ -1,0 +1,481 @@
+"""The database adapter on a real database: SQLite (the project's test database) and PostgreSQL (when reachable).
+
+Browsing is checked against the in-memory reference adapter on the same
+documents, so every primary lists alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from autoplay_storage.adapters.database import DatabaseStorageAdapter
+from autoplay_storage.adapters.memory import InMemoryStorageAdapter
+from autoplay_storage.browse import UserQuery, search_terms, user_summary_from_doc
+from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableError
+from autoplay_storage.lifecycle import on_session_end, on_session_start
+from autoplay_storage.manager import StorageManager
+from autoplay_storage.protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage
+from autoplay_storage.user_adoption_state import JourneyState, Mastery, SessionSnapshot, UserAdoptionState
+
+# The adapter works from its own threads: only transactional tests see its writes.
+db = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def orm(fn, *args, **kwargs):
+    """Direct ORM access from an async test (a worker thread, like the adapter's)."""
+    return sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+
+
+@pytest.fixture(params=["default", pytest.param("postgres", marks=pytest.mark.postgres)])
+def alias(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_alias")
+    return "default"
+
+
+@pytest.fixture
+async def adapter(alias: str):
+    db = DatabaseStorageAdapter(alias)
+    yield db
+    await db.aclose()
+
+
+def make_state(user_id: str, *, at: float, journey: str = "onboarding", level: str = "novice", **metadata) -> dict:
+    state = UserAdoptionState(user_id=user_id, metadata=metadata, first_seen_at=at - 100, last_updated_at=at)
+    state.journey_state = JourneyState(journey)
+    state.mastery = Mastery.from_dict({"rating": 3, "level": level})
+    if journey == "onboarded":
+        state.onboarding.onboarding_completed_at = at - 1
+    return state.to_dict()
+
+
+def make_snapshot(session_id: str, user_id: str = "u_1", *, captured: float = 2000.0) -> SessionSnapshot:
+    return SessionSnapshot(
+        session_id=session_id, user_id=user_id, session_number=1, started_at=captured - 60, captured_at=captured
+    )
+
+
+def record(model_name: str, alias: str, **filters):
+    from autoplay_storage.models import records
+
+    return getattr(records, model_name).objects.using(alias).get(**filters)
+
+
+def set_document(model_name: str, alias: str, raw: str, **filters) -> None:
+    """Hand-edit a stored document, as an operator (or a broken writer) might."""
+    from autoplay_storage.models import records
+
+    assert getattr(records, model_name).objects.using(alias).filter(**filters).update(document=raw) == 1
+
+
+# -- the wire --
+
+
+@db
+async def test_satisfies_every_protocol(adapter: DatabaseStorageAdapter) -> None:
+    assert isinstance(adapter, AutoplayStorageAdapter)
+    assert isinstance(adapter, AtomicStateStore)
+    assert isinstance(adapter, BrowsableStorage)
+
+
+@db
+async def test_sdk_documents_round_trip_as_compact_json(adapter, alias, sdk_fixtures) -> None:
+    assert sdk_fixtures
+    for name, doc in sdk_fixtures.items():
+        kind, product_id, user_id, *rest = name.split("__")
+        if kind == "state":
+            await adapter.save_user_state(product_id, user_id, doc)
+            assert await adapter.get_user_state(product_id, user_id) == doc
+            raw = await adapter.get_raw_user_state(product_id, user_id)
+        else:
+            await adapter.save_session_snapshot(product_id, user_id, rest[0], doc)
+            assert await adapter.get_session_snapshot(product_id, user_id, rest[0]) == doc
+            raw = await adapter.get_raw_session_snapshot(product_id, user_id, rest[0])
+        assert raw == json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+@db
+async def test_missing_documents_are_none(adapter) -> None:
+    assert await adapter.get_user_state("p", "nobody") is None
+    assert await adapter.get_session_snapshot("p", "nobody", "s") is None
+    assert await adapter.get_raw_user_state("p", "nobody") is None
+    assert await adapter.get_raw_session_snapshot("p", "nobody", "s") is None
+
+
+@db
+async def test_snapshot_is_write_once(adapter, alias) -> None:
+    first = make_snapshot("s1", captured=1000.0).to_dict()
+    second = {**first, "session_number": 7, "captured_at": 5000.0}
+    await adapter.save_session_snapshot("p", "u_1", "s1", first)
+    await adapter.save_session_snapshot("p", "u_1", "s1", second)  # no error, no overwrite
+    await asyncio.gather(*(adapter.save_session_snapshot("p", "u_1", "s1", second) for _ in range(5)))
+    assert await adapter.get_session_snapshot("p", "u_1", "s1") == first
+    row = await orm(record, "SessionSnapshotRecord", alias, product_id="p", user_id="u_1", session_id="s1")
+    assert (row.session_number, row.captured_at, row.started_at) == (1, 1000.0, 940.0)
+
+
+@db
+async def test_browse_columns_and_search_terms_follow_the_document(adapter, alias) -> None:
+    from autoplay_storage.models.records import UserSearchTerm
+
+    doc = make_state("U_Mixed", at=1500.0, journey="onboarded", level="proficient", email="Ann@Example.com")
+    await adapter.save_user_state("p", "U_Mixed", doc)
+    row = await orm(record, "UserStateRecord", alias, product_id="p", user_id="U_Mixed")
+    expected = user_summary_from_doc("p", "U_Mixed", doc)
+    assert (row.journey_state, row.mastery_level, row.mastery_rating) == ("onboarded", "proficient", 3)
+    assert (row.onboarded, row.sessions_count, row.completion_rate) == (True, 0, 0.0)
+    assert (row.first_seen_at, row.last_activity_at, row.corrupt) == (1400.0, 1500.0, False)
+    assert expected.journey_state == row.journey_state and expected.onboarded == row.onboarded
+
+    def terms() -> set[str]:
+        return set(UserSearchTerm.objects.using(alias).filter(state_id=row.pk).values_list("term", flat=True))
+
+    assert await orm(terms) == search_terms("U_Mixed", {"email": "Ann@Example.com"}) == {"u_mixed", "ann@example.com"}
+
+    doc2 = make_state("U_Mixed", at=1600.0, level="beginner", email="bob@example.com")
+    await adapter.save_user_state("p", "U_Mixed", doc2)
+    row2 = await orm(record, "UserStateRecord", alias, product_id="p", user_id="U_Mixed")
+    assert (row2.journey_state, row2.mastery_level, row2.onboarded, row2.last_activity_at) == (
+        "onboarding",
+        "beginner",
+        False,
+        1600.0,
+    )
+    assert row2.version == row.version + 1
+    assert await orm(terms) == {"u_mixed", "bob@example.com"}
+
+
+@db
+async def test_ids_the_columns_cannot_hold_are_refused(adapter) -> None:
+    with pytest.raises(ValueError, match="longer than 128"):
+        await adapter.save_user_state("p", "u" * 129, make_state("u", at=1.0))
+    with pytest.raises(ValueError, match="NUL"):
+        await adapter.save_session_snapshot("p", "u", "s\x00", make_snapshot("s").to_dict())
+    with pytest.raises(ValueError, match="non-empty"):
+        await adapter.update_user_state("", "u", lambda doc: doc)
+
+
+# -- atomic updates --
+
+
+@db
+async def test_update_user_state_creates_leaves_and_rolls_back(adapter) -> None:
+    assert await adapter.update_user_state("p", "u", lambda doc: None) is None
+    assert await adapter.get_raw_user_state("p", "u") is None  # "leave it" wrote nothing
+
+    created = await adapter.update_user_state("p", "u", lambda doc: make_state("u", at=10.0, n=1))
+    assert created["metadata"] == {"n": 1}
+    assert await adapter.update_user_state("p", "u", lambda doc: None) == created
+
+    def explode(doc):
+        doc["metadata"]["n"] = 99
+        raise RuntimeError("mutation failed")
+
+    with pytest.raises(RuntimeError):
+        await adapter.update_user_state("p", "u", explode)
+    assert (await adapter.get_user_state("p", "u"))["metadata"] == {"n": 1}
+
+
+@db
+async def test_racing_creators_of_a_missing_row_lose_no_update(adapter) -> None:
+    def increment(doc):
+        doc = doc or make_state("new", at=1.0, n=0)
+        doc["metadata"]["n"] += 1
+        return doc
+
+    await asyncio.gather(*(adapter.update_user_state("p", "new", increment) for _ in range(20)))
+    assert (await adapter.get_user_state("p", "new"))["metadata"]["n"] == 20
+
+
+@db
+async def test_fifty_racing_session_ends_are_all_recorded(adapter) -> None:
+    storage = StorageManager([adapter])
+    await on_session_start("p", "u_1", "s_start", storage)
+    snapshots = [make_snapshot(f"s{i:02d}", captured=2000.0 + i) for i in range(50)]
+    await asyncio.gather(*(on_session_end("p", "u_1", snap, storage) for snap in snapshots))
+
+    state = UserAdoptionState.from_dict(await adapter.get_user_state("p", "u_1"))
+    assert state.sessions.count == 50
+    assert {e.session_id for e in state.sessions.index} == {s.session_id for s in snapshots}
+    assert sorted(e.session_number for e in state.sessions.index) == list(range(1, 51))
+    history = await adapter.list_sessions("p", "u_1", limit=500)
+    assert len(history.items) == 50 and history.next_cursor is None
+
+
+@db
+async def test_retried_session_end_is_recorded_once(adapter) -> None:
+    storage = StorageManager([adapter])
+    snap = make_snapshot("s_retry", captured=3000.0)
+    await asyncio.gather(*(on_session_end("p", "u_1", snap, storage) for _ in range(3)))
+    for _ in range(2):
+        await on_session_end("p", "u_1", snap, storage)
+    state = UserAdoptionState.from_dict(await adapter.get_user_state("p", "u_1"))
+    assert state.sessions.count == 1
+    assert [e.session_id for e in state.sessions.index] == ["s_retry"]
+    assert len((await adapter.list_sessions("p", "u_1")).items) == 1
+
+
+# -- failures are errors, not "not found" --
+
+
+@db
+async def test_corrupt_state_is_reported_and_never_overwritten(adapter, alias) -> None:
+    await adapter.save_user_state("p", "u_bad", make_state("u_bad", at=50.0, journey="onboarded"))
+    for raw in ("{not json", "[1, 2]"):
+        await orm(set_document, "UserStateRecord", alias, raw, product_id="p", user_id="u_bad")
+        with pytest.raises(CorruptDocumentError) as caught:
+            await adapter.get_user_state("p", "u_bad")
+        assert (caught.value.key, caught.value.raw) == ("db:p/u_bad", raw)
+        with pytest.raises(CorruptDocumentError):
+            await adapter.update_user_state("p", "u_bad", lambda doc: make_state("u_bad", at=60.0))
+        with pytest.raises(CorruptDocumentError):
+            await on_session_start("p", "u_bad", "s1", StorageManager([adapter]))
+        assert await adapter.get_raw_user_state("p", "u_bad") == raw
+        (row,) = (await adapter.list_users("p")).items
+        assert row.user_id == "u_bad" and row.corrupt
+
+
+@db
+async def test_corrupt_snapshot_is_reported_and_listed(adapter, alias) -> None:
+    await adapter.save_session_snapshot("p", "u_1", "s_bad", make_snapshot("s_bad", captured=10.0).to_dict())
+    await orm(set_document, "SessionSnapshotRecord", alias, "truncated{", product_id="p", session_id="s_bad")
+    with pytest.raises(CorruptDocumentError) as caught:
+        await adapter.get_session_snapshot("p", "u_1", "s_bad")
+    assert (caught.value.key, caught.value.raw) == ("db:p/u_1/s_bad", "truncated{")
+    (row,) = (await adapter.list_sessions("p", "u_1")).items
+    assert row.session_id == "s_bad" and row.corrupt
+
+
+@db
+async def test_raw_writes_keep_corrupt_text_recoverable(adapter) -> None:
+    await adapter.save_raw_user_state("p", "u_raw", "{oops")
+    await adapter.save_raw_session_snapshot("p", "u_raw", "s1", "{oops too")
+    assert await adapter.get_raw_user_state("p", "u_raw") == "{oops"
+    assert await adapter.get_raw_session_snapshot("p", "u_raw", "s1") == "{oops too"
+    assert (await adapter.list_users("p")).items[0].corrupt
+    doc = make_state("u_raw", at=5.0)
+    await adapter.save_raw_user_state("p", "u_raw", json.dumps(doc))
+    assert await adapter.get_user_state("p", "u_raw") == doc
+    assert not (await adapter.list_users("p")).items[0].corrupt
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unreachable_alias(request: pytest.FixtureRequest, tmp_path: Path, django_db_blocker):
+    """An alias whose database cannot be reached: a SQLite file in a missing directory, a closed PostgreSQL port."""
+    from django.db import connections
+
+    name = f"unreachable_{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        cfg = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "missing" / "db.sqlite3")}
+    else:
+        cfg = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "nothing",
+            "HOST": "127.0.0.1",
+            "PORT": _free_port(),
+            "USER": "postgres",
+            "OPTIONS": {"connect_timeout": 2},
+        }
+    connections.settings[name] = cfg
+    connections.configure_settings(connections.settings)
+    with django_db_blocker.unblock():  # no test database here: the point is that there is none
+        yield name
+    del connections.settings[name]
+
+
+async def test_unreachable_database_raises_instead_of_not_found(unreachable_alias: str) -> None:
+    adapter = DatabaseStorageAdapter(unreachable_alias)
+    with pytest.raises(StorageUnavailableError):
+        await adapter.ping()
+    with pytest.raises(StorageUnavailableError):
+        await adapter.get_user_state("p", "u")
+    with pytest.raises(StorageUnavailableError):
+        await adapter.get_session_snapshot("p", "u", "s")
+    with pytest.raises(StorageUnavailableError):
+        await adapter.list_users("p")
+    with pytest.raises(StorageUnavailableError):
+        await on_session_start("p", "u", "s", StorageManager([adapter]))
+
+
+# -- browsing, against the reference adapter --
+
+
+async def _load_both(adapter: DatabaseStorageAdapter, docs: dict[tuple[str, str], dict]) -> InMemoryStorageAdapter:
+    memory = InMemoryStorageAdapter()
+    for (product_id, user_id), doc in docs.items():
+        await memory.save_user_state(product_id, user_id, doc)
+    await asyncio.gather(*(adapter.save_user_state(p, u, doc) for (p, u), doc in docs.items()))
+    return memory
+
+
+async def _all_pages(browser, product_id: str, query: UserQuery, limit: int) -> list:
+    rows, cursor = [], None
+    while True:
+        page = await browser.list_users(product_id, query, cursor=cursor, limit=limit)
+        rows.extend(page.items)
+        if page.next_cursor is None:
+            return rows
+        cursor = page.next_cursor
+
+
+def _population() -> dict[tuple[str, str], dict]:
+    journeys = ["onboarding", "onboarded"]
+    levels = ["novice", "beginner", "intermediate", "proficient", "power_user"]
+    docs = {}
+    for i in range(37):
+        user_id = f"user_{i:02d}"
+        # Ties on last activity (groups of four) must still page without gaps or repeats.
+        docs[("prod_a", user_id)] = make_state(
+            user_id,
+            at=1000.0 + (i // 4),
+            journey=journeys[i % 2],
+            level=levels[i % 5],
+            email=f"{'ann' if i % 3 == 0 else 'bob'}{i}@Example.com",
+            role="Admin" if i % 7 == 0 else "member",
+        )
+    for i in range(5):
+        docs[("prod_b", f"b_{i}")] = make_state(f"b_{i}", at=500.0 + i, level="power_user")
+    return docs
+
+
+@db
+async def test_list_products_counts_by_journey_and_mastery(adapter) -> None:
+    docs = _population()
+    memory = await _load_both(adapter, docs)
+    assert await adapter.list_products() == await memory.list_products()
+    (a, b) = await adapter.list_products()
+    assert (a.product_id, a.user_count, a.journey_states) == ("prod_a", 37, {"onboarding": 19, "onboarded": 18})
+    assert (b.product_id, b.user_count, b.mastery_levels) == ("prod_b", 5, {"power_user": 5})
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        UserQuery(),
+        UserQuery(order="last_activity"),
+        UserQuery(journey_state="onboarded"),
+        UserQuery(mastery_level="beginner", order="last_activity"),
+        UserQuery(onboarded=False),
+        UserQuery(search="ANN"),
+        UserQuery(search="user_1"),
+        UserQuery(search="admin", journey_state="onboarding"),
+        UserQuery(search="nobody"),
+    ],
+    ids=lambda q: repr(q),
+)
+@db
+async def test_list_users_matches_the_reference_on_every_page(adapter, query: UserQuery) -> None:
+    memory = await _load_both(adapter, _population())
+    expected = await _all_pages(memory, "prod_a", query, limit=500)
+    for limit in (1, 3, 50):
+        assert await _all_pages(adapter, "prod_a", query, limit) == expected
+    if query.search == "nobody":
+        assert expected == []
+    elif query == UserQuery():
+        assert len(expected) == 37
+
+
+@db
+async def test_list_sessions_pages_the_full_history_both_ways(adapter) -> None:
+    memory = InMemoryStorageAdapter()
+    for i in range(60):
+        snap = make_snapshot(f"s{i:02d}", captured=100.0 + i // 3).to_dict()  # ties on captured_at
+        await memory.save_session_snapshot("p", "u_1", f"s{i:02d}", snap)
+        await adapter.save_session_snapshot("p", "u_1", f"s{i:02d}", snap)
+    await adapter.save_session_snapshot("p", "u_2", "other", make_snapshot("other").to_dict())
+    for newest_first in (True, False):
+        expected = (await memory.list_sessions("p", "u_1", limit=500, newest_first=newest_first)).items
+        got, cursor = [], None
+        while True:
+            page = await adapter.list_sessions("p", "u_1", cursor=cursor, limit=7, newest_first=newest_first)
+            got.extend(page.items)
+            if not (cursor := page.next_cursor):
+                break
+        assert got == expected and len(got) == 60
+
+
+@db
+async def test_bad_cursor_is_a_value_error(adapter) -> None:
+    for cursor in ("not-base64!", "bm90IGpzb24=", "WzEsIDJd"):  # garbage, "not json", "[1, 2]"
+        with pytest.raises(ValueError, match="invalid cursor"):
+            await adapter.list_users("p", cursor=cursor)
+        with pytest.raises(ValueError, match="invalid cursor"):
+            await adapter.list_sessions("p", "u", cursor=cursor)
+
+
+# -- connections --
+
+
+@db
+@pytest.mark.postgres
+async def test_aclose_closes_persistent_connections(postgres_alias: str) -> None:
+    from django.db import connections
+
+    def backends() -> int:
+        with _maintenance() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                (connections[postgres_alias].settings_dict["NAME"],),
+            ).fetchone()[0]
+
+    settings_dict = connections.settings[postgres_alias]
+    settings_dict["CONN_MAX_AGE"] = 60
+    try:
+        adapter = DatabaseStorageAdapter(postgres_alias)
+        await asyncio.gather(*(adapter.get_user_state("p", f"u{i}") for i in range(8)))
+        assert await orm(backends) >= 1
+        await adapter.aclose()
+        assert await orm(backends) == 0
+        assert await adapter.get_user_state("p", "u") is None  # usable again after closing
+        await adapter.aclose()
+    finally:
+        settings_dict["CONN_MAX_AGE"] = 0
+
+
+def _maintenance():
+    import psycopg
+
+    from tests.support.postgres import alias_settings
+
+    cfg = alias_settings()
+    return psycopg.connect(host=cfg["HOST"], port=cfg["PORT"], user=cfg["USER"], dbname="postgres", autocommit=True)
+
+
+# -- wiring --
+
+
+@db
+async def test_console_primary_is_the_database_without_redis(settings) -> None:
+    from autoplay_storage.runtime import get_storage
+
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "PRIMARY": "", "REDIS_URL": ""}
+    storage = get_storage()
+    assert isinstance(storage.primary, DatabaseStorageAdapter) and storage.primary.using == "default"
+    await on_session_start("p", "u_console", "s1", storage)
+    row = await orm(record, "UserStateRecord", "default", product_id="p", user_id="u_console")
+    assert json.loads(row.document)["sessions"]["current_session_id"] == "s1"
+    assert [u.user_id for u in (await storage.browser.list_users("p")).items] == ["u_console"]
+
+
+def test_adapter_module_imports_without_django_settings() -> None:
+    code = "import autoplay_storage.adapters.database as m, sys; assert 'django.db' not in sys.modules; print('ok')"
+    env = {"PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
