@@ -160,6 +160,11 @@ AUTOPLAY_STORAGE = {
     "REDIS_MAX_CONNECTIONS": int(os.environ.get("AUTOPLAY_REDIS_MAX_CONNECTIONS", 64)),
     "SUMMARIZER": os.environ.get("AUTOPLAY_SUMMARIZER", "autoplay_storage.summarizers.template_summarizer"),
     "SUMMARIZER_TIMEOUT_S": float(os.environ.get("AUTOPLAY_SUMMARIZER_TIMEOUT_S", 30)),
+    # autoplay_storage.summarizers.llm_summarizer: any OpenAI-compatible chat endpoint.
+    "LLM_BASE_URL": os.environ.get("AUTOPLAY_LLM_BASE_URL", ""),
+    "LLM_MODEL": os.environ.get("AUTOPLAY_LLM_MODEL", ""),
+    "LLM_API_KEY": os.environ.get("AUTOPLAY_LLM_API_KEY", ""),
+    "LLM_TIMEOUT_S": float(os.environ.get("AUTOPLAY_LLM_TIMEOUT_S", 20)),
     "SINK_TIMEOUT_S": float(os.environ.get("AUTOPLAY_SINK_TIMEOUT_S", 1.0)),
     "DEMO": env_bool("AUTOPLAY_DEMO", True),
 }

@@ -10,6 +10,8 @@ import pytest
 pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.postgres",
+    "tests.support.capture_server",
+    "tests.support.llm_server",
 ]
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "sdk-0.13"
