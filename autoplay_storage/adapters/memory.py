@@ -49,7 +49,8 @@ class InMemoryStorageAdapter:
     # -- wire --
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        self._states[(product_id, user_id)] = json.dumps(state)
+        # allow_nan=False: NaN is not JSON; refuse it here as any real store would.
+        self._states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
         raw = self._states.get((product_id, user_id))
@@ -58,7 +59,8 @@ class InMemoryStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        self._snapshots.setdefault((product_id, user_id, session_id), json.dumps(snapshot))
+        raw = json.dumps(snapshot, allow_nan=False)
+        self._snapshots.setdefault((product_id, user_id, session_id), raw)
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         raw = self._snapshots.get((product_id, user_id, session_id))
