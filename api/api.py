@@ -181,6 +181,8 @@ async def session_end(
                 f"snapshot.user_id is {doc['user_id']!r} but the path says {user_id!r}",
                 details=[{"field": "snapshot.user_id", "in": "body", "message": "must match the path"}],
             )
+        if "session_number" not in doc:
+            doc["session_number"] = await services.next_session_number(product_id, user_id)
         snapshot = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
     else:
         assert payload.state is not None and payload.catalog_workflow_ids is not None  # the schema ensures it

@@ -133,7 +133,7 @@ class SnapshotDoc(OpenDoc):
     frozen: bool = Field(True, alias="_frozen")
     session_id: str = Field(min_length=1, description="must be the session id of the path")
     user_id: str = ""
-    session_number: int = Field(1, ge=1)
+    session_number: int = Field(1, ge=1, description="when left out: the stored session count + 1")
     started_at: Timestamp
     captured_at: Timestamp
     duration_s: float = Field(0.0, ge=0.0)

@@ -105,6 +105,12 @@ async def start_session(
     return SessionStart(state, state_etag(state.to_dict()), onboarding, build_agent_context(state, onboarding))
 
 
+async def next_session_number(product_id: str, user_id: str) -> int:
+    """The stored count + 1: the number a session ending now will most likely get."""
+    stored = await get_storage().get_user_state(product_id, user_id)
+    return (load_state(stored, user_id).sessions.count if stored is not None else 0) + 1
+
+
 async def snapshot_from_live_state(
     product_id: str,
     user_id: str,
@@ -120,12 +126,10 @@ async def snapshot_from_live_state(
     The number is provisional: the index entry gets the ordinal assigned when
     the end commits, so racing ends still get distinct numbers.
     """
-    stored = await get_storage().get_user_state(product_id, user_id)
-    count = load_state(stored, user_id).sessions.count if stored is not None else 0
     return SessionSnapshot.from_adoption_state(
         live,
         session_id=session_id,
-        session_number=count + 1,
+        session_number=await next_session_number(product_id, user_id),
         started_at=started_at,
         catalog_workflow_ids=catalog_workflow_ids,
         completion_rate_denominator=completion_rate_denominator,

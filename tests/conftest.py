@@ -9,6 +9,7 @@ import pytest
 
 pytest_plugins = [
     "tests.support.redis_server",
+    "tests.support.api_server",
     "tests.support.postgres",
     "tests.support.capture_server",
     "tests.support.llm_server",
