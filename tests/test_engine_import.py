@@ -110,3 +110,12 @@ def test_unknown_attributes_are_attribute_errors():
         assert "NoSuchThing" in str(exc)
     else:
         raise AssertionError("an unknown name resolved")
+
+
+def test_wire_keys_and_cluster_keys():
+    from autoplay_storage import session_key, user_state_key
+
+    assert user_state_key("prod_1", "u_123") == "autoplay:user:prod_1:u_123:state"
+    assert session_key("prod_1", "u_123", "sess_abc") == "autoplay:user:prod_1:u_123:session:sess_abc"
+    assert user_state_key("prod_1", "u_123", cluster=True) == "autoplay:user:{prod_1:u_123}:state"
+    assert session_key("prod_1", "u_123", "sess_abc", cluster=True) == "autoplay:user:{prod_1:u_123}:session:sess_abc"
