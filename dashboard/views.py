@@ -1,9 +1,397 @@
-"""Console views (placeholder until the dashboard lands)."""
+"""Console views: async, server-rendered, talking to the engine only.
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+Every read goes through ``autoplay_storage.runtime.get_storage()`` (the
+manager and its ``browser``), never to Redis or the ORM records, so the
+console shows exactly what the agents' API serves, on any primary. A
+document that cannot be read is shown with its raw text; a primary that
+cannot be reached is a 503 page, never a silent "not found".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from autoplay_storage.browse import SessionSummary, UserQuery
+from autoplay_storage.errors import (
+    CorruptDocumentError,
+    NotBrowsableError,
+    StorageUnavailableError,
+    UnsupportedVersionError,
+)
+from autoplay_storage.models import SummaryRun
+from autoplay_storage.runtime import get_storage
+from autoplay_storage.summary_runs import NoSnapshotError, SummaryFailed, rerun_summary
+from autoplay_storage.user_adoption_state import (
+    JourneyState,
+    MasteryLevel,
+    SessionSnapshot,
+    UserAdoptionState,
+    WorkflowStatus,
+)
+
+from .charts import session_chart
+from .roles import RERUN_SUMMARY, VIEW_CONSOLE
+
+View = Callable[..., Awaitable[HttpResponseBase]]
+
+USERS_PAGE_SIZE = 50
+SESSIONS_PAGE_SIZE = 50
+CHART_SESSIONS = 500  # the most a primary returns in one page (browse.MAX_PAGE_SIZE)
+SEARCH_MAX = 200
+SUMMARY_RUNS_SHOWN = 25
 
 
-@login_required
-def products(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("Autoplay storage console")
+def page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """Render with what the layout needs (the nav's role and permissions are resolved by ``console_view``)."""
+    return render(request, template, {**getattr(request, "console", {}), **context}, status=status)
+
+
+def error_page(request: HttpRequest, status: int, title: str, message: str, **extra: Any) -> HttpResponse:
+    context = {"status": status, "title": title, "message": message, **extra}
+    return page(request, "dashboard/error.html", context, status)
+
+
+def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
+    """Sign-in and permission checks for async views, plus the 503 page for an unreachable primary.
+
+    Resolves the user and permissions asynchronously up front: templates read
+    ``request.user``, and a lazy lookup there would be a synchronous query
+    inside the event loop.
+    """
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            user = await request.auser()
+            request.user = user
+            if not user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            can_view = await user.ahas_perm(VIEW_CONSOLE)
+            request.console = {
+                "can_rerun": await user.ahas_perm(RERUN_SUMMARY),
+                "roles": [g.name async for g in user.groups.order_by("name")],
+            }
+            if not can_view or not await user.ahas_perm(permission):
+                return error_page(
+                    request,
+                    403,
+                    "Not allowed",
+                    "Your account does not have the permission for this page. Ask an admin to give you a role.",
+                )
+            try:
+                return await view(request, *args, **kwargs)
+            except (StorageUnavailableError, NotBrowsableError) as exc:
+                response = error_page(
+                    request,
+                    503,
+                    "Storage unavailable",
+                    "The storage behind the console did not answer. Nothing was changed; try again in a moment.",
+                    detail=str(exc),
+                )
+                response["Retry-After"] = "5"
+                return response
+
+        return wrapper
+
+    return decorate
+
+
+# -- products -----------------------------------------------------------------
+
+
+@require_GET
+@console_view()
+async def products(request: HttpRequest) -> HttpResponse:
+    rows = await get_storage().browser.list_products()
+    return page(
+        request,
+        "dashboard/products.html",
+        {
+            "products": rows,
+            "total_users": sum(p.user_count for p in rows),
+            "journeys": [j.value for j in JourneyState],
+            "levels": [m.value for m in MasteryLevel],
+        },
+    )
+
+
+# -- users of a product -------------------------------------------------------
+
+ORDERS = {"-last_activity": "Most recent activity first", "last_activity": "Oldest activity first"}
+ONBOARDED = {"": None, "yes": True, "no": False}
+
+
+def parse_user_query(params: Any) -> tuple[UserQuery, list[str]]:
+    """The filters from the query string, and what was wrong with them (shown, answered with 400)."""
+    problems = []
+    search = params.get("q", "").strip()
+    if len(search) > SEARCH_MAX:
+        problems.append(f"The search is longer than {SEARCH_MAX} characters.")
+        search = search[:SEARCH_MAX]
+    journey = params.get("journey", "")
+    if journey and journey not in JourneyState._value2member_map_:
+        problems.append(f"Unknown journey state {journey!r}: use one of {', '.join(JourneyState)}.")
+        journey = ""
+    mastery = params.get("mastery", "")
+    if mastery and mastery not in MasteryLevel._value2member_map_:
+        problems.append(f"Unknown mastery level {mastery!r}: use one of {', '.join(MasteryLevel)}.")
+        mastery = ""
+    onboarded = params.get("onboarded", "")
+    if onboarded not in ONBOARDED:
+        problems.append(f"Unknown onboarding filter {onboarded!r}: use yes or no.")
+        onboarded = ""
+    order = params.get("order", "-last_activity")
+    if order not in ORDERS:
+        problems.append(f"Unknown sort {order!r}: use last_activity or -last_activity.")
+        order = "-last_activity"
+    query = UserQuery(
+        search=search or None,
+        journey_state=journey or None,
+        mastery_level=mastery or None,
+        onboarded=ONBOARDED[onboarded],
+        order=order,  # type: ignore[arg-type]
+    )
+    return query, problems
+
+
+@require_GET
+@console_view()
+async def users(request: HttpRequest, product_id: str) -> HttpResponse:
+    query, problems = parse_user_query(request.GET)
+    cursor = request.GET.get("cursor") or None
+    browser = get_storage().browser
+    items, next_cursor = [], None
+    if not problems:
+        try:
+            result = await browser.list_users(product_id, query, cursor=cursor, limit=USERS_PAGE_SIZE)
+        except ValueError as exc:  # a cursor that was edited or belongs to another primary
+            problems.append(f"This page link is not valid ({exc}); start again from the first page.")
+        else:
+            items, next_cursor = result.items, result.next_cursor
+    filtered = bool(query.search or query.journey_state or query.mastery_level or query.onboarded is not None)
+    return page(
+        request,
+        "dashboard/users.html",
+        {
+            "product_id": product_id,
+            "users": items,
+            "next_cursor": next_cursor,
+            "cursor": cursor,
+            "query": query,
+            "filtered": filtered,
+            "problems": problems,
+            "params": {
+                "q": query.search or "",
+                "journey": query.journey_state or "",
+                "mastery": query.mastery_level or "",
+                "onboarded": request.GET.get("onboarded", "") if request.GET.get("onboarded") in ONBOARDED else "",
+                "order": query.order,
+            },
+            "journeys": [j.value for j in JourneyState],
+            "levels": [m.value for m in MasteryLevel],
+            "orders": ORDERS,
+        },
+        status=400 if problems else 200,
+    )
+
+
+# -- one user -----------------------------------------------------------------
+
+
+async def read_state(product_id: str, user_id: str) -> tuple[UserAdoptionState | None, dict[str, Any] | None, dict]:
+    """The parsed state and its document, or why it cannot be read (with the raw text).
+
+    Returns ``(state, doc, unreadable)``; all three empty means "no such user".
+    """
+    storage = get_storage()
+    try:
+        doc = await storage.get_user_state(product_id, user_id)
+    except CorruptDocumentError as exc:
+        return None, None, {"reason": f"not valid JSON ({exc.reason})", "raw": exc.raw}
+    if doc is None:
+        return None, None, {}
+    try:
+        return UserAdoptionState.from_dict(doc, user_id=user_id), doc, {}
+    except UnsupportedVersionError as exc:
+        reason = f"written with schema version _v={exc.version!r}, which this console does not know"
+    except TypeError as exc:
+        reason = str(exc)
+    raw = await storage.browser.get_raw_user_state(product_id, user_id)
+    return None, doc, {"reason": reason, "raw": raw if raw is not None else json.dumps(doc, indent=2)}
+
+
+def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRun | None:
+    """The newest successful run that produced the current summary; ``None``: another writer wrote it."""
+    if not summary:
+        return None
+    return next((r for r in runs if r.new_summary == summary), None)
+
+
+@require_GET
+@console_view()
+async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
+    storage = get_storage()
+    sessions_cursor = request.GET.get("sessions") or None
+    state, doc, unreadable = await read_state(product_id, user_id)
+    if state is None and not unreadable:
+        return error_page(
+            request,
+            404,
+            "No such user",
+            f"There is no user {user_id!r} in product {product_id!r}.",
+            product_id=product_id,
+        )
+    problems = []
+    try:
+        history_page, chart_page = await asyncio.gather(
+            storage.browser.list_sessions(product_id, user_id, cursor=sessions_cursor, limit=SESSIONS_PAGE_SIZE),
+            storage.browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
+        )
+    except ValueError as exc:
+        problems.append(f"This history page link is not valid ({exc}); showing the newest sessions.")
+        history_page, chart_page = await asyncio.gather(
+            storage.browser.list_sessions(product_id, user_id, limit=SESSIONS_PAGE_SIZE),
+            storage.browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
+        )
+    chart_rows: list[SessionSummary] = list(reversed(chart_page.items))
+    runs = [
+        r
+        async for r in SummaryRun.objects.filter(product_id=product_id, user_id=user_id)
+        .select_related("actor")
+        .order_by("-started_at", "-id")[:SUMMARY_RUNS_SHOWN]
+    ]
+    summary = state.onboarding.summary if state else None
+    workflows = []
+    if state:
+        for wp in state.onboarding.workflow_progress.values():
+            steps = list(wp.steps.values())
+            workflows.append(
+                {
+                    "wp": wp,
+                    "steps": steps,
+                    "steps_done": [s for s in steps if s.status is WorkflowStatus.COMPLETED],
+                }
+            )
+    return page(
+        request,
+        "dashboard/user.html",
+        {
+            "product_id": product_id,
+            "user_id": user_id,
+            "state": state,
+            "unreadable": unreadable,
+            "raw_state": json.dumps(doc, indent=2, ensure_ascii=False) if doc is not None and state else "",
+            "email": state.metadata.get("email") if state and isinstance(state.metadata.get("email"), str) else "",
+            "workflows": workflows,
+            "sessions": history_page.items,
+            "sessions_next": history_page.next_cursor,
+            "sessions_cursor": sessions_cursor,
+            "chart": session_chart(chart_rows) if chart_rows else "",
+            "chart_count": len(chart_rows),
+            "chart_truncated": chart_page.next_cursor is not None,
+            "runs": runs,
+            "summary": summary,
+            "summary_run": summary_provenance(summary, runs),
+            "problems": problems,
+        },
+        status=400 if problems else 200,
+    )
+
+
+# -- one frozen snapshot ------------------------------------------------------
+
+
+@require_GET
+@console_view()
+async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
+    storage = get_storage()
+    unreadable: dict[str, Any] = {}
+    snap = None
+    raw_json = ""
+    try:
+        doc = await storage.get_session_snapshot(product_id, user_id, session_id)
+    except CorruptDocumentError as exc:
+        doc = None
+        unreadable = {"reason": f"not valid JSON ({exc.reason})", "raw": exc.raw}
+    if doc is None and not unreadable:
+        return error_page(
+            request,
+            404,
+            "No such session",
+            f"There is no frozen snapshot {session_id!r} for user {user_id!r} in product {product_id!r}.",
+            product_id=product_id,
+            user_id=user_id,
+        )
+    if doc is not None:
+        try:
+            snap = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+        except TypeError as exc:
+            unreadable = {"reason": str(exc), "raw": await storage.browser.get_raw_session_snapshot(
+                product_id, user_id, session_id
+            )}
+        else:
+            raw_json = json.dumps(doc, indent=2, ensure_ascii=False)
+    return page(
+        request,
+        "dashboard/snapshot.html",
+        {
+            "product_id": product_id,
+            "user_id": user_id,
+            "session_id": session_id,
+            "snap": snap,
+            "raw_json": raw_json,
+            "unreadable": unreadable,
+            "stored_frozen": doc.get("_frozen") is True if isinstance(doc, dict) else False,
+        },
+    )
+
+
+@require_GET
+@console_view()
+async def snapshot_download(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
+    """The snapshot exactly as stored (even when it cannot be parsed), as a file."""
+    raw = await get_storage().browser.get_raw_session_snapshot(product_id, user_id, session_id)
+    if raw is None:
+        return error_page(request, 404, "No such session", f"There is no frozen snapshot {session_id!r}.")
+    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{product_id}-{user_id}-{session_id}")
+    response = HttpResponse(raw, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="snapshot-{safe_name}.json"'
+    return response
+
+
+# -- re-run the summary -------------------------------------------------------
+
+
+@require_POST
+@console_view(RERUN_SUMMARY)
+async def rerun_summary_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
+    session_id = request.POST.get("session_id", "").strip() or None
+    back = reverse("dashboard:user", args=[product_id, user_id])
+    if session_id and request.POST.get("back") == "snapshot":
+        back = reverse("dashboard:snapshot", args=[product_id, user_id, session_id])
+    try:
+        result = await rerun_summary(product_id, user_id, session_id, actor=request.user)
+    except NoSnapshotError as exc:
+        messages.error(request, f"Nothing to summarize: {exc}.")
+    except SummaryFailed as exc:
+        messages.error(request, f"The summary was not re-run: {exc}. The stored summary is unchanged.")
+    except (CorruptDocumentError, UnsupportedVersionError) as exc:
+        messages.error(request, f"The summary was not re-run: {exc}. The stored documents are unchanged.")
+    else:
+        messages.success(
+            request,
+            f"Summary re-run on session {result.run.session_id} by {result.run.summarizer} "
+            f"in {result.run.duration_ms} ms.",
+        )
+    return redirect(f"{back}#summary")

@@ -1,0 +1,46 @@
+"""Roles are Django groups: support (view), lead (view + re-run summary), admin (everything).
+
+Shared by the data migration (historical models) and ``autoplay_bootstrap``
+(run on every ``make run``), so permissions added later by other apps, such as
+API keys or sinks, reach the admin role without a new migration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VIEW_CONSOLE = "dashboard.view_console"
+RERUN_SUMMARY = "autoplay_storage.rerun_summary"
+
+SUPPORT = "support"
+LEAD = "lead"
+ADMIN = "admin"
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
+    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY],
+}
+
+
+def sync_roles(group_model: Any, permission_model: Any) -> dict[str, int]:
+    """Create or refresh the three groups; returns how many permissions each holds.
+
+    Takes the model classes so a migration can pass its historical ones.
+    """
+    counts: dict[str, int] = {}
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        perms = []
+        for name in names:
+            app_label, codename = name.split(".", 1)
+            perm = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is None:
+                raise LookupError(f"permission {name} does not exist; run migrate first")
+            perms.append(perm)
+        group.permissions.set(perms)
+        counts[role] = len(perms)
+    admin, _ = group_model.objects.get_or_create(name=ADMIN)
+    everything = list(permission_model.objects.all())
+    admin.permissions.set(everything)
+    counts[ADMIN] = len(everything)
+    return counts
