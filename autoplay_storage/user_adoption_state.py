@@ -671,17 +671,24 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 
 
 def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> WorkflowProgress:
+    """The later evaluation wins; stamps keep their first value whatever the later status says.
+
+    A stamp is kept even if a later evaluation moved the status back, as
+    ``upsert_workflow_progress`` does: completion is stamped once, not undone.
+    """
     new = copy.deepcopy(new)
     if current is None:
         return new
     newer, older = (new, current) if new.last_evaluated_at >= current.last_evaluated_at else (current, new)
     merged = copy.deepcopy(newer)
     merged.first_detected_at = _earliest(current.first_detected_at, new.first_detected_at)
-    if merged.status is WorkflowStatus.COMPLETED:
-        merged.completed_at = _earliest(current.completed_at, new.completed_at)
+    merged.completed_at = _earliest(current.completed_at, new.completed_at)
     for sid, step in older.steps.items():
-        if sid not in merged.steps or merged.steps[sid].last_evaluated_at < step.last_evaluated_at:
+        kept = merged.steps.get(sid)
+        if kept is None or kept.last_evaluated_at < step.last_evaluated_at:
             merged.steps[sid] = copy.deepcopy(step)
+        if kept is not None:
+            merged.steps[sid].completed_at = _earliest(kept.completed_at, step.completed_at)
     return merged
 
 

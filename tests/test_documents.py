@@ -16,6 +16,7 @@ from autoplay_storage.user_adoption_state import (
     MasteryLevel,
     SessionIndexEntry,
     SessionSnapshot,
+    StepProgress,
     UserAdoptionState,
     WorkflowProgress,
     WorkflowStatus,
@@ -341,3 +342,20 @@ def test_merge_workflow_progress_later_evaluation_wins_and_stamps_keep_first():
     state.merge_workflow_progress({"w": stale})
     assert state.onboarding.workflow_progress["w"].evidence == "new"
     assert state.onboarding.workflow_progress["w"].status is WorkflowStatus.COMPLETED
+
+
+def test_merge_keeps_completion_stamps_when_a_later_evaluation_moved_back():
+    state = UserAdoptionState(user_id="u")
+    state.upsert_workflow_progress("w", status="completed", now=10.0)
+    state.upsert_step_progress("w", "s", status="completed", now=10.0)
+    later = WorkflowProgress("w", status=WorkflowStatus.IN_PROGRESS, first_detected_at=20.0, last_evaluated_at=20.0)
+    later.steps["s"] = StepProgress("s", status=WorkflowStatus.IN_PROGRESS, last_evaluated_at=20.0)
+    state.merge_workflow_progress({"w": later})
+    merged = state.onboarding.workflow_progress["w"]
+    assert merged.status is WorkflowStatus.IN_PROGRESS, "the later evaluation wins"
+    assert merged.completed_at == 10.0 and merged.first_detected_at == 10.0
+    assert merged.steps["s"].status is WorkflowStatus.IN_PROGRESS
+    assert merged.steps["s"].completed_at == 10.0
+    # The same as the helper does when the status moves back.
+    state.upsert_workflow_progress("v", status="completed", now=1.0)
+    assert state.upsert_workflow_progress("v", status="in_progress", now=2.0).completed_at == 1.0
