@@ -1,0 +1,90 @@
+"""API keys: the management command and the admin page (create shown once, list, revoke)."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from api import auth
+from api.models import ApiKey, hash_key
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("autoplay_apikey", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_command_creates_lists_and_revokes() -> None:
+    output = run("create", "--name", "support bot", "--product", "p1", "--product", "p2")
+    key = output.strip().splitlines()[-1]
+    assert re.fullmatch(r"ap_[0-9a-f]{8}_[A-Za-z0-9_\-]{40,}", key)
+    row = ApiKey.objects.get()
+    assert row.products == ["p1", "p2"] and row.name == "support bot"
+    assert row.key_hash == hash_key(key) and key not in str(row.__dict__)
+
+    listing = run("list")
+    assert f"ap_{row.prefix}_" in listing and "support bot" in listing and "active" in listing
+    assert key.split("_", 2)[2] not in listing
+
+    assert "Revoked" in run("revoke", f"ap_{row.prefix}")
+    row.refresh_from_db()
+    assert row.revoked_at is not None
+    assert "revoked" in run("list")
+    with pytest.raises(CommandError, match="already revoked"):
+        run("revoke", row.prefix)
+    with pytest.raises(CommandError, match="no key"):
+        run("revoke", "00000000")
+
+
+def test_command_refuses_bad_product_ids() -> None:
+    with pytest.raises(CommandError, match="not a product id"):
+        run("create", "--name", "x", "--product", "a:b")
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_verify_caches_and_rejects() -> None:
+    from asgiref.sync import sync_to_async
+
+    row, key = await sync_to_async(ApiKey.issue)("cache test", ["p1"])
+    auth.forget()
+    identity = await auth.verify(key)
+    assert identity.allows("p1") and not identity.allows("p2")
+    assert await auth.verify(key) is identity  # served from the in-process cache
+    for bad in (key + "x", "ap_" + row.prefix + "_guess", "ap_short_x", ""):
+        with pytest.raises(auth.ApiError) as err:
+            await auth.verify(bad)
+        assert err.value.status == 401
+    auth.forget()
+
+
+def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any, settings: Any) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    client.force_login(admin_user)
+    response = client.post("/admin/api/apikey/add/", {"name": "web agent", "products_text": "p1, p2 p3"}, follow=True)
+    assert response.status_code == 200
+    text = response.content.decode()
+    key = re.search(r"<code>(ap_[0-9a-f]{8}_[^<]+)</code>", text).group(1)
+    row = ApiKey.objects.get()
+    assert row.products == ["p1", "p2", "p3"] and row.created_by == admin_user
+    assert row.key_hash == hash_key(key)
+
+    page = client.get(f"/admin/api/apikey/{row.pk}/change/").content.decode()
+    assert key not in page and f"ap_{row.prefix}_" in client.get("/admin/api/apikey/").content.decode()
+
+    bad = client.post("/admin/api/apikey/add/", {"name": "x", "products_text": "a:b"})
+    assert "not a product id" in bad.content.decode() and ApiKey.objects.count() == 1
+
+    client.post("/admin/api/apikey/", {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True)
+    row.refresh_from_db()
+    assert row.revoked_at is not None
