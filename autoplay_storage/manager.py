@@ -146,7 +146,7 @@ class StorageManager:
             try:
                 doc = await asyncio.wait_for(getattr(adapter, method)(*args), self.sink_timeout_s)
             except Exception as exc:
-                self._record(adapter, method, exc)
+                self._record(adapter, method, exc, product_id=args[0], user_id=args[1])
                 continue
             if doc is not None:
                 return doc

@@ -243,10 +243,13 @@ async def test_a_hanging_sink_is_cut_off_and_does_not_hold_back_the_others(caplo
     ]
 
 
-async def test_a_failing_secondary_read_is_counted_and_skipped():
+async def test_a_failing_secondary_read_is_counted_logged_and_skipped(caplog):
     manager = StorageManager([InMemoryStorageAdapter(), Failing("broken"), Readable("ok", state=DOC)])
-    assert await manager.get_user_state(P, U) == DOC
+    with caplog.at_level(logging.WARNING, logger="autoplay_storage.manager"):
+        assert await manager.get_user_state(P, U) == DOC
     assert manager.sink_stats["broken"].failed == 1
+    (record,) = [r for r in caplog.records if getattr(r, "sink", None) == "broken"]
+    assert (record.operation, record.product_id, record.user_id) == ("get_user_state", P, U)
 
 
 async def test_a_failing_primary_raises_and_nothing_fans_out():
