@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from autoplay_storage import (
+    CorruptDocumentError,
     InMemoryStorageAdapter,
     StorageManager,
     StorageUnavailableError,
@@ -25,6 +26,7 @@ from autoplay_storage.user_adoption_state import (
     SESSIONS_INDEX_LIMIT,
     JourneyState,
     MasteryLevel,
+    SessionIndexEntry,
     SessionSnapshot,
     UserAdoptionState,
     WorkflowStatus,
@@ -569,3 +571,25 @@ def test_apply_session_end_does_not_share_objects_with_the_snapshot():
     assert state.discovered_features == []
     assert apply_session_end(state, snap, "ignored", now=6.0) is False, "a recorded session is a no-op"
     assert state.onboarding.summary is None
+
+
+class CorruptHistory(FourMethodStore):
+    """A store whose stored snapshots were truncated by a hand edit."""
+
+    async def get_session_snapshot(self, product_id, user_id, session_id):
+        raise CorruptDocumentError(f"autoplay:user:{product_id}:{user_id}:session:{session_id}", '{"_v": 1, "sess')
+
+
+async def test_unreadable_onboarding_snapshot_starts_the_session_without_it(caplog):
+    store = CorruptHistory()
+    state = init_user_state("u")
+    state.record_session(SessionIndexEntry("s1", 1, 1.0, 2.0))
+    await store.save_user_state(P, "u", state.to_dict())
+    with caplog.at_level(logging.WARNING, logger="autoplay_storage.lifecycle"):
+        started, onboarding = await on_session_start(P, "u", "s2", store)
+    assert onboarding is None
+    assert started.sessions.current_session_id == "s2"
+    assert any(getattr(r, "user_id", None) == "u" and "unreadable" in r.getMessage() for r in caplog.records)
+    with pytest.raises(CorruptDocumentError):  # at session end it is the record itself: reported, not bypassed
+        await on_session_end(P, "u", snapshot(started, "s2", started_at=3.0, captured_at=4.0), store)
+    assert UserAdoptionState.from_dict(await store.get_user_state(P, "u")).sessions.count == 1
