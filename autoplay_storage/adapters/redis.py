@@ -29,10 +29,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..browse import (
     MAX_PAGE_SIZE,
@@ -54,6 +56,9 @@ from ..user_adoption_state import JourneyState, MasteryLevel
 # writers racing for one user need at most 50 rounds; the backoff spreads them.
 MAX_TX_ATTEMPTS = 500
 _SCAN_BATCH = 1000
+# Read-your-write of a snapshot just written (write-once, so it cannot have changed).
+FRESH_SNAPSHOT_S = 1.0
+FRESH_SNAPSHOT_MAX = 1024
 _SEARCH_SEP = "\x00"  # between the search term and the user id in the lex index
 
 
@@ -77,6 +82,29 @@ def _parse(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         raise CorruptDocumentError(key, raw, f"not a JSON object but {type(doc).__name__}")
     return doc
+
+
+def _arg(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def _pack(commands: Iterable[tuple[Any, ...]]) -> bytes:
+    """RESP-encode a batch of commands into one buffer (one socket write, one round trip)."""
+    out: list[bytes] = []
+    for cmd in commands:
+        out.append(b"*%d\r\n" % len(cmd))
+        for value in cmd:
+            data = _arg(value)
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 # --- our keys (README "Redis keys") ------------------------------------------
@@ -119,11 +147,71 @@ JOURNEY_STATES = [j.value for j in JourneyState]
 MASTERY_LEVELS = [m.value for m in MasteryLevel]
 
 
-def _filter_keys(product_id: str, row: UserSummary) -> list[str]:
+class IndexEntry(NamedTuple):
+    """What the browsing indexes hold for one user: exactly what ``user_summary_from_doc`` reads."""
+
+    journey_state: str
+    mastery_level: str
+    onboarded: bool
+    score: float  # last activity
+    metadata: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: UserSummary) -> IndexEntry:
+        return cls(row.journey_state, row.mastery_level, row.onboarded, row.last_activity_at or 0.0, row.metadata)
+
+
+_JOURNEY_SET = frozenset(JOURNEY_STATES)
+_MASTERY_SET = frozenset(MASTERY_LEVELS)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntry:
+    """The index view of a document.
+
+    Documents this engine writes are canonical (every field already valid), and
+    for them the fields can be read directly; anything else goes through the
+    defensive ``user_summary_from_doc`` so the two can never disagree. This
+    keeps a full document parse off the hot path of every write.
+    """
+    version = doc.get("_v", 1)
+    mastery = doc.get("mastery")
+    onboarding = doc.get("onboarding")
+    metadata = doc.get("metadata")
+    updated = doc.get("last_updated_at")
+    if (
+        version == 1
+        and not isinstance(version, bool)
+        and doc.get("journey_state") in _JOURNEY_SET
+        and isinstance(mastery, dict)
+        and mastery.get("level") in _MASTERY_SET
+        and isinstance(onboarding, dict)
+        and isinstance(metadata, dict)
+        and _finite(updated)
+    ):
+        completed = onboarding.get("onboarding_completed_at")
+        return IndexEntry(
+            doc["journey_state"], mastery["level"], _finite(completed), float(updated) or 0.0, metadata
+        )
+    return IndexEntry.from_row(user_summary_from_doc(product_id, user_id, doc))
+
+
+def _captured_at(session_id: str, doc: dict[str, Any]) -> float:
+    """The history score of a snapshot: its capture time, read as ``session_summary_from_doc`` does."""
+    captured = doc.get("captured_at")
+    if _finite(captured):
+        return float(captured)
+    return session_summary_from_doc(session_id, doc).captured_at
+
+
+def _filter_keys(product_id: str, entry: IndexEntry) -> list[str]:
     return [
-        journey_key(product_id, row.journey_state),
-        mastery_key(product_id, row.mastery_level),
-        onboarded_key(product_id, row.onboarded),
+        journey_key(product_id, entry.journey_state),
+        mastery_key(product_id, entry.mastery_level),
+        onboarded_key(product_id, entry.onboarded),
     ]
 
 
@@ -135,23 +223,15 @@ def _all_filter_keys(product_id: str) -> list[str]:
     )
 
 
-def _row(product_id: str, user_id: str, doc: dict[str, Any] | None) -> UserSummary | None:
-    return None if doc is None else user_summary_from_doc(product_id, user_id, doc)
-
-
-def _score(row: UserSummary) -> float:
-    return row.last_activity_at or 0.0
-
-
-def _search_members(user_id: str, row: UserSummary) -> set[str]:
-    return {f"{term}{_SEARCH_SEP}{user_id}" for term in search_terms(user_id, row.metadata)}
+def _search_members(user_id: str, entry: IndexEntry) -> set[str]:
+    return {f"{term}{_SEARCH_SEP}{user_id}" for term in search_terms(user_id, entry.metadata)}
 
 
 def index_commands(
-    product_id: str, user_id: str, old: UserSummary | None, new: UserSummary
+    product_id: str, user_id: str, old: IndexEntry | None, new: IndexEntry
 ) -> list[tuple[Any, ...]]:
     """Commands that move one user's index entries from ``old`` to ``new`` (idempotent)."""
-    score = _score(new)
+    score = new.score
     cmds: list[tuple[Any, ...]] = [
         ("SADD", PRODUCTS_KEY, product_id),
         ("ZADD", users_key(product_id), score, user_id),
@@ -237,6 +317,7 @@ class RedisStorageAdapter:
         self.ttl_s = int(ttl_s) if ttl_s else None
         self.cluster = cluster
         self.max_connections = max_connections
+        self.socket_timeout_s = socket_timeout_s
         # Transport failures surface at once as StorageUnavailableError; the
         # caller (agent/API) retries whole idempotent operations instead.
         no_retry = Retry(NoBackoff(), 0)
@@ -267,6 +348,7 @@ class RedisStorageAdapter:
             )
             self._client = aioredis.Redis(connection_pool=self._pool)
             self._gate = None
+        self._fresh_snapshots: dict[str, tuple[float, str]] = {}
         self._errors = self._error_types()
 
     @staticmethod
@@ -306,30 +388,35 @@ class RedisStorageAdapter:
         except self._errors as exc:
             raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
 
-    async def _raw(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Standalone fast path: send commands as one write on one connection, read every reply.
+    async def _exchange(self, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands as one write, read every reply under one deadline.
 
-        Replies that are errors come back as exception objects in the list (a
-        MULTI block must still be read to its EXEC before the connection is reused).
+        Error replies come back as exception objects in the list: a MULTI block
+        must be read to its EXEC before the connection can be reused.
         """
         from redis.exceptions import ResponseError
 
+        await connection.send_packed_command(_pack(commands), check_health=False)
+        replies: list[Any] = []
+        async with asyncio.timeout(self.socket_timeout_s):
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
+        return replies
+
+    async def _raw(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Standalone fast path: one round trip on one pooled connection."""
         assert self._pool is not None
         connection = await self._pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            return await self._exchange(connection, commands)
         except BaseException:
-            await connection.disconnect()
+            await connection.disconnect()  # replies may be unread: never reuse it
             raise
         finally:
             await self._pool.release(connection)
-        return replies
 
     def _ex(self) -> tuple[Any, ...]:
         return ("EX", self.ttl_s) if self.ttl_s else ()
@@ -350,10 +437,10 @@ class RedisStorageAdapter:
         """``SET NX``: the first write wins, a retried end changes nothing; indexed in the same MULTI."""
         key = self.snapshot_key(product_id, user_id, session_id)
         history = self.history_key(product_id, user_id)
-        captured = session_summary_from_doc(session_id, snapshot).captured_at
+        payload = _dumps(snapshot)
         cmds: list[tuple[Any, ...]] = [
-            ("SET", key, _dumps(snapshot), "NX", *self._ex()),
-            ("ZADD", history, "NX", captured, session_id),
+            ("SET", key, payload, "NX", *self._ex()),
+            ("ZADD", history, "NX", _captured_at(session_id, snapshot), session_id),
         ]
         if self.ttl_s:
             cmds.append(("EXPIRE", history, self.ttl_s))
@@ -363,12 +450,30 @@ class RedisStorageAdapter:
             # SDK): make sure the history orders it by the stored capture time.
             existing = await self._call(self._client.get(key))
             doc = _parse(key, existing) if existing is not None else None
-            if doc is not None:
-                stored = session_summary_from_doc(session_id, doc).captured_at
-                await self._call(self._client.zadd(history, {session_id: stored}))
+            if doc is None:
+                return
+            await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
+            payload = _text(existing)
+        self._remember_snapshot(key, payload)
+
+    def _remember_snapshot(self, key: str, payload: str) -> None:
+        """Keep what is now stored under a write-once key for the read that usually follows.
+
+        The lifecycle reads a snapshot back right after writing it. A snapshot
+        never changes once written, so that read is answered from here (once,
+        within ``FRESH_SNAPSHOT_S``) instead of by another round trip.
+        """
+        fresh = self._fresh_snapshots
+        fresh.pop(key, None)
+        fresh[key] = (time.monotonic() + FRESH_SNAPSHOT_S, payload)
+        while len(fresh) > FRESH_SNAPSHOT_MAX:
+            del fresh[next(iter(fresh))]
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         key = self.snapshot_key(product_id, user_id, session_id)
+        fresh = self._fresh_snapshots.pop(key, None)
+        if fresh is not None and fresh[0] > time.monotonic():
+            return _parse(key, fresh[1])
         return _parse(key, await self._call(self._client.get(key)))
 
     async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
@@ -424,35 +529,25 @@ class RedisStorageAdapter:
         new = mutate(current)
         if new is None:
             return current, None, []
-        new_row = user_summary_from_doc(product_id, user_id, new)
-        return current, new, index_commands(product_id, user_id, _row(product_id, user_id, current), new_row)
+        old_entry = None if current is None else index_entry(product_id, user_id, current)
+        return current, new, index_commands(product_id, user_id, old_entry, index_entry(product_id, user_id, new))
 
     async def _try_update_standalone(
         self, key: str, product_id: str, user_id: str, mutate: StateMutation
     ) -> Any:
-        from redis.exceptions import ResponseError
-
         assert self._pool is not None
         connection = await self._pool.get_connection()
         try:
-            await connection.send_packed_command(
-                connection.pack_commands([("WATCH", key), ("GET", key)]), check_health=False
-            )
-            await connection.read_response()
-            raw = await connection.read_response()
+            watched, raw = await self._exchange(connection, [("WATCH", key), ("GET", key)])
+            for reply in (watched, raw):
+                if isinstance(reply, Exception):
+                    raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
             current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
             if new is None:
-                await connection.send_packed_command(connection.pack_commands([("UNWATCH",)]), check_health=False)
-                await connection.read_response()
+                await self._exchange(connection, [("UNWATCH",)])
                 return current
             cmds: list[tuple[Any, ...]] = [("MULTI",), ("SET", key, _dumps(new), *self._ex()), *idx, ("EXEC",)]
-            await connection.send_packed_command(connection.pack_commands(cmds), check_health=False)
-            replies: list[Any] = []
-            for _ in cmds:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            replies = await self._exchange(connection, cmds)
         except BaseException:
             # A WATCH may still be active, or replies unread: never reuse this connection.
             await connection.disconnect()
@@ -764,7 +859,7 @@ class RedisStorageAdapter:
             )
             # Any filter set the user may be in from an older document: ZREM is a no-op where absent.
             cmds.extend(("ZREM", k, user_id) for k in _all_filter_keys(product_id))
-            cmds.extend(index_commands(product_id, user_id, None, row))
+            cmds.extend(index_commands(product_id, user_id, None, IndexEntry.from_row(row)))
             counts["states"] += 1
         if cmds:
             await self._pipeline(cmds)
@@ -792,7 +887,7 @@ class RedisStorageAdapter:
             product_id, user_id = _split_user_part(pu, hint_uid if isinstance(hint_uid, str) else None)
             if not product_id or not user_id or self.snapshot_key(product_id, user_id, session_id) != key:
                 continue
-            captured = session_summary_from_doc(session_id, doc).captured_at if doc is not None else 0.0
+            captured = _captured_at(session_id, doc) if doc is not None else 0.0
             cmds.append(("ZADD", self.history_key(product_id, user_id), captured, session_id))
             counts["snapshots"] += 1
         if cmds:

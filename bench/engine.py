@@ -1,0 +1,333 @@
+"""Engine benchmark: the full session lifecycle through StorageManager([primary]).
+
+One lifecycle = ``on_session_start`` + ``SessionSnapshot.from_adoption_state``
++ ``on_session_end``, as an agent runs it. For every backend it prints:
+
+- sessions/s serial (one lifecycle at a time) with p50/p99 latency;
+- sessions/s with ``--concurrency`` users (default 200) each running sessions back to back;
+- round trips per lifecycle and commands per lifecycle, where the backend can count them;
+- storage memory per user holding ``--sessions-per-user`` sessions (default 10).
+
+Backends are a registry of named factories (``@backend("name")``): each is an
+async context manager yielding a ``Backend``. Add one without touching the
+measurement code. Usage::
+
+    .venv/bin/python bench/engine.py                       # every registered backend
+    .venv/bin/python bench/engine.py --backend redis --serial 5000 --concurrent-sessions 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from autoplay_storage.lifecycle import on_session_end, on_session_start
+from autoplay_storage.manager import StorageManager
+from autoplay_storage.user_adoption_state import SessionSnapshot, WorkflowStatus
+
+CATALOG = [f"wf_{i}" for i in range(8)]
+
+
+@dataclass
+class Backend:
+    """What a benchmark run needs from one storage backend."""
+
+    name: str
+    storage: StorageManager
+    reset: Callable[[], Awaitable[None]]  # empty the store between phases
+    # Optional probes; a backend that cannot measure one leaves it None ("n/a").
+    round_trips: Callable[[], int] | None = None  # client-side count, monotonically increasing
+    commands: Callable[[], Awaitable[int]] | None = None  # server-side count, monotonically increasing
+    memory_bytes: Callable[[], Awaitable[int]] | None = None  # storage memory in use now
+    notes: list[str] = field(default_factory=list)
+
+
+BackendFactory = Callable[[argparse.Namespace], contextlib.AbstractAsyncContextManager[Backend]]
+BACKENDS: dict[str, BackendFactory] = {}
+
+
+def backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
+    """Register a backend factory under ``name`` (selectable with ``--backend name``)."""
+
+    def register(factory: BackendFactory) -> BackendFactory:
+        BACKENDS[name] = factory
+        return factory
+
+    return register
+
+
+# --- backends ---------------------------------------------------------------------------
+
+
+class _RoundTripCounter:
+    """Counts writes to Redis sockets: every send is one request/response round trip.
+
+    The adapter pipelines several commands into one send (WATCH+GET; MULTI..EXEC),
+    so this counts network round trips, not commands.
+    """
+
+    def __init__(self) -> None:
+        from redis.asyncio.connection import AbstractConnection
+
+        self.count = 0
+        self._cls = AbstractConnection
+        self._original = AbstractConnection.send_packed_command
+        counter = self
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            counter.count += 1
+            await counter._original(conn, command, check_health)
+
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+    def restore(self) -> None:
+        self._cls.send_packed_command = self._original  # type: ignore[method-assign]
+
+
+async def _redis_info_int(client: Any, section: str, field_name: str) -> int:
+    info = await client.info(section)
+    return int(info[field_name])
+
+
+@backend("redis")
+@contextlib.asynccontextmanager
+async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
+    """RedisStorageAdapter on a private redis-server (or ``--redis-url``)."""
+    import redis.asyncio as aioredis
+
+    from autoplay_storage.adapters.redis import RedisStorageAdapter
+    from tests.support.redis_server import start_redis
+
+    server = None
+    directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    url = args.redis_url
+    if not url:
+        server = start_redis(directory)
+        url = server.url
+    adapter = RedisStorageAdapter(url, max_connections=args.max_connections)
+    probe = aioredis.Redis.from_url(url)
+    counter = _RoundTripCounter()
+    probe_trips = 0
+
+    async def server_count(section: str, name: str) -> int:
+        # Probe traffic is excluded from the client-side round-trip count.
+        nonlocal probe_trips
+        before = counter.count
+        value = await _redis_info_int(probe, section, name)
+        probe_trips += counter.count - before
+        return value
+
+    async def commands() -> int:
+        # The INFO that reads this counts in the next reading; run_serial subtracts it.
+        return await server_count("stats", "total_commands_processed")
+
+    async def reset() -> None:
+        before = counter.count
+        await probe.flushall()
+        nonlocal probe_trips
+        probe_trips += counter.count - before
+
+    try:
+        yield Backend(
+            name="redis",
+            storage=StorageManager([adapter]),
+            reset=reset,
+            round_trips=lambda: counter.count - probe_trips,
+            commands=commands,
+            memory_bytes=lambda: server_count("memory", "used_memory"),
+            notes=[
+                f"redis-server {'at ' + args.redis_url if args.redis_url else 'private, on a free loopback port'};"
+                f" pool of {args.max_connections} connections",
+                "round trips: socket sends counted on the client (pipelined commands share one);"
+                " commands: INFO stats total_commands_processed delta (MULTI/EXEC/WATCH count as commands)",
+                "memory: INFO memory used_memory delta after FLUSHALL, divided by users (documents + indexes)",
+            ],
+        )
+    finally:
+        counter.restore()
+        await adapter.aclose()
+        await probe.aclose()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+
+async def lifecycle(storage: StorageManager, product_id: str, user_id: str, session_id: str, n: int) -> None:
+    """What an agent does for one session: start, work (progress, features), end."""
+    state, _onboarding = await on_session_start(
+        product_id, user_id, session_id, storage, metadata={"email": f"{user_id}@example.com", "role": "analyst"}
+    )
+    state.upsert_workflow_progress(
+        CATALOG[n % len(CATALOG)], status=WorkflowStatus.COMPLETED if n % 3 == 0 else WorkflowStatus.IN_PROGRESS,
+        confidence=0.8, evidence="clicked through the tour", source="activity",
+    )
+    state.record_discovered_features([f"feature_{n % 12}"])
+    snapshot = SessionSnapshot.from_adoption_state(
+        state,
+        session_id=session_id,
+        session_number=state.sessions.count + 1,
+        started_at=state.last_updated_at,
+        catalog_workflow_ids=CATALOG,
+    )
+    await on_session_end(product_id, user_id, snapshot, storage)
+
+
+@dataclass
+class Result:
+    backend: str
+    serial_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    concurrent_rate: float = 0.0
+    round_trips: float | None = None
+    commands: float | None = None
+    memory_per_user: float | None = None
+
+
+async def run_serial(b: Backend, n: int, users: int) -> tuple[float, list[float], float | None, float | None]:
+    await b.reset()
+    for i in range(min(n, 50)):  # warm up: connections, code paths
+        await lifecycle(b.storage, "warm", f"w{i}", f"s{i}", i)
+    trips0 = b.round_trips() if b.round_trips else None
+    cmds0 = await b.commands() if b.commands else None
+    latencies = []
+    gc.collect()
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        await lifecycle(b.storage, "bench", f"u{i % users}", f"s{i}", i)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    trips = (b.round_trips() - trips0) / n if b.round_trips and trips0 is not None else None
+    cmds = ((await b.commands()) - cmds0 - 1) / n if b.commands and cmds0 is not None else None
+    return n / elapsed, latencies, trips, cmds
+
+
+async def run_concurrent(b: Backend, concurrency: int, total: int) -> float:
+    await b.reset()
+    per_user = max(1, total // concurrency)
+
+    async def user(u: int) -> None:
+        for k in range(per_user):
+            await lifecycle(b.storage, "bench", f"c{u}", f"c{u}_s{k}", k)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(user(u) for u in range(concurrency)))
+    return concurrency * per_user / (time.perf_counter() - start)
+
+
+async def run_memory(b: Backend, users: int, sessions: int) -> float | None:
+    if b.memory_bytes is None:
+        return None
+    await b.reset()
+    before = await b.memory_bytes()
+    for u in range(users):
+        for k in range(sessions):
+            await lifecycle(b.storage, "mem", f"m{u}", f"m{u}_s{k}", k)
+    return (await b.memory_bytes() - before) / users
+
+
+async def bench_backend(name: str, args: argparse.Namespace) -> tuple[Result, list[str]]:
+    async with BACKENDS[name](args) as b:
+        result = Result(backend=b.name)
+        rate, latencies, trips, cmds = await run_serial(b, args.serial, args.serial_users)
+        result.serial_rate = rate
+        result.p50_ms = statistics.median(latencies) * 1000
+        result.p99_ms = statistics.quantiles(latencies, n=100)[98] * 1000
+        result.round_trips, result.commands = trips, cmds
+        result.concurrent_rate = await run_concurrent(b, args.concurrency, args.concurrent_sessions)
+        result.memory_per_user = await run_memory(b, args.memory_users, args.sessions_per_user)
+        return result, b.notes
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str, list[str]]) -> None:
+    headers = [
+        "backend",
+        "serial sess/s",
+        "p50 ms",
+        "p99 ms",
+        f"{args.concurrency} users sess/s",
+        "round trips/lifecycle",
+        "commands/lifecycle",
+        f"bytes/user ({args.sessions_per_user} sessions)",
+    ]
+    rows = [
+        [
+            r.backend,
+            f"{r.serial_rate:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.concurrent_rate:,.0f}",
+            _fmt(r.round_trips, ".2f"),
+            _fmt(r.commands, ".2f"),
+            _fmt(r.memory_per_user, ",.0f"),
+        ]
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print("\nFull lifecycle (on_session_start + SessionSnapshot.from_adoption_state + on_session_end)")
+    print(
+        f"serial: {args.serial} lifecycles over {args.serial_users} users; concurrent: {args.concurrency} users x "
+        f"{max(1, args.concurrent_sessions // args.concurrency)} sessions; memory: {args.memory_users} users x "
+        f"{args.sessions_per_user} sessions"
+    )
+    print(line)
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print(line)
+    for row in rows:
+        print(" | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    print(line)
+    for name, lines in notes.items():
+        for note in lines:
+            print(f"[{name}] {note}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--backend", action="append", choices=sorted(BACKENDS), help="repeatable; default: every registered backend"
+    )
+    parser.add_argument("--serial", type=int, default=3000, help="lifecycles run one at a time")
+    parser.add_argument("--serial-users", type=int, default=300, help="users the serial lifecycles rotate over")
+    parser.add_argument("--concurrency", type=int, default=200, help="users running sessions at the same time")
+    parser.add_argument("--concurrent-sessions", type=int, default=4000, help="lifecycles in the concurrent phase")
+    parser.add_argument("--memory-users", type=int, default=200, help="users for the memory measurement")
+    parser.add_argument("--sessions-per-user", type=int, default=10)
+    parser.add_argument("--max-connections", type=int, default=64, help="Redis pool size")
+    parser.add_argument("--redis-url", default="", help="use this Redis instead of starting one (it is FLUSHALLed!)")
+    return parser.parse_args(argv)
+
+
+async def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results, notes = [], {}
+    for name in args.backend or sorted(BACKENDS):
+        result, backend_notes = await bench_backend(name, args)
+        results.append(result)
+        notes[name] = backend_notes
+    print_table(results, args, notes)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
