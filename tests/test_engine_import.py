@@ -119,3 +119,35 @@ def test_wire_keys_and_cluster_keys():
     assert session_key("prod_1", "u_123", "sess_abc") == "autoplay:user:prod_1:u_123:session:sess_abc"
     assert user_state_key("prod_1", "u_123", cluster=True) == "autoplay:user:{prod_1:u_123}:state"
     assert session_key("prod_1", "u_123", "sess_abc", cluster=True) == "autoplay:user:{prod_1:u_123}:session:sess_abc"
+
+
+def test_document_module_offers_what_the_issue_lists():
+    from autoplay_storage import user_adoption_state as documents
+
+    for name in (
+        "UserAdoptionState",
+        "SessionSnapshot",
+        "SessionIndexEntry",
+        "Mastery",
+        "OnboardingState",
+        "WorkflowProgress",
+        "StepProgress",
+        "StepInAssessment",
+        "JourneyState",
+        "MasteryLevel",
+        "WorkflowStatus",
+        "build_onboarding_summary_input",
+    ):
+        assert hasattr(documents, name), name
+    assert callable(documents.SessionSnapshot.from_adoption_state)
+    helpers = (
+        "upsert_workflow_progress",
+        "upsert_step_progress",
+        "set_mastery",
+        "set_journey_state",
+        "record_discovered_features",
+        "record_step_in",
+        "mark_onboarding_complete",
+    )
+    for helper in helpers:
+        assert callable(getattr(documents.UserAdoptionState, helper)), helper
