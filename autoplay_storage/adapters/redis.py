@@ -318,6 +318,8 @@ class RedisStorageAdapter:
         self.cluster = cluster
         self.max_connections = max_connections
         self.socket_timeout_s = socket_timeout_s
+        # A client call may first wait for a pooled connection, then for the server.
+        self._client_deadline_s = pool_timeout_s + socket_timeout_s
         # Transport failures surface at once as StorageUnavailableError; the
         # caller (agent/API) retries whole idempotent operations instead.
         no_retry = Retry(NoBackoff(), 0)
@@ -342,7 +344,7 @@ class RedisStorageAdapter:
                 redis_url,
                 max_connections=max_connections,
                 timeout=pool_timeout_s,
-                socket_timeout=socket_timeout_s,
+                socket_timeout=None,
                 socket_connect_timeout=connect_timeout_s,
                 retry=no_retry,
             )
@@ -374,19 +376,36 @@ class RedisStorageAdapter:
 
     # -- plumbing --
 
-    async def _call(self, awaitable: Any) -> Any:
-        """Run one client call, turning every Redis failure into ``StorageUnavailableError``."""
+    async def _call(self, awaitable: Any, *, timed: bool = True) -> Any:
+        """Run one client call, turning every Redis failure into ``StorageUnavailableError``.
+
+        Standalone connections carry no socket timeout of their own (redis-py
+        would wrap every send in a task to enforce it); each fast-path exchange
+        has its own deadline, and client calls get one here (``timed``).
+        """
         from redis.exceptions import WatchError
 
         try:
-            if self._gate is None:
-                return await awaitable
-            async with self._gate:
-                return await awaitable
+            if self._gate is not None:
+                async with self._gate:
+                    return await awaitable
+            if timed:
+                async with asyncio.timeout(self._client_deadline_s):
+                    return await awaitable
+            return await awaitable
         except WatchError:
             raise
         except self._errors as exc:
             raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def _get(self, key: str) -> bytes | None:
+        """GET on the fast path (standalone) or through the cluster client."""
+        if self._pool is None:
+            return await self._call(self._client.get(key))
+        (reply,) = await self._call(self._raw([("GET", key)]), timed=False)
+        if isinstance(reply, Exception):
+            raise StorageUnavailableError(f"redis: GET {key} failed: {reply}") from reply
+        return reply
 
     async def _exchange(self, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send commands as one write, read every reply under one deadline.
@@ -396,9 +415,9 @@ class RedisStorageAdapter:
         """
         from redis.exceptions import ResponseError
 
-        await connection.send_packed_command(_pack(commands), check_health=False)
         replies: list[Any] = []
         async with asyncio.timeout(self.socket_timeout_s):
+            await connection.send_packed_command(_pack(commands), check_health=False)
             for _ in commands:
                 try:
                     replies.append(await connection.read_response(timeout=math.inf))
@@ -429,7 +448,7 @@ class RedisStorageAdapter:
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
         key = self.state_key(product_id, user_id)
-        return _parse(key, await self._call(self._client.get(key)))
+        return _parse(key, await self._get(key))
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
@@ -448,7 +467,7 @@ class RedisStorageAdapter:
         if results[0] is None:
             # Already there (a retry, or written by another writer such as the
             # SDK): make sure the history orders it by the stored capture time.
-            existing = await self._call(self._client.get(key))
+            existing = await self._get(key)
             doc = _parse(key, existing) if existing is not None else None
             if doc is None:
                 return
@@ -474,12 +493,12 @@ class RedisStorageAdapter:
         fresh = self._fresh_snapshots.pop(key, None)
         if fresh is not None and fresh[0] > time.monotonic():
             return _parse(key, fresh[1])
-        return _parse(key, await self._call(self._client.get(key)))
+        return _parse(key, await self._get(key))
 
     async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI/EXEC of single-slot commands, without WATCH; the EXEC results."""
         if self._pool is not None:
-            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]))
+            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]), timed=False)
             return self._exec_results(replies)
 
         async def run() -> list[Any]:
@@ -510,7 +529,7 @@ class RedisStorageAdapter:
         key = self.state_key(product_id, user_id)
         for attempt in range(MAX_TX_ATTEMPTS):
             if self._pool is not None:
-                outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate))
+                outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate), timed=False)
             else:
                 outcome = await self._try_update_cluster(key, product_id, user_id, mutate)
             if outcome is not _CONFLICT:
@@ -767,11 +786,11 @@ class RedisStorageAdapter:
         return Page(rows, _encode_cursor(*page[-1]) if more and page else None)
 
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        raw = await self._call(self._client.get(self.state_key(product_id, user_id)))
+        raw = await self._get(self.state_key(product_id, user_id))
         return None if raw is None else _text(raw)
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        raw = await self._call(self._client.get(self.snapshot_key(product_id, user_id, session_id)))
+        raw = await self._get(self.snapshot_key(product_id, user_id, session_id))
         return None if raw is None else _text(raw)
 
     # -- maintenance --
