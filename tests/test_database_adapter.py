@@ -393,6 +393,19 @@ async def test_list_users_matches_the_reference_on_every_page(adapter, query: Us
 
 
 @db
+@pytest.mark.parametrize("search", ["b", "user_1", "ann"])
+async def test_unselective_search_takes_the_subquery_path_alike(adapter, monkeypatch, search: str) -> None:
+    import autoplay_storage.adapters.database as module
+
+    monkeypatch.setattr(module, "_SEARCH_LOOKUP_FIRST", 1)  # every search here matches more than one user
+    memory = await _load_both(adapter, _population())
+    query = UserQuery(search=search, order="last_activity")
+    expected = await _all_pages(memory, "prod_a", query, limit=500)
+    assert len(expected) > 1
+    assert await _all_pages(adapter, "prod_a", query, limit=4) == expected
+
+
+@db
 async def test_list_sessions_pages_the_full_history_both_ways(adapter) -> None:
     memory = InMemoryStorageAdapter()
     for i in range(60):

@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 MAX_ID_LENGTH = 128  # the id columns' width
 _CREATE_RETRIES = 3
+_SEARCH_LOOKUP_FIRST = 1000
 _WORKERS = 8
 
 _executors: dict[str, ThreadPoolExecutor] = {}
@@ -377,7 +378,14 @@ class DatabaseStorageAdapter:
                 terms = terms.filter(term__startswith=needle)  # LIKE 'x%' on the varchar_pattern_ops index
             else:  # binary collation: a range is a prefix match, and uses the index (LIKE would not)
                 terms = terms.filter(term__gte=needle, term__lt=needle + "\U0010ffff")
-            rows = rows.filter(id__in=terms.values("state_id"))
+            # Planners misjudge how many users a prefix matches. A selective one is
+            # looked up first (the matches are then sorted); an unselective one is
+            # left as a subquery, where walking the activity order finds a page fast.
+            ids = list(terms.values_list("state_id", flat=True).distinct()[: _SEARCH_LOOKUP_FIRST + 1])
+            if len(ids) <= _SEARCH_LOOKUP_FIRST:
+                rows = rows.filter(id__in=ids)
+            else:
+                rows = rows.filter(id__in=terms.values("state_id"))
         descending = query.order == "-last_activity"
         if after is not None:
             at, user_id = after
