@@ -923,7 +923,7 @@ class RedisStorageAdapter:
                 cmds: list[tuple[Any, ...]] = [
                     ("ZREM", k, *sorted(gone)) for k in [users_key(product_id), *_all_filter_keys(product_id)]
                 ]
-                terms = [_text(m) async for m, _score in self._client.zscan_iter(search_key(product_id))]
+                terms = [_text(m) for m in await self._call(self._client.zrange(search_key(product_id), 0, -1))]
                 stale_terms = [t for t in terms if t.split(_SEARCH_SEP, 1)[-1] in gone]
                 if stale_terms:
                     cmds.append(("ZREM", search_key(product_id), *stale_terms))
