@@ -122,3 +122,17 @@ async def test_reindex_on_the_cluster(adapter, redis_cluster, sdk_fixtures):
 def test_key_helpers_tag_the_user():
     assert user_state_key("prod_1", "u_123", cluster=True) == "autoplay:user:{prod_1:u_123}:state"
     assert session_key("prod_1", "u_123", "s", cluster=True) == "autoplay:user:{prod_1:u_123}:session:s"
+
+
+async def test_unreachable_cluster_raises_storage_unavailable():
+    from autoplay_storage.errors import StorageUnavailableError
+    from tests.support.redis_server import closed_port
+
+    a = RedisStorageAdapter(f"redis://127.0.0.1:{closed_port()}/0", cluster=True, connect_timeout_s=1.0)
+    try:
+        with pytest.raises(StorageUnavailableError):
+            await a.get_user_state("p", "u")
+        with pytest.raises(StorageUnavailableError):
+            await on_session_start("p", "u", "s1", StorageManager([a]))
+    finally:
+        await a.aclose()

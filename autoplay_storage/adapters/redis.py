@@ -355,9 +355,10 @@ class RedisStorageAdapter:
 
     @staticmethod
     def _error_types() -> tuple[type[BaseException], ...]:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
-        return (RedisError, OSError, asyncio.TimeoutError)
+        # RedisClusterException ("cannot be connected", slot not covered) is not a RedisError.
+        return (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
     def __repr__(self) -> str:
         mode = "cluster" if self.cluster else "standalone"
