@@ -168,6 +168,8 @@ AUTOPLAY_STORAGE = {
     "LLM_API_KEY": os.environ.get("AUTOPLAY_LLM_API_KEY", ""),
     "LLM_TIMEOUT_S": float(os.environ.get("AUTOPLAY_LLM_TIMEOUT_S", 20)),
     "SINK_TIMEOUT_S": float(os.environ.get("AUTOPLAY_SINK_TIMEOUT_S", 1.0)),
+    # How often each worker checks the admin's sink configuration and saves sink counters.
+    "SINK_REFRESH_S": float(os.environ.get("AUTOPLAY_SINK_REFRESH_S", 5.0)),
     "DEMO": env_bool("AUTOPLAY_DEMO", True),
 }
 

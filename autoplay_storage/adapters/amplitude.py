@@ -88,6 +88,8 @@ class AmplitudeStorageAdapter:
     ) -> None:
         if not api_key:
             raise ValueError("AmplitudeStorageAdapter needs the project API key")
+        if max_retries < 1:  # the SDK counts the first attempt: 0 would drop every event unsent
+            raise ValueError("max_retries must be at least 1 for Amplitude")
         from amplitude import Amplitude, Config
         from amplitude.constants import EventLogLevel
 
@@ -133,24 +135,46 @@ class AmplitudeStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        from amplitude import BaseEvent
-
         snap = read_snapshot(user_id, session_id, snapshot)
         # Same insert_id (and time) on every re-send: Amplitude keeps one copy.
-        insert_id = session_event_id(product_id, user_id, session_id)
-        event = BaseEvent(
-            event_type=SESSION_EVENT,
-            user_id=user_id,
-            event_properties=session_event_properties(product_id, snap),
-            insert_id=insert_id,
-            time=round(snap.captured_at * 1000),
+        await self.send_event(
+            SESSION_EVENT,
+            user_id,
+            session_event_properties(product_id, snap),
+            event_id=session_event_id(product_id, user_id, session_id),
+            at=snap.captured_at,
         )
-        self._hand_over(insert_id, lambda: self._client.track(event))
+
+    async def send_event(
+        self,
+        event: str,
+        user_id: str,
+        properties: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Hand one event to the SDK (also used by the console's "send test event")."""
+        from amplitude import BaseEvent
+
+        insert_id = event_id or str(uuid.uuid4())
+        body = BaseEvent(
+            event_type=event,
+            user_id=user_id,
+            event_properties=properties,
+            insert_id=insert_id,
+            time=None if at is None else round(at * 1000),
+        )
+        self._hand_over(insert_id, lambda: self._client.track(body))
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         return None
 
     # -- delivery --
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
 
     def _hand_over(self, insert_id: str, send: Any) -> None:
         if self._closing:

@@ -63,6 +63,8 @@ class PostHogStorageAdapter:
         self._written_off = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
+        self._delivered_seen = 0
+        self._last_delivered_at: float | None = None
         self._closing = False  # no new messages once a close started
         self._closed = False  # leftovers written off; later SDK reports are ignored
         self._client = Posthog(
@@ -96,16 +98,34 @@ class PostHogStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        self._check_open()
         snap = read_snapshot(user_id, session_id, snapshot)
+        # Same uuid and timestamp on every re-send: PostHog keeps one copy.
+        await self.send_event(
+            SESSION_EVENT,
+            user_id,
+            session_event_properties(product_id, snap),
+            event_id=session_event_id(product_id, user_id, session_id),
+            at=snap.captured_at,
+        )
+
+    async def send_event(
+        self,
+        event: str,
+        distinct_id: str,
+        properties: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Enqueue one event (also used by the console's "send test event")."""
+        self._check_open()
         self._accept(
             self._client.capture(
-                SESSION_EVENT,
-                distinct_id=user_id,
-                properties=session_event_properties(product_id, snap),
-                # Same uuid and timestamp on every re-send: PostHog keeps one copy.
-                uuid=session_event_id(product_id, user_id, session_id),
-                timestamp=datetime.fromtimestamp(snap.captured_at, UTC),
+                event,
+                distinct_id=distinct_id,
+                properties=properties,
+                uuid=event_id,
+                timestamp=None if at is None else datetime.fromtimestamp(at, UTC),
             )
         )
 
@@ -113,6 +133,10 @@ class PostHogStorageAdapter:
         return None
 
     # -- delivery --
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
 
     def _check_open(self) -> None:
         if self._closing:
@@ -141,10 +165,15 @@ class PostHogStorageAdapter:
         with self._lock:
             pending = 0 if self._closed else self._client.queue.unfinished_tasks
             failed = self._failed + self._written_off
+            delivered = max(0, self._accepted - failed - pending)
+            if delivered > self._delivered_seen:  # no per-message success report: noticed when the queue drains
+                self._delivered_seen = delivered
+                self._last_delivered_at = time.time()
             return DeliveryStats(
-                delivered=max(0, self._accepted - failed - pending),
+                delivered=delivered,
                 failed=failed,
                 pending=pending,
+                last_delivered_at=self._last_delivered_at,
                 last_error=self._last_error,
                 last_error_at=self._last_error_at,
             )

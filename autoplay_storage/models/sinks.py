@@ -1,8 +1,27 @@
-"""Analytics sink destinations, configured by admins in the console."""
+"""Analytics sink destinations, configured by admins in the console.
+
+The API key is stored encrypted (``autoplay_storage.crypto``) or named by an
+environment variable, and never shown again after saving. The counters are
+written by the sinks runtime (``autoplay_storage.sinks``) with ``UPDATE ...
+SET n = n + delta``, which leaves ``updated_at`` alone: ``updated_at`` moves
+only when an admin changes the configuration, and that is how every worker
+notices a change.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+
+from django.core.exceptions import ValidationError
 from django.db import models
+
+PREFIX_PATTERN = re.compile(r"^([A-Za-z]([A-Za-z0-9_]*[A-Za-z0-9])?)?$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SinkConfigError(Exception):
+    """A destination cannot be started as configured (missing key, unreadable key ...)."""
 
 
 class SinkDestination(models.Model):
@@ -33,3 +52,46 @@ class SinkDestination(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not PREFIX_PATTERN.match(self.property_prefix):
+            errors["property_prefix"] = (
+                "Letters, digits and underscores, starting with a letter and not ending with an underscore "
+                "(\"ap\" gives property names like ap_journey_state)."
+            )
+        if self.api_key_env and not ENV_NAME_PATTERN.match(self.api_key_env):
+            errors["api_key_env"] = "An environment variable name: letters, digits and underscores, e.g. POSTHOG_KEY."
+        if not self.api_key_encrypted and not self.api_key_env:
+            errors["api_key_env"] = "Enter the API key, or the name of an environment variable holding it."
+        if errors:
+            raise ValidationError(errors)
+
+    def set_api_key(self, plaintext: str) -> None:
+        """Store a new key encrypted (and stop reading one from the environment)."""
+        from ..crypto import encrypt
+
+        self.api_key_encrypted = encrypt(plaintext)
+        self.api_key_env = ""
+
+    @property
+    def key_source(self) -> str:
+        if self.api_key_env:
+            return f"environment variable {self.api_key_env}"
+        return "stored encrypted" if self.api_key_encrypted else "none"
+
+    def resolve_api_key(self) -> str:
+        """The key in clear, for the SDK only; raises ``SinkConfigError`` saying what to fix."""
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env, "")
+            if not value:
+                raise SinkConfigError(f"the environment variable {self.api_key_env} is not set in this process")
+            return value
+        if not self.api_key_encrypted:
+            raise SinkConfigError("no API key is configured")
+        from ..crypto import SecretUnreadableError, decrypt
+
+        try:
+            return decrypt(self.api_key_encrypted)
+        except SecretUnreadableError as exc:
+            raise SinkConfigError(str(exc)) from None

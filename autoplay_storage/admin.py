@@ -1,0 +1,188 @@
+"""Django admin for the storage app: analytics sink destinations and the summary-run log.
+
+The sink form takes the API key write-only: it is encrypted on save and never
+rendered again (leave the field blank to keep the stored one). "Send test
+event" (permission ``autoplay_storage.send_test_event``) sends one real event
+through the vendor SDK and reports what happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.text import Truncator
+
+from .models import SinkDestination, SummaryRun
+from .sinks import send_test_event
+
+
+class SinkDestinationForm(forms.ModelForm):
+    host = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text=(
+            "PostHog: blank for US cloud, https://eu.i.posthog.com for EU, or your self-hosted URL. "
+            "Amplitude: blank for the US endpoint, https://api.eu.amplitude.com/2/httpapi for EU, "
+            "or a proxy's full URL."
+        ),
+    )
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again. Leave blank to keep the stored key.",
+    )
+
+    class Meta:
+        model = SinkDestination
+        fields = ["name", "kind", "enabled", "host", "property_prefix", "api_key", "api_key_env"]
+        help_texts = {
+            "property_prefix": 'Prefix for user properties: "ap" sends ap_journey_state. Event properties are not '
+            "prefixed.",
+            "api_key_env": "Instead of a stored key: the name of an environment variable every worker has.",
+        }
+
+    def clean(self) -> dict[str, Any]:
+        """Apply a new key before model validation (``_post_clean``) checks that a key source exists."""
+        data = super().clean()
+        key, env = data.get("api_key"), data.get("api_key_env")
+        if key and env:
+            raise forms.ValidationError("Give either the API key or an environment variable name, not both.")
+        if key:
+            self.instance.set_api_key(key)
+        elif env:
+            self.instance.api_key_encrypted = ""
+        return data
+
+
+@admin.register(SinkDestination)
+class SinkDestinationAdmin(admin.ModelAdmin):
+    form = SinkDestinationForm
+    change_form_template = "admin/autoplay_storage/sinkdestination/change_form.html"
+    list_display = [
+        "name",
+        "kind",
+        "enabled",
+        "destination",
+        "property_prefix",
+        "key_source",
+        "sent_count",
+        "failed_count",
+        "last_success_at",
+        "last_error_at",
+        "short_last_error",
+    ]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "host"]
+    actions = ["send_test_events"]
+    readonly_fields = [
+        "key_source",
+        "sent_count",
+        "failed_count",
+        "last_success_at",
+        "last_error_at",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "enabled", "host", "property_prefix"]}),
+        ("API key", {"fields": ["key_source", "api_key", "api_key_env"]}),
+        (
+            "Delivery",
+            {
+                "description": "Sent: delivered to the vendor. Failed: dropped at hand-off or given up on "
+                "after the SDK's retries. Saved every few seconds by each worker.",
+                "fields": ["sent_count", "failed_count", "last_success_at", "last_error_at", "last_error"],
+            },
+        ),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="Host")
+    def destination(self, obj: SinkDestination) -> str:
+        return obj.host or "vendor default (US)"
+
+    @admin.display(description="Key")
+    def key_source(self, obj: SinkDestination) -> str:
+        return obj.key_source
+
+    @admin.display(description="Last error")
+    def short_last_error(self, obj: SinkDestination) -> str:
+        return Truncator(obj.last_error).chars(80)
+
+    # -- send test event --
+
+    def has_send_test_event_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("autoplay_storage.send_test_event")
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.send_test_event_view)
+        return [
+            path("<int:object_id>/send-test-event/", view, name="autoplay_storage_sinkdestination_send_test_event"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        context["can_send_test_event"] = self.has_send_test_event_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def send_test_event_view(self, request: HttpRequest, object_id: int) -> Any:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_send_test_event_permission(request):
+            raise PermissionDenied
+        destination = get_object_or_404(SinkDestination, pk=object_id)
+        self._send_and_report(request, destination)
+        return HttpResponseRedirect(reverse("admin:autoplay_storage_sinkdestination_change", args=[destination.pk]))
+
+    @admin.action(description="Send a test event", permissions=["send_test_event"])
+    def send_test_events(self, request: HttpRequest, queryset: QuerySet[SinkDestination]) -> None:
+        for destination in queryset:
+            self._send_and_report(request, destination)
+
+    def _send_and_report(self, request: HttpRequest, destination: SinkDestination) -> None:
+        result = async_to_sync(send_test_event)(destination, sent_by=request.user.get_username())
+        now = timezone.now()
+        text = f"Test event to {destination.name}: {result.message}."
+        if result.ok:
+            SinkDestination.objects.filter(pk=destination.pk).update(last_success_at=now)
+            self.message_user(request, text, messages.SUCCESS)
+        else:
+            SinkDestination.objects.filter(pk=destination.pk).update(
+                last_error=f"test event {result.message}", last_error_at=now
+            )
+            self.message_user(request, text, messages.ERROR)
+
+
+@admin.register(SummaryRun)
+class SummaryRunAdmin(admin.ModelAdmin):
+    """A log: readable by whoever may view it, never edited."""
+
+    list_display = ["started_at", "product_id", "user_id", "session_id", "source", "outcome", "duration_ms", "actor"]
+    list_filter = ["outcome", "source"]
+    search_fields = ["product_id", "user_id", "session_id", "summarizer"]
+    date_hierarchy = "started_at"
+    list_select_related = ["actor"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: SummaryRun | None = None) -> list[str]:
+        return [f.name for f in SummaryRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SummaryRun | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SummaryRun | None = None) -> bool:
+        return False

@@ -1,0 +1,348 @@
+"""Admin-configured analytics sinks, live in every worker process without a restart.
+
+One ``SinkRegistry`` per process owns the SDK clients built from the enabled
+``SinkDestination`` rows. Its background thread (never the event loop) checks
+a cheap configuration version (row count + latest ``updated_at``) every
+``SINK_REFRESH_S`` seconds; when it moved, the clients are rebuilt and each
+manager picks the new list up at its next ``get_storage()`` (the hook in
+``runtime.manager_hooks``). Replaced clients are flushed and closed one cycle
+later, so a write already holding one is not cut off.
+
+The same thread persists per-destination counters: hand-off failures the
+manager reports through ``on_sink_result`` and the SDKs' own delivery
+outcomes (``delivery_stats()``), as ``n = n + delta`` updates at most once
+per cycle, so a request never waits on them.
+
+The very first use in a process waits (at most ``FIRST_LOAD_WAIT_S``) for the
+first load, so a worker's first writes already reach the sinks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connections
+from django.db.models import Count, F, Max
+
+from .adapters.analytics import DeliveryStats
+from .manager import StorageManager
+from .models import SinkDestination
+from .models.sinks import SinkConfigError
+from .runtime import manager_hooks, storage_settings
+
+logger = logging.getLogger("autoplay_storage.sinks")
+
+FIRST_LOAD_WAIT_S = 2.0
+TEST_EVENT = "autoplay_sink_test"
+TEST_DISTINCT_ID = "autoplay-console-test"
+
+
+def build_adapter(destination: SinkDestination, **options: Any) -> Any:
+    """The SDK-backed adapter for one destination; raises ``SinkConfigError`` saying what is wrong."""
+    key = destination.resolve_api_key()
+    name = f"{destination.kind}:{destination.name}"
+    try:
+        if destination.kind == SinkDestination.Kind.POSTHOG:
+            from .adapters.posthog import PostHogStorageAdapter
+
+            return PostHogStorageAdapter(
+                key, host=destination.host or None, property_prefix=destination.property_prefix, name=name, **options
+            )
+        if destination.kind == SinkDestination.Kind.AMPLITUDE:
+            from .adapters.amplitude import AmplitudeStorageAdapter
+
+            return AmplitudeStorageAdapter(
+                key,
+                property_prefix=destination.property_prefix,
+                server_url=destination.host or None,
+                name=name,
+                **options,
+            )
+    except ImportError as exc:
+        raise SinkConfigError(f"the {destination.kind} SDK is not installed (the analytics extra): {exc}") from exc
+    raise SinkConfigError(f"unknown sink kind {destination.kind!r}")
+
+
+@dataclass
+class _Counts:
+    """Counter deltas waiting to be written to one destination's row."""
+
+    sent: int = 0
+    failed: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def success(self, count: int, at: float | None) -> None:
+        self.sent += count
+        if at is not None and (self.last_success_at is None or at > self.last_success_at):
+            self.last_success_at = at
+
+    def failure(self, count: int, error: str, at: float) -> None:
+        self.failed += count
+        if self.last_error_at is None or at >= self.last_error_at:
+            self.last_error, self.last_error_at = error, at
+
+    def merge(self, other: _Counts) -> None:
+        self.success(other.sent, other.last_success_at)
+        if other.last_error is not None and other.last_error_at is not None:
+            self.failure(other.failed, other.last_error, other.last_error_at)
+        else:
+            self.failed += other.failed
+
+    def updates(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.sent:
+            values["sent_count"] = F("sent_count") + self.sent
+        if self.failed:
+            values["failed_count"] = F("failed_count") + self.failed
+        if self.last_success_at is not None:
+            values["last_success_at"] = datetime.fromtimestamp(self.last_success_at, UTC)
+        if self.last_error is not None and self.last_error_at is not None:
+            values["last_error"] = self.last_error[:2000]
+            values["last_error_at"] = datetime.fromtimestamp(self.last_error_at, UTC)
+        return values
+
+
+@dataclass
+class _Tracked:
+    destination_id: int
+    adapter: Any
+    seen: DeliveryStats
+
+
+class SinkRegistry:
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.generation = 0
+        self._lock = threading.RLock()
+        self._version: tuple[int, Any] | None = None
+        self._active: list[_Tracked] = []
+        self._retiring: list[_Tracked] = []
+        self._by_adapter: dict[int, _Tracked] = {}
+        self._counts: dict[int, _Counts] = {}
+        self._managers: weakref.WeakKeyDictionary[StorageManager, int] = weakref.WeakKeyDictionary()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+
+    # -- the manager hook (runs on request paths: no I/O) --
+
+    def apply(self, manager: StorageManager) -> None:
+        self._ensure_started()
+        with self._lock:
+            if self._managers.get(manager) == self.generation:
+                return
+            adapters = [t.adapter for t in self._active]
+            self._managers[manager] = self.generation
+        manager.set_secondaries(adapters)
+        if manager.on_sink_result is None:
+            manager.on_sink_result = self.on_sink_result
+
+    def on_sink_result(self, adapter: object, method: str, exc: BaseException | None) -> None:
+        """Hand-off failures (queue full, closed, unreadable document); deliveries are counted from the SDKs."""
+        if exc is None:
+            return
+        with self._lock:
+            tracked = self._by_adapter.get(id(adapter))
+            if tracked is None:
+                return
+            error = f"{method}: {type(exc).__name__}: {exc}" if str(exc) else f"{method}: {type(exc).__name__}"
+            self._counts.setdefault(tracked.destination_id, _Counts()).failure(1, error, time.time())
+
+    def adapters(self) -> list[Any]:
+        with self._lock:
+            return [t.adapter for t in self._active]
+
+    # -- the background thread --
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="autoplay-sinks", daemon=True)
+            self._thread.start()
+        # Once per process, bounded: the first writes should already reach the sinks.
+        self._loaded.wait(FIRST_LOAD_WAIT_S)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.sync_once()
+            except Exception as exc:  # the database may be down; keep the current sinks and try again
+                logger.warning("sink configuration refresh failed: %s", exc)
+            finally:
+                self._loaded.set()
+                connections.close_all()  # this thread's connections only
+            if self._stop.wait(self.refresh_s):
+                return
+
+    def sync_once(self) -> None:
+        """One cycle: close what was replaced last cycle, pick up configuration changes, persist counters."""
+        with self._lock:
+            retiring, self._retiring = self._retiring, []
+        for tracked in retiring:
+            tracked.adapter.close()
+        self.refresh()
+        self.flush_counters(also=retiring)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Rebuild the clients when the configuration version moved (or a client was closed by someone)."""
+        version = SinkDestination.objects.aggregate(n=Count("id"), latest=Max("updated_at"))
+        key = (version["n"], version["latest"])
+        with self._lock:
+            broken = any(getattr(t.adapter, "closed", False) for t in self._active)
+            if not force and not broken and key == self._version:
+                return False
+        built: list[_Tracked] = []
+        for row in SinkDestination.objects.filter(enabled=True):
+            try:
+                adapter = build_adapter(row)
+            except (SinkConfigError, ValueError) as exc:
+                logger.warning("sink %s not started: %s", row.name, exc)
+                self._count(row.pk, _Counts(last_error=f"not started: {exc}", last_error_at=time.time()))
+                continue
+            built.append(_Tracked(row.pk, adapter, adapter.delivery_stats()))
+        with self._lock:
+            self._retiring.extend(self._active)
+            self._active = built
+            for tracked in built:
+                self._by_adapter[id(tracked.adapter)] = tracked
+            self._version = key
+            self.generation += 1
+        logger.info("analytics sinks: %s", ", ".join(t.adapter.name for t in built) or "none")
+        return True
+
+    def _count(self, destination_id: int, counts: _Counts) -> None:
+        with self._lock:
+            self._counts.setdefault(destination_id, _Counts()).merge(counts)
+
+    def _collect(self, trackeds: list[_Tracked]) -> None:
+        """Turn the SDKs' delivery reports into counter deltas."""
+        for tracked in trackeds:
+            now, before = tracked.adapter.delivery_stats(), tracked.seen
+            delta = _Counts()
+            delta.success(now.delivered - before.delivered, now.last_delivered_at)
+            if now.failed > before.failed or (now.last_error_at or 0) > (before.last_error_at or 0):
+                delta.failure(now.failed - before.failed, now.last_error or "delivery failed", now.last_error_at or 0)
+            tracked.seen = now
+            if delta.sent or delta.failed or delta.last_error:
+                self._count(tracked.destination_id, delta)
+
+    def flush_counters(self, *, also: list[_Tracked] | None = None) -> None:
+        """Write the pending counter deltas (one UPDATE per destination that has any)."""
+        with self._lock:
+            trackeds = [*self._active, *self._retiring, *(also or [])]
+        self._collect(trackeds)
+        with self._lock:
+            for tracked in also or []:
+                self._by_adapter.pop(id(tracked.adapter), None)
+            pending, self._counts = self._counts, {}
+        for destination_id, counts in pending.items():
+            values = counts.updates()
+            if not values:
+                continue
+            try:
+                # QuerySet.update leaves updated_at alone: counters are not a configuration change.
+                SinkDestination.objects.filter(pk=destination_id).update(**values)
+            except Exception:
+                self._count(destination_id, counts)  # kept for the next cycle
+                raise
+
+    # -- lifecycle --
+
+    def shutdown(self) -> None:
+        """Process exit: stop refreshing, flush and close every client, write the last counters."""
+        self._stop.set()
+        with self._lock:
+            closing, self._active, self._retiring = [*self._active, *self._retiring], [], []
+            self.generation += 1
+        for tracked in closing:
+            tracked.adapter.close()
+        try:
+            self.flush_counters(also=closing)
+        except Exception as exc:
+            logger.warning("could not save the last sink counters: %s", exc)
+        finally:
+            connections.close_all()
+
+
+_registry: SinkRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def registry() -> SinkRegistry:
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                _registry = SinkRegistry(float(storage_settings().get("SINK_REFRESH_S", 5.0)))
+                atexit.register(_shutdown_at_exit)
+    return _registry
+
+
+def _shutdown_at_exit() -> None:
+    if _registry is not None:
+        _registry.shutdown()
+
+
+def reset() -> None:
+    """Close every client and forget the configuration (tests; the next use loads it afresh)."""
+    global _registry
+    with _registry_lock:
+        old, _registry = _registry, None
+    if old is not None:
+        old.shutdown()
+
+
+def apply_configured_sinks(manager: StorageManager) -> None:
+    """``runtime.manager_hooks`` entry: keep the manager's secondaries in line with the admin's configuration."""
+    registry().apply(manager)
+
+
+def install() -> None:
+    if apply_configured_sinks not in manager_hooks:
+        manager_hooks.append(apply_configured_sinks)
+
+
+# -- "send test event" (the admin's button) --
+
+
+@dataclass(frozen=True)
+class SinkTestResult:
+    ok: bool
+    message: str
+
+
+async def send_test_event(
+    destination: SinkDestination, *, sent_by: str = "", timeout_s: float = 10.0
+) -> SinkTestResult:
+    """Send one real event through the vendor SDK with a client of its own, and say what happened."""
+    try:
+        adapter = build_adapter(destination, max_retries=1, flush_interval_s=0.05, close_timeout_s=1.0)
+    except SinkConfigError as exc:
+        return SinkTestResult(False, f"not sent: {exc}")
+    started = time.perf_counter()
+    try:
+        await adapter.send_event(
+            TEST_EVENT, TEST_DISTINCT_ID, {"destination": destination.name, "sent_by": sent_by or "console"}
+        )
+        await adapter.flush(timeout_s)
+        stats = adapter.delivery_stats()
+    finally:
+        await adapter.aclose()
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    if stats.delivered and not stats.failed:
+        return SinkTestResult(True, f"delivered to {destination.host or 'the vendor default host'} in {elapsed_ms} ms")
+    if stats.failed:
+        return SinkTestResult(False, f"failed: {stats.last_error}")
+    return SinkTestResult(False, f"no answer within {timeout_s:g} s")
