@@ -1,0 +1,263 @@
+"""Agent API throughput: session start + end pairs against the server as `make run` serves it.
+
+For each primary (the embedded default, SQLite through the database adapter,
+and Redis) this starts granian (``--interface asgi``, one worker per core)
+on a free loopback port with its own temp SQLite file (migrated first) and,
+for Redis, its own redis-server; creates an API key with the management
+command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
+pairs from a pool of keep-alive connections and prints requests/s and
+p50/p99 latency. The load generator is a small raw HTTP/1.1 client on
+asyncio, so the figures measure the server rather than a client library.
+
+    .venv/bin/python bench/api.py                      # both primaries, defaults
+    .venv/bin/python bench/api.py --primary redis --pairs 5000 --connections 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+BIN = Path(sys.executable).parent
+PRODUCT = "bench"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
+
+
+@dataclass
+class Stack:
+    """redis-server (optional) and granian, each a child process we stop ourselves."""
+
+    primary: str
+    workers: int
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="autoplay-bench-api-")))
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    port: int = 0
+    key: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_SECRET_KEY": "bench-only-not-a-secret",
+            "AUTOPLAY_VAR_DIR": str(self.directory),
+            "DATABASE_URL": f"sqlite:///{self.directory / 'db.sqlite3'}",
+            "AUTOPLAY_PRIMARY": self.primary,
+            "AUTOPLAY_DEMO": "0",
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        env.pop("REDIS_URL", None)
+        return env
+
+    def start(self) -> None:
+        env = self.env()
+        if self.primary == "redis":
+            redis_port = free_port()
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        shutil.which("redis-server") or "/usr/bin/redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        HOST,
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(self.directory),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            env["REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+        created = subprocess.run(
+            [*manage, "autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.key = created.stdout.strip().splitlines()[-1]
+        self.port = free_port()
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "granian"),
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                    "--no-access-log",
+                    "config.asgi:application",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
+        wait_for(f"http://{HOST}:{self.port}/readyz")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; enough protocol for this API's JSON answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, key: str) -> None:
+        self.reader, self.writer = reader, writer
+        self.prefix = f"Host: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+
+    @classmethod
+    async def open(cls, port: int, key: str) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer, f"{HOST}:{port}", key)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = f"POST {path} HTTP/1.1\r\n{self.prefix}Content-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = None
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"{path}: response without Content-Length")
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def drive(port: int, key: str, pairs: int, connections: int, users: int, tag: str) -> dict[str, list[float]]:
+    """Run ``pairs`` start+end pairs over ``connections`` connections; latencies per route."""
+    latencies: dict[str, list[float]] = {"start": [], "end": []}
+    counter = iter(range(pairs))
+    errors: list[str] = []
+
+    async def worker(conn: Connection) -> None:
+        for n in counter:
+            user = f"u{n % users}"
+            session = f"{tag}-{n}"
+            base = f"/api/v1/products/{PRODUCT}/users/{user}/sessions/{session}"
+            t0 = time.perf_counter()
+            status, body = await conn.post(base + "/start", b"")
+            t1 = time.perf_counter()
+            if status != 200:
+                errors.append(f"start {status} {body[:200]!r}")
+                return
+            snapshot = {"session_id": session, "started_at": time.time() - 60, "captured_at": time.time()}
+            status, body = await conn.post(base + "/end", json.dumps({"snapshot": snapshot}).encode())
+            t2 = time.perf_counter()
+            if status != 200:
+                errors.append(f"end {status} {body[:200]!r}")
+                return
+            latencies["start"].append(t1 - t0)
+            latencies["end"].append(t2 - t1)
+
+    conns = [await Connection.open(port, key) for _ in range(connections)]
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(primary: str, args: argparse.Namespace) -> None:
+    stack = Stack(primary, args.workers)
+    try:
+        stack.start()
+        asyncio.run(drive(stack.port, stack.key, args.warmup, args.connections, args.users, "warm"))
+        t0 = time.perf_counter()
+        latencies = asyncio.run(drive(stack.port, stack.key, args.pairs, args.connections, args.users, "run"))
+        elapsed = time.perf_counter() - t0
+    finally:
+        stack.stop()
+    every = latencies["start"] + latencies["end"]
+    label = {"database": "embedded default (SQLite, database adapter)", "redis": "Redis"}[primary]
+    print(f"-- {label}: {args.pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
+    print(f"   requests/s       {len(every) / elapsed:9.0f}   ({len(every)} requests in {elapsed:.2f} s)")
+    print(f"   pairs/s          {args.pairs / elapsed:9.0f}")
+    for name, values in (("all", every), ("start", latencies["start"]), ("end", latencies["end"])):
+        print(
+            f"   {name:<6} latency  p50 {percentile(values, 0.5) * 1000:7.2f} ms   "
+            f"p99 {percentile(values, 0.99) * 1000:7.2f} ms   mean {statistics.fmean(values) * 1000:7.2f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--primary", choices=["database", "redis", "both"], default="both")
+    parser.add_argument("--pairs", type=int, default=2000, help="start+end pairs measured (default 2000)")
+    parser.add_argument("--warmup", type=int, default=200, help="pairs before measuring (default 200)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
+    parser.add_argument("--users", type=int, default=500, help="distinct users the sessions spread over (default 500)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="granian workers (default: cores)")
+    args = parser.parse_args()
+    print(f"bench/api.py: {os.cpu_count()} cores; load generator in this process")
+    for primary in ("database", "redis") if args.primary == "both" else (args.primary,):
+        run(primary, args)
+
+
+if __name__ == "__main__":
+    main()
