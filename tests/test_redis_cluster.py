@@ -136,3 +136,24 @@ async def test_unreachable_cluster_raises_storage_unavailable():
             await on_session_start("p", "u", "s1", StorageManager([a]))
     finally:
         await a.aclose()
+
+
+async def test_burst_waits_for_connections_instead_of_failing(redis_cluster, cluster_client):
+    """The cluster client would raise "too many connections"; the adapter queues the burst instead."""
+    a = RedisStorageAdapter(redis_cluster.url, cluster=True, max_connections=4)
+    storage = StorageManager([a])
+
+    async def lifecycle(i: int) -> None:
+        state, _ = await on_session_start("burst", f"u{i}", f"s{i}", storage)
+        await on_session_end("burst", f"u{i}", snap(state, f"s{i}", i), storage)
+
+    try:
+        await asyncio.gather(*(lifecycle(i) for i in range(500)))
+        summary = {p.product_id: p for p in await a.list_products()}["burst"]
+    finally:
+        await a.aclose()
+    assert summary.user_count == 500
+    assert all(
+        json.loads(cluster_client.get(f"autoplay:user:{{burst:u{i}}}:state"))["sessions"]["count"] == 1
+        for i in range(500)
+    )

@@ -85,26 +85,27 @@ def _parse(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
 
 
 def _arg(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value.encode()
-    if isinstance(value, float):
+    if kind is bytes:
+        return value
+    if kind is float:
         return repr(value).encode()
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value).encode()
-    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+    if kind is int:
+        return b"%d" % value
+    raise TypeError(f"cannot send {kind.__name__} to Redis")
 
 
 def _pack(commands: Iterable[tuple[Any, ...]]) -> bytes:
     """RESP-encode a batch of commands into one buffer (one socket write, one round trip)."""
-    out: list[bytes] = []
+    parts: list[bytes] = []
     for cmd in commands:
-        out.append(b"*%d\r\n" % len(cmd))
+        parts.append(b"*%d\r\n" % len(cmd))
         for value in cmd:
             data = _arg(value)
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 # --- our keys (README "Redis keys") ------------------------------------------
