@@ -155,11 +155,17 @@ class IndexEntry(NamedTuple):
     mastery_level: str
     onboarded: bool
     score: float  # last activity
-    metadata: dict[str, Any]
+    terms: frozenset[str]  # search_terms(): the user id and metadata strings, lower-cased
 
     @classmethod
     def from_row(cls, row: UserSummary) -> IndexEntry:
-        return cls(row.journey_state, row.mastery_level, row.onboarded, row.last_activity_at or 0.0, row.metadata)
+        return cls(
+            row.journey_state,
+            row.mastery_level,
+            row.onboarded,
+            row.last_activity_at or 0.0,
+            frozenset(search_terms(row.user_id, row.metadata)),
+        )
 
 
 _JOURNEY_SET = frozenset(JOURNEY_STATES)
@@ -195,7 +201,11 @@ def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntr
     ):
         completed = onboarding.get("onboarding_completed_at")
         return IndexEntry(
-            doc["journey_state"], mastery["level"], _finite(completed), float(updated) or 0.0, metadata
+            doc["journey_state"],
+            mastery["level"],
+            _finite(completed),
+            float(updated) or 0.0,
+            frozenset(search_terms(user_id, metadata)),
         )
     return IndexEntry.from_row(user_summary_from_doc(product_id, user_id, doc))
 
@@ -225,7 +235,7 @@ def _all_filter_keys(product_id: str) -> list[str]:
 
 
 def _search_members(user_id: str, entry: IndexEntry) -> set[str]:
-    return {f"{term}{_SEARCH_SEP}{user_id}" for term in search_terms(user_id, entry.metadata)}
+    return {f"{term}{_SEARCH_SEP}{user_id}" for term in entry.terms}
 
 
 def index_commands(
@@ -470,7 +480,10 @@ class RedisStorageAdapter:
             # Already there (a retry, or written by another writer such as the
             # SDK): make sure the history orders it by the stored capture time.
             existing = await self._get(key)
-            doc = _parse(key, existing) if existing is not None else None
+            try:
+                doc = _parse(key, existing)
+            except CorruptDocumentError:
+                return  # nothing to order it by; readers get the corruption reported
             if doc is None:
                 return
             await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
@@ -547,10 +560,11 @@ class RedisStorageAdapter:
     ) -> tuple[StateDoc | None, StateDoc | None, list[tuple[Any, ...]]]:
         """(current, new, index commands); ``new is None`` means nothing to write."""
         current = _parse(key, raw)
+        # Before mutate runs: it may change the document it is given in place.
+        old_entry = None if current is None else index_entry(product_id, user_id, current)
         new = mutate(current)
         if new is None:
-            return current, None, []
-        old_entry = None if current is None else index_entry(product_id, user_id, current)
+            return _parse(key, raw), None, []
         return current, new, index_commands(product_id, user_id, old_entry, index_entry(product_id, user_id, new))
 
     async def _try_update_standalone(
