@@ -396,7 +396,7 @@ async def test_filter_sets_hold_each_user_once(adapter, raw):
     assert sorted(raw.zrange(search_key("p"), 0, -1)) == [b"b@x\x00u", b"u\x00u"]
 
 
-async def test_a_mutate_that_edits_in_place_still_moves_the_index(adapter):
+async def test_a_mutate_that_edits_in_place_still_moves_the_index(adapter, raw):
     doc = user_doc("u", at=100.0, journey="onboarding", level="novice", onboarded=False, metadata={"role": "alpha"})
     await adapter.save_user_state("p", "u", doc)
 
@@ -406,6 +406,7 @@ async def test_a_mutate_that_edits_in_place_still_moves_the_index(adapter):
         return current
 
     await adapter.update_user_state("p", "u", edit)
+    assert sorted(raw.zrange(search_key("p"), 0, -1)) == [b"beta\x00u", b"u\x00u"]
     assert (await adapter.list_users("p", UserQuery(search="alpha"))).items == []
     assert [r.user_id for r in (await adapter.list_users("p", UserQuery(search="beta"))).items] == ["u"]
     assert (await adapter.list_users("p", UserQuery(journey_state="onboarding"))).items == []
