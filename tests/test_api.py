@@ -345,6 +345,20 @@ def test_probes_need_no_key(api_server: ApiServer, primary: str) -> None:
         assert c.get("/api/docs").status_code == 200
 
 
+def test_api_path_is_lean_but_guarded(api_server: ApiServer, make_key, primary: str, settings: Any) -> None:
+    """/api/ skips the console's middleware yet keeps the security headers and the host check."""
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": static}  # no collectstatic manifest in tests
+    with api_server.client(make_key("p1")) as c:
+        response = c.post(f"{USER}/sessions/s1/start")
+        assert response.status_code == 200
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "set-cookie" not in response.headers and "Vary" not in response.headers
+        error_of(c.get(f"{USER}/state", headers={"Host": "evil.example"}), 400, "disallowed_host")
+        login = c.get("/accounts/login/")  # the console still runs its full middleware
+        assert login.status_code == 200 and "csrftoken" in login.cookies
+
+
 # --- bad input never gives a 500 ---------------------------------------------------
 
 
