@@ -7,3 +7,9 @@ class AutoplayStorageConfig(AppConfig):
     name = "autoplay_storage"
     verbose_name = "Autoplay storage"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Admin-configured analytics sinks follow their configuration in every worker.
+        from . import sinks
+
+        sinks.install()
