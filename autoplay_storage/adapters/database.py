@@ -104,6 +104,10 @@ def _state_key(product_id: str, user_id: str) -> str:
     return f"db:{product_id}/{user_id}"
 
 
+def _snapshot_key(product_id: str, user_id: str, session_id: str) -> str:
+    return f"db:{product_id}/{user_id}/{session_id}"
+
+
 def _parse(key: str, raw: str) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
@@ -157,11 +161,11 @@ class DatabaseStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        await self.save_raw_session_snapshot(product_id, user_id, session_id, _dumps(snapshot))
+        await self._insert_snapshot(product_id, user_id, session_id, _dumps(snapshot), snapshot)
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         raw = await self.get_raw_session_snapshot(product_id, user_id, session_id)
-        return None if raw is None else _parse(f"db:{product_id}/{user_id}/{session_id}", raw)
+        return None if raw is None else _parse(_snapshot_key(product_id, user_id, session_id), raw)
 
     # -- atomic update --
 
@@ -291,14 +295,20 @@ class DatabaseStorageAdapter:
         await self._run(write)
 
     async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
-        """Write-once by the unique constraint: a second write of the session is silently ignored."""
+        """Store text as it is; write-once like ``save_session_snapshot``."""
+        try:
+            doc: dict[str, Any] | None = _parse(_snapshot_key(product_id, user_id, session_id), raw)
+        except CorruptDocumentError:
+            doc = None
+        await self._insert_snapshot(product_id, user_id, session_id, raw, doc)
+
+    async def _insert_snapshot(
+        self, product_id: str, user_id: str, session_id: str, raw: str, doc: dict[str, Any] | None
+    ) -> None:
+        """Write-once by the unique constraint (``ON CONFLICT DO NOTHING``): a second write is silently ignored."""
         _check_id("product_id", product_id)
         _check_id("user_id", user_id)
         _check_id("session_id", session_id)
-        try:
-            doc = _parse("", raw)
-        except CorruptDocumentError:
-            doc = None
         row = session_summary_from_doc(session_id, doc) if doc is not None else None
 
         def write() -> None:
@@ -443,7 +453,7 @@ class DatabaseStorageAdapter:
         items = []
         for session_id, raw, captured_at in found[:limit]:
             try:
-                doc = _parse("", raw)
+                doc = _parse(_snapshot_key(product_id, user_id, session_id), raw)
             except CorruptDocumentError:
                 items.append(SessionSummary(session_id, 0, started_at=0.0, captured_at=captured_at, corrupt=True))
                 continue
