@@ -1,14 +1,16 @@
 """Strict JSON bodies: what could not be stored safely is refused up front.
 
-Python's ``json`` accepts ``NaN``/``Infinity`` and lone surrogate escapes;
-both parse fine and then fail (or corrupt the document for other readers)
-when the state is written back, so they are a 400 here. Nesting is bounded so
-deep-copying a metadata bag cannot exhaust the stack.
+Python's ``json`` accepts ``NaN``/``Infinity``, reads ``1e999`` as infinity
+and lets lone surrogate escapes through; all parse fine and then fail (or
+corrupt the document for other readers) when the state is written back, so
+they are a 400 here. Nesting is bounded so deep-copying a metadata bag cannot
+exhaust the stack.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, NoReturn
 
 from django.http import HttpRequest
@@ -21,6 +23,14 @@ MAX_DEPTH = 32
 
 def _reject_constant(name: str) -> NoReturn:
     raise BodyError("malformed_body", f"{name} is not valid JSON; send finite numbers only")
+
+
+def _finite(text: str) -> float:
+    """``1e999`` is valid JSON but parses to infinity, which no JSON writer can write back."""
+    value = float(text)
+    if math.isinf(value):
+        raise BodyError("malformed_body", f"{text} is out of range for a number")
+    return value
 
 
 def _check(value: Any) -> None:
@@ -56,7 +66,7 @@ class StrictJsonParser(Parser):
         except UnicodeDecodeError as exc:
             raise BodyError("malformed_body", "the body is not UTF-8") from exc
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno} column {exc.colno}"
             raise BodyError("malformed_body", f"the body is not valid JSON: {exc.msg} at {where}") from exc

@@ -23,7 +23,9 @@ from autoplay_storage.user_adoption_state import (
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Timestamp = Annotated[float, Field(description="unix seconds")]
-Count = Annotated[int, Field(ge=0)]
+# Counts and ordinals fit the database adapter's integer columns.
+INT32_MAX = 2**31 - 1
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Text = Annotated[str, Field(max_length=10_000)]
 WorkflowId = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -95,7 +97,7 @@ class OnboardingDoc(Doc):
 
 class SessionIndexEntryDoc(Doc):
     session_id: str = Field(min_length=1)
-    session_number: int = Field(ge=1)
+    session_number: int = Field(ge=1, le=INT32_MAX)
     started_at: Timestamp
     captured_at: Timestamp
 
@@ -133,7 +135,7 @@ class SnapshotDoc(OpenDoc):
     frozen: bool = Field(True, alias="_frozen")
     session_id: str = Field(min_length=1, description="must be the session id of the path")
     user_id: str = ""
-    session_number: int = Field(1, ge=1, description="when left out: the stored session count + 1")
+    session_number: int = Field(1, ge=1, le=INT32_MAX, description="when left out: the stored session count + 1")
     started_at: Timestamp
     captured_at: Timestamp
     duration_s: float = Field(0.0, ge=0.0)

@@ -368,6 +368,8 @@ def test_bad_input_gets_a_4xx_naming_the_problem(client: httpx.Client, settings:
     error_of(post(end, content=b'{"snapshot": ', headers={"Content-Type": "application/json"}), 400, "malformed_body")
     error_of(post(end, content=b'{"snapshot": {"started_at": NaN}}'), 400, "malformed_body")
     error_of(post(end, content=b"[1, 2]"), 400, "malformed_body")
+    error_of(post(end, content=b'{"state": {"metadata": {"x": 1e999}}}'), 400, "malformed_body")
+    error_of(post(end, content=b'{"state": {"metadata": {"x": ' + b"9" * 5000 + b"}}}"), 400, "malformed_body")
     error_of(post(end, content=b"\xff\xfe"), 400, "malformed_body")
     error_of(post(end, content=b'{"summary": "\\ud800"}'), 400, "malformed_body")
     deep = b'{"state": {"metadata": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}}"
@@ -388,6 +390,10 @@ def test_bad_input_gets_a_4xx_naming_the_problem(client: httpx.Client, settings:
         422,
         "validation_error",
     )
+    huge = post(
+        end, json={"snapshot": {"session_id": "s1", "session_number": 2**40, "started_at": 1, "captured_at": 2}}
+    )
+    assert error_of(huge, 422, "validation_error")["details"][0]["field"] == "snapshot.session_number"
     mismatch = post(end, json={"snapshot": {"session_id": "other", "started_at": 1, "captured_at": 2}})
     assert error_of(mismatch, 422, "session_id_mismatch")["details"][0]["field"] == "snapshot.session_id"
     version = client.put(f"{USER}/state", json={"_v": 2}, headers={"If-None-Match": "*"})
