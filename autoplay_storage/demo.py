@@ -17,10 +17,11 @@ Pure engine code: importable without Django settings.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +132,7 @@ def plan_user(rng: random.Random, *, sessions: int, now: float | None = None, us
     span = rng.uniform(1, 50) * 86400.0
     start = now - span - 3600
     pending = [(wid, step) for wid in rng.sample(CATALOG, len(CATALOG)) for step in WORKFLOWS[wid]]
-    speed = rng.uniform(0.6, 2.2)  # steps per session: fast learners and slow ones
+    speed = rng.uniform(0.8, 3.0)  # steps per session: fast learners and slow ones
     for n in range(sessions):
         started = start + span * n / max(1, sessions) + rng.uniform(0, span / max(1, sessions) / 3)
         minutes = rng.uniform(3, 45)
@@ -321,4 +322,60 @@ async def load_users(
         ids.extend(p.user_id for p in plans)
         if progress is not None:
             progress(len(plans))
+    return ids
+
+
+async def state_archetypes(count: int, *, seed: int | None = None) -> list[StateDoc]:
+    """``count`` fully simulated users' final states (the templates ``clone_states`` copies)."""
+    rng = random.Random(seed)
+    now = time.time()
+    return [
+        (await build_user_documents(plan_user(rng, sessions=rng.randint(1, 6), now=now)))[0]
+        for _ in range(max(1, count))
+    ]
+
+
+def clone_states(templates: list[StateDoc], count: int, *, seed: int | None = None) -> Iterator[tuple[str, StateDoc]]:
+    """``count`` users cloned from ``templates``, each with its own id, name, email, role and activity time.
+
+    Simulating a user costs milliseconds of CPU; a list benchmark over
+    100,000 users needs only their states, so most are clones.
+    """
+    rng = random.Random(seed)
+    for i in range(count):
+        doc = templates[i % len(templates)]
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        uid = f"u_{i:07d}"
+        yield uid, {
+            **doc,
+            "user_id": uid,
+            "metadata": {
+                **doc["metadata"],
+                "name": f"{first.title()} {last.title()}",
+                "email": f"{first}.{last}{i}@{rng.choice(COMPANIES)}",
+                "role": rng.choice(ROLES),
+            },
+            "last_updated_at": doc["last_updated_at"] - rng.uniform(0, 30 * 86400.0),
+        }
+
+
+async def load_states_bulk(
+    storage: StorageManager,
+    product_id: str,
+    count: int,
+    *,
+    archetypes: int = 200,
+    seed: int | None = None,
+    concurrency: int = 200,
+    progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Many users' states (no snapshots), cloned from ``archetypes`` simulated ones, written concurrently."""
+    templates = await state_archetypes(min(archetypes, count), seed=seed)
+    clones = clone_states(templates, count, seed=seed)
+    ids: list[str] = []
+    while batch := list(itertools.islice(clones, concurrency)):
+        await asyncio.gather(*(storage.save_user_state(product_id, uid, doc) for uid, doc in batch))
+        ids.extend(uid for uid, _ in batch)
+        if progress is not None:
+            progress(len(batch))
     return ids

@@ -22,7 +22,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from autoplay_storage.browse import SessionSummary, UserQuery
+from autoplay_storage.browse import Page, SessionSummary, UserQuery
 from autoplay_storage.errors import (
     CorruptDocumentError,
     NotBrowsableError,
@@ -231,6 +231,27 @@ async def read_state(product_id: str, user_id: str) -> tuple[UserAdoptionState |
     return None, doc, {"reason": reason, "raw": raw if raw is not None else json.dumps(doc, indent=2)}
 
 
+async def session_pages(
+    product_id: str, user_id: str, cursor: str | None
+) -> tuple[Page[SessionSummary], Page[SessionSummary]]:
+    """The history page asked for, and the newest sessions for the chart.
+
+    Most users have fewer sessions than one page: then the first page is the
+    chart's data too, and the primary is asked once.
+    """
+    browser = get_storage().browser
+    if cursor is None:
+        first = await browser.list_sessions(product_id, user_id, limit=SESSIONS_PAGE_SIZE)
+        if first.next_cursor is None:
+            return first, first
+        return first, await browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS)
+    history, chart = await asyncio.gather(
+        browser.list_sessions(product_id, user_id, cursor=cursor, limit=SESSIONS_PAGE_SIZE),
+        browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
+    )
+    return history, chart
+
+
 def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRun | None:
     """The newest successful run that produced the current summary; ``None``: another writer wrote it."""
     if not summary:
@@ -241,7 +262,6 @@ def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRu
 @require_GET
 @console_view()
 async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    storage = get_storage()
     sessions_cursor = request.GET.get("sessions") or None
     state, doc, unreadable = await read_state(product_id, user_id)
     if state is None and not unreadable:
@@ -254,16 +274,10 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
         )
     problems = []
     try:
-        history_page, chart_page = await asyncio.gather(
-            storage.browser.list_sessions(product_id, user_id, cursor=sessions_cursor, limit=SESSIONS_PAGE_SIZE),
-            storage.browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
-        )
+        history_page, chart_page = await session_pages(product_id, user_id, sessions_cursor)
     except ValueError as exc:
         problems.append(f"This history page link is not valid ({exc}); showing the newest sessions.")
-        history_page, chart_page = await asyncio.gather(
-            storage.browser.list_sessions(product_id, user_id, limit=SESSIONS_PAGE_SIZE),
-            storage.browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
-        )
+        history_page, chart_page = await session_pages(product_id, user_id, None)
     chart_rows: list[SessionSummary] = list(reversed(chart_page.items))
     runs = [
         r

@@ -1,0 +1,212 @@
+"""Console server time: the users list (first page, filtered) and the user page, p50/p95.
+
+Per primary — Redis (its own redis-server on a free loopback port) and the
+embedded default (the database adapter on its own temp SQLite file, migrated
+first) — loads N users (default 100,000) and one fully simulated user with
+500 sessions and their frozen snapshots, then times the views in-process
+through Django's AsyncClient with a signed-in lead: everything the server
+does per request (middleware, session, permission checks, engine calls,
+template rendering), no network.
+
+Loading: the 100,000 users' states are cloned from a few hundred simulated
+ones (a list page reads only states, so their snapshots are not written).
+On Redis they go through the manager (``save_user_state``, concurrently); on
+the database through the adapter's own row writer in one transaction per
+batch, because one transaction per user on SQLite would take minutes.
+
+    .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,database]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PRODUCT = "bench-product"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load_database_states(users: int, batch: int = 2000) -> None:
+    """The adapter's own row writer (document + browse columns + search terms), one transaction per batch."""
+    import itertools
+    import json
+
+    from django.db import transaction
+    from tqdm import tqdm
+
+    from autoplay_storage.adapters.database import DatabaseStorageAdapter
+    from autoplay_storage.demo import clone_states, state_archetypes
+
+    adapter = DatabaseStorageAdapter()
+    clones = clone_states(asyncio.run(state_archetypes(200, seed=1)), users, seed=1)
+    with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
+        while chunk := list(itertools.islice(clones, batch)):
+            with transaction.atomic():
+                for uid, doc in chunk:
+                    adapter._write_state(None, PRODUCT, uid, json.dumps(doc, separators=(",", ":")), doc)
+            bar.update(len(chunk))
+
+
+async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
+    """Load the users (Redis: through the manager) and the heavy user; returns the heavy user's id."""
+    from tqdm import tqdm
+
+    from autoplay_storage.demo import load_states_bulk, load_user_direct, plan_user
+    from autoplay_storage.runtime import get_storage
+
+    storage = get_storage()
+    if kind != "database":
+        with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
+            await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
+    heavy = plan_user(random.Random(2), sessions=sessions, user_id="u_heavy")
+    await load_user_direct(storage, PRODUCT, heavy)
+    await storage.aclose()
+    return heavy.user_id
+
+
+async def measure(urls: dict[str, str], requests: int) -> dict[str, list[float]]:
+    from django.contrib.auth.models import User
+    from django.test import AsyncClient
+
+    from autoplay_storage.runtime import get_storage
+
+    user = await User.objects.aget(username="bench-lead")
+    client = AsyncClient()
+    await client.aforce_login(user)
+    timings: dict[str, list[float]] = {name: [] for name in urls}
+    for name, url in urls.items():
+        response = await client.get(url)  # warm-up (pool, caches)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            response = await client.get(url)
+            timings[name].append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200
+    await get_storage().aclose()
+    return timings
+
+
+def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> None:
+    from django.conf import settings
+    from django.urls import reverse
+
+    from autoplay_storage.runtime import reset_storage
+
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "PRIMARY": kind, "REDIS_URL": redis_url or ""}
+    reset_storage()
+    print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
+    t0 = time.perf_counter()
+    if kind == "database":
+        load_database_states(args.users)
+    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency))
+    prefix = "ana."
+    elapsed = time.perf_counter() - t0
+    print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s)")
+    users_url = reverse("dashboard:users", args=[PRODUCT])
+    urls = {
+        "users list, journey=onboarded": users_url + "?journey=onboarded",
+        "users list, mastery=proficient + sort oldest": users_url + "?mastery=proficient&order=last_activity",
+        f"users list, search q={prefix}": users_url + f"?q={prefix}",
+        f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
+    }
+    timings = asyncio.run(measure(urls, args.requests))
+    print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
+    for name, values in timings.items():
+        print(f"  {name:<46} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
+              f"{statistics.fmean(values):8.1f}")
+    reset_storage()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=500, help="sessions of the one heavy user")
+    parser.add_argument("--requests", type=int, default=40, help="timed requests per page")
+    parser.add_argument("--concurrency", type=int, default=200, help="users written at once while loading")
+    parser.add_argument("--primaries", default="redis,database")
+    args = parser.parse_args()
+    kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]
+
+    workdir = Path(tempfile.mkdtemp(prefix="autoplay-bench-dashboard-"))
+    os.environ["AUTOPLAY_VAR_DIR"] = str(workdir)
+    (workdir / "static").mkdir()  # whitenoise warns about a missing STATIC_ROOT
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "false"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.models import Group, Permission, User
+    from django.core.management import call_command
+
+    from dashboard.roles import LEAD, sync_roles
+
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    call_command("migrate", verbosity=0)
+    sync_roles(Group, Permission)
+    lead = User.objects.create_user("bench-lead", password=None)
+    lead.groups.add(Group.objects.get(name=LEAD))
+    print(f"console bench: {args.users:,} users, heavy user with {args.sessions} sessions, "
+          f"{args.requests} timed requests per page (in-process AsyncClient, signed-in lead)")
+
+    redis_proc = None
+    try:
+        for kind in kinds:
+            url = None
+            if kind == "redis":
+                redis_proc, url = start_redis(workdir)
+            run_primary(kind, args, url)
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
