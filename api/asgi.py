@@ -6,8 +6,9 @@ adaptation: about 2 ms of a ~4 ms session start on a 2-core machine went to
 sessions, CSRF, auth, messages, clickjacking and static-file layers an
 API-key route never uses. ``/api/`` requests get a handler whose only
 middleware is ``SecurityMiddleware``'s pure request/response hooks (HTTPS
-redirect, HSTS, nosniff, referrer policy) run inline, plus the host check;
-everything else goes to the project's full handler unchanged.
+redirect, HSTS, nosniff, referrer policy) run inline, plus the host check
+and a JSON body for 405; everything else goes to the project's full handler
+unchanged.
 
 Oversized bodies are refused here from ``Content-Length`` before Django reads
 (and spools) them.
@@ -21,7 +22,7 @@ from typing import Any
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed
 from django.middleware.security import SecurityMiddleware
 
 Scope = MutableMapping[str, Any]
@@ -48,6 +49,14 @@ class ApiASGIHandler(ASGIHandler):
             except DisallowedHost:
                 return ApiError(400, "disallowed_host", "the Host header is not one this server answers to").response()
             response = security.process_request(request) or await view(request)
+            if isinstance(response, HttpResponseNotAllowed):  # ninja answers an unknown method in plain text
+                allowed = response["Allow"]
+                response = ApiError(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed here; use {allowed}",
+                    headers={"Allow": allowed},
+                ).response()
             return security.process_response(request, response)
 
         self._middleware_chain = chain

@@ -355,6 +355,8 @@ def test_api_path_is_lean_but_guarded(api_server: ApiServer, make_key, primary: 
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "set-cookie" not in response.headers and "Vary" not in response.headers
         error_of(c.get(f"{USER}/state", headers={"Host": "evil.example"}), 400, "disallowed_host")
+        not_allowed = error_of(c.delete(f"{USER}/state"), 405, "method_not_allowed")
+        assert "PATCH" in not_allowed["message"]
         login = c.get("/accounts/login/")  # the console still runs its full middleware
         assert login.status_code == 200 and "csrftoken" in login.cookies
 
