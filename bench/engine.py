@@ -184,6 +184,13 @@ async def memory_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     )
 
 
+# The database adapter on SQLite and PostgreSQL (database-sqlite, database-postgres);
+# that module configures Django itself, with its own temporary file and database.
+from bench.engine_database import register_engine_backends  # noqa: E402
+
+register_engine_backends(backend, Backend)
+
+
 # --- the workload ----------------------------------------------------------------------------
 
 

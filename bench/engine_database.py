@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +229,126 @@ async def run_backend(alias: str, args: argparse.Namespace) -> None:
     await sync_to_async(call_command, thread_sensitive=False)("migrate", database=alias, verbosity=0)
     await bench_sessions(alias, args.sessions, args.concurrent_users)
     await bench_list(alias, args.list_users, args.repeats)
+
+
+# --- backends of bench/engine.py -----------------------------------------------------------
+
+_configured: dict[str, Any] = {}
+
+
+def ensure_django(pg_url: str) -> None:
+    """Configure Django once per process: a temporary SQLite file, and the PostgreSQL bench database's alias."""
+    if _configured:
+        return
+    tmp = tempfile.TemporaryDirectory(prefix="autoplay-bench-db-")
+    _configured["tmp"] = tmp
+    configure_django(Path(tmp.name) / "bench.sqlite3", pg_url)
+
+
+class _StatementCounter:
+    """Counts SQL statements the ORM executes (every thread): the database's round trips, BEGIN/COMMIT aside."""
+
+    def __init__(self) -> None:
+        from django.db.backends.utils import CursorWrapper
+
+        self.count = 0
+        self._cls = CursorWrapper
+        self._originals = (CursorWrapper._execute, CursorWrapper._executemany)
+        counter = self
+        execute, executemany = self._originals
+
+        def counted_execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.count += 1
+            return execute(cursor, *args, **kwargs)
+
+        def counted_executemany(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.count += 1
+            return executemany(cursor, *args, **kwargs)
+
+        CursorWrapper._execute = counted_execute  # type: ignore[method-assign]
+        CursorWrapper._executemany = counted_executemany  # type: ignore[method-assign]
+
+    def restore(self) -> None:
+        self._cls._execute, self._cls._executemany = self._originals  # type: ignore[method-assign]
+
+
+def register_engine_backends(backend: Callable[[str], Callable[[Any], Any]], backend_type: type) -> None:
+    """Add ``database-sqlite`` and ``database-postgres`` to bench/engine.py's registry."""
+    for name, kind in (("database-sqlite", "sqlite"), ("database-postgres", "postgres")):
+        backend(name)(contextlib.asynccontextmanager(functools.partial(_engine_backend, kind, backend_type)))
+
+
+async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespace) -> AsyncIterator[Any]:
+    from asgiref.sync import sync_to_async
+    from django.core.management import call_command
+    from django.db import connections
+
+    from autoplay_storage.adapters.database import DatabaseStorageAdapter
+    from autoplay_storage.manager import StorageManager
+
+    pg_url = getattr(args, "pg_url", None) or DEFAULT_PG_URL
+    ensure_django(pg_url)
+    from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
+    alias = {"sqlite": "default", "postgres": "postgres"}[kind]
+    dbname = pg_url.rsplit("/", 1)[-1]
+    if kind == "postgres":
+        pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        pg_admin(pg_url, f'CREATE DATABASE "{dbname}"')
+    in_thread = functools.partial(sync_to_async, thread_sensitive=False)
+    await in_thread(call_command)("migrate", database=alias, verbosity=0)
+    adapter = DatabaseStorageAdapter(alias)
+    counter = _StatementCounter()
+
+    def empty() -> None:
+        if kind == "postgres":  # TRUNCATE gives the space back, so the size probe starts from zero
+            tables = [m._meta.db_table for m in (UserSearchTerm, UserStateRecord, SessionSnapshotRecord)]
+            with connections[alias].cursor() as cursor:
+                cursor.execute(f"TRUNCATE {', '.join(tables)}")
+        else:
+            for model in (UserSearchTerm, UserStateRecord, SessionSnapshotRecord):
+                model.objects.using(alias).all().delete()
+
+    def size() -> int:
+        with connections[alias].cursor() as cursor:
+            if kind == "postgres":
+                cursor.execute("SELECT pg_database_size(current_database())")
+                return int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.execute("PRAGMA page_size")
+            page = cursor.fetchone()[0]
+            cursor.execute("PRAGMA page_count")
+            pages = cursor.fetchone()[0]
+            cursor.execute("PRAGMA freelist_count")
+            return (pages - cursor.fetchone()[0]) * page
+
+    async def reset() -> None:
+        await in_thread(empty)()
+
+    async def used_bytes() -> int:
+        return await in_thread(size)()
+
+    try:
+        yield backend_type(
+            name=f"database-{kind}",
+            storage=StorageManager([adapter]),
+            reset=reset,
+            round_trips=lambda: counter.count,
+            memory_bytes=used_bytes,
+            notes=[
+                (
+                    "DatabaseStorageAdapter on a temporary SQLite file (WAL, BEGIN IMMEDIATE, 30 s busy timeout)"
+                    if kind == "sqlite"
+                    else f"DatabaseStorageAdapter on PostgreSQL database {dbname!r} (created and dropped here)"
+                ),
+                "round trips: SQL statements executed by the ORM (BEGIN/COMMIT not counted)",
+                "memory: bytes the tables and indexes take on disk (pages in use / pg_database_size delta)",
+            ],
+        )
+    finally:
+        counter.restore()
+        await adapter.aclose()
+        if kind == "postgres":  # FORCE: also ends the connections the reset and size probes kept
+            pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 def main() -> None:
