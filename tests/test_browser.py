@@ -8,7 +8,15 @@ import pytest
 
 from autoplay_storage.user_adoption_state import SessionSnapshot
 from tests.support.browser import chromium, shot
-from tests.support.dashboard import PASSWORD, PRODUCT, configure_primary, load_demo, load_one, make_person
+from tests.support.dashboard import (
+    PASSWORD,
+    PRODUCT,
+    configure_primary,
+    load_demo,
+    load_one,
+    make_person,
+    write_raw,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -103,3 +111,18 @@ def test_support_does_not_see_the_rerun_button(console) -> None:
         shot(page, "08-user-as-support")
         page.goto(f"{base}/p/{PRODUCT}/u/{plan.user_id}/s/{plan.sessions[0].session_id}/")
         assert page.locator("button:has-text('Re-run summary')").count() == 0
+
+
+def test_an_unreadable_state_is_shown_with_its_raw_text(console) -> None:
+    base, plan = console
+    truncated = '{"_v": 1, "user_id": "' + plan.user_id + '", "mastery": {"rating": 7,'
+    write_raw("database", None, PRODUCT, plan.user_id, truncated)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        sign_in(page, base, "sam")
+        page.goto(f"{base}/p/{PRODUCT}/u/{plan.user_id}/")
+        box = page.locator("#unreadable")
+        assert "cannot be read" in box.inner_text()
+        assert '"mastery": {"rating": 7,' in box.locator("pre.raw").inner_text()
+        assert page.locator("#history tbody tr").count() == 4  # the history is still shown
+        shot(page, "09-unreadable-state")
