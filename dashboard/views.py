@@ -218,13 +218,13 @@ async def read_state(product_id: str, user_id: str) -> tuple[UserAdoptionState |
     try:
         doc = await storage.get_user_state(product_id, user_id)
     except CorruptDocumentError as exc:
-        return None, None, {"reason": f"not valid JSON ({exc.reason})", "raw": exc.raw}
+        return None, None, {"reason": exc.reason, "raw": exc.raw}
     if doc is None:
         return None, None, {}
     try:
         return UserAdoptionState.from_dict(doc, user_id=user_id), doc, {}
     except UnsupportedVersionError as exc:
-        reason = f"written with schema version _v={exc.version!r}, which this console does not know"
+        reason = f"schema version _v={exc.version!r}, which this console does not know"
     except TypeError as exc:
         reason = str(exc)
     raw = await storage.browser.get_raw_user_state(product_id, user_id)
@@ -337,7 +337,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
         doc = await storage.get_session_snapshot(product_id, user_id, session_id)
     except CorruptDocumentError as exc:
         doc = None
-        unreadable = {"reason": f"not valid JSON ({exc.reason})", "raw": exc.raw}
+        unreadable = {"reason": exc.reason, "raw": exc.raw}
     if doc is None and not unreadable:
         return error_page(
             request,
