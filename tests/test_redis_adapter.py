@@ -181,6 +181,24 @@ async def test_server_error_is_unavailable_not_missing(adapter, raw):
     assert raw.get("autoplay:user:p:u:state") is None
 
 
+async def test_a_stalled_server_times_out_as_unavailable(redis_url, raw):
+    a = RedisStorageAdapter(redis_url, socket_timeout_s=0.3)
+    try:
+        await a.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())  # warm the pool
+        raw.client_pause(1500)  # the server stops answering every client for 1.5 s
+        with pytest.raises(StorageUnavailableError):
+            await a.get_user_state("p", "u")
+        with pytest.raises(StorageUnavailableError):
+            await a.list_users("p")
+        raw.client_unpause()
+        # The timed-out connections were dropped, not handed out again with stale replies.
+        assert (await a.get_user_state("p", "u"))["user_id"] == "u"
+        assert [r.user_id for r in (await a.list_users("p")).items] == ["u"]
+    finally:
+        raw.client_unpause()
+        await a.aclose()
+
+
 @pytest.mark.parametrize("bad", [b"{not json", b"[1, 2, 3]", b"\xff\xfe", b'"a string"'])
 async def test_corrupt_state_is_reported_and_left_untouched(adapter, raw, bad):
     key = "autoplay:user:p:u:state"

@@ -329,8 +329,6 @@ class RedisStorageAdapter:
         self.cluster = cluster
         self.max_connections = max_connections
         self.socket_timeout_s = socket_timeout_s
-        # A client call may first wait for a pooled connection, then for the server.
-        self._client_deadline_s = pool_timeout_s + socket_timeout_s
         # Transport failures surface at once as StorageUnavailableError; the
         # caller (agent/API) retries whole idempotent operations instead.
         no_retry = Retry(NoBackoff(), 0)
@@ -349,8 +347,12 @@ class RedisStorageAdapter:
             # bound the operations in flight so bursts queue here.
             self._gate: asyncio.Semaphore | None = asyncio.Semaphore(max_connections)
         else:
-            # A pool that waits for a free connection: a burst of sessions queues
+            # Pools that wait for a free connection: a burst of sessions queues
             # instead of failing with "too many connections" (the SDK dropped 1,900 of 2,000).
+            # The wire methods use the first on the pipelined fast path, where each
+            # exchange carries its own deadline (a redis-py socket timeout would
+            # cost a task per send); listings and maintenance use the second,
+            # through the ordinary client and its socket timeout.
             self._pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
                 max_connections=max_connections,
@@ -359,7 +361,15 @@ class RedisStorageAdapter:
                 socket_connect_timeout=connect_timeout_s,
                 retry=no_retry,
             )
-            self._client = aioredis.Redis(connection_pool=self._pool)
+            self._browse_pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=max(4, max_connections // 4),
+                timeout=pool_timeout_s,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=no_retry,
+            )
+            self._client = aioredis.Redis(connection_pool=self._browse_pool)
             self._gate = None
         self._fresh_snapshots: dict[str, tuple[float, str]] = {}
         self._errors = self._error_types()
@@ -388,21 +398,13 @@ class RedisStorageAdapter:
 
     # -- plumbing --
 
-    async def _call(self, awaitable: Any, *, timed: bool = True) -> Any:
-        """Run one client call, turning every Redis failure into ``StorageUnavailableError``.
-
-        Standalone connections carry no socket timeout of their own (redis-py
-        would wrap every send in a task to enforce it); each fast-path exchange
-        has its own deadline, and client calls get one here (``timed``).
-        """
+    async def _call(self, awaitable: Any) -> Any:
+        """Run one Redis call, turning every Redis failure into ``StorageUnavailableError``."""
         from redis.exceptions import WatchError
 
         try:
             if self._gate is not None:
                 async with self._gate:
-                    return await awaitable
-            if timed:
-                async with asyncio.timeout(self._client_deadline_s):
                     return await awaitable
             return await awaitable
         except WatchError:
@@ -414,7 +416,7 @@ class RedisStorageAdapter:
         """GET on the fast path (standalone) or through the cluster client."""
         if self._pool is None:
             return await self._call(self._client.get(key))
-        (reply,) = await self._call(self._raw([("GET", key)]), timed=False)
+        (reply,) = await self._call(self._raw([("GET", key)]))
         if isinstance(reply, Exception):
             raise StorageUnavailableError(f"redis: GET {key} failed: {reply}") from reply
         return reply
@@ -513,7 +515,7 @@ class RedisStorageAdapter:
     async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI/EXEC of single-slot commands, without WATCH; the EXEC results."""
         if self._pool is not None:
-            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]), timed=False)
+            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]))
             return self._exec_results(replies)
 
         async def run() -> list[Any]:
@@ -544,7 +546,7 @@ class RedisStorageAdapter:
         key = self.state_key(product_id, user_id)
         for attempt in range(MAX_TX_ATTEMPTS):
             if self._pool is not None:
-                outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate), timed=False)
+                outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate))
             else:
                 outcome = await self._try_update_cluster(key, product_id, user_id, mutate)
             if outcome is not _CONFLICT:
@@ -963,6 +965,7 @@ class RedisStorageAdapter:
             await self._client.aclose()
         if self._pool is not None:
             await self._pool.disconnect()
+            await self._browse_pool.disconnect()
 
 
 _CONFLICT = object()
