@@ -157,3 +157,13 @@ async def test_burst_waits_for_connections_instead_of_failing(redis_cluster, clu
         json.loads(cluster_client.get(f"autoplay:user:{{burst:u{i}}}:state"))["sessions"]["count"] == 1
         for i in range(500)
     )
+
+
+async def test_a_retried_no_op_update_heals_the_product_indexes(adapter, cluster_client):
+    """A state committed without its (other-slot) index entries is re-filed by the retry."""
+    doc = user_doc("orphan", at=500.0, journey="onboarded", level="beginner", onboarded=True, metadata={})
+    cluster_client.set("autoplay:user:{p:orphan}:state", json.dumps(doc))
+    assert await adapter.list_products() == []
+    assert await adapter.update_user_state("p", "orphan", lambda current: None) == doc
+    rows = (await adapter.list_users("p", UserQuery(journey_state="onboarded"))).items
+    assert [r.user_id for r in rows] == ["orphan"]

@@ -619,6 +619,12 @@ class RedisStorageAdapter:
             return _CONFLICT
         current, new, idx = outcome
         if new is None:
+            if current is not None:
+                # A no-op is usually a retry whose first attempt may have failed
+                # between the two steps: re-file the user (idempotent) so the
+                # product indexes heal.
+                entry = index_entry(product_id, user_id, current)
+                await self._pipeline(index_commands(product_id, user_id, None, entry))
             return current
         # The product's indexes live in another slot: update them right after
         # the user's transaction. Every command is idempotent, and listings
