@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/autoplay_bench_dbadapter"
+# bench/engine.py's database-postgres backend: its own database, so the two scripts never share one.
+ENGINE_PG_URL = "postgres://postgres@127.0.0.1:5432/autoplay_bench_engine_dbadapter"
 PRODUCT = "bench_prod"
 
 
@@ -286,7 +288,7 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
     from autoplay_storage.manager import StorageManager
 
-    pg_url = getattr(args, "pg_url", None) or DEFAULT_PG_URL
+    pg_url = getattr(args, "pg_url", None) or ENGINE_PG_URL
     ensure_django(pg_url)
     from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
     alias = {"sqlite": "default", "postgres": "postgres"}[kind]

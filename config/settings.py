@@ -104,7 +104,8 @@ _default_db = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", _default_db), conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections are kept (conn_max_age above): a fresh SQLite connection re-reads the
+    # schema, which halved the database adapter's sessions/s (bench/engine_database.py).
     # Writers wait for each other (IMMEDIATE + busy timeout) instead of failing
     # with "database is locked"; WAL lets readers run beside the writer.
     DATABASES["default"]["OPTIONS"] = {

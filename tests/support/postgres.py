@@ -2,8 +2,10 @@
 
 Tests marked ``postgres`` run against the alias ``postgres``:
 ``AUTOPLAY_TEST_POSTGRES_URL`` (default ``postgres://postgres@127.0.0.1:5432/autoplay_dbadapter``);
-pytest-django creates and drops the test database ``test_autoplay_dbadapter``
-on that server, a name no one else uses.
+pytest-django creates and drops the test database ``test_autoplay_dbadapter_<pid>``
+on that server: a name no one else uses, one per test process so concurrent
+runs on one machine never drop each other's. Databases left by killed runs
+(their process is gone) are dropped when the next run starts.
 
 The alias is added only when such tests are collected and the server answers,
 so a machine without PostgreSQL runs every other test as usual. When it does
@@ -19,11 +21,12 @@ marker gets the alias added automatically.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
 ALIAS = "postgres"
-TEST_DATABASE = "test_autoplay_dbadapter"
+TEST_DATABASE_PREFIX = "test_autoplay_dbadapter_"
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/autoplay_dbadapter"
 
 _PROBLEM = pytest.StashKey[str | None]()
@@ -41,7 +44,7 @@ def alias_settings() -> dict:
     import dj_database_url
 
     cfg = dj_database_url.parse(postgres_url(), conn_max_age=0)
-    cfg["TEST"] = {"NAME": TEST_DATABASE}
+    cfg["TEST"] = {"NAME": f"{TEST_DATABASE_PREFIX}{os.getpid()}"}
     cfg.setdefault("OPTIONS", {})["connect_timeout"] = 5
     return cfg
 
@@ -64,8 +67,37 @@ def probe() -> str | None:
         )
     except psycopg.Error as exc:
         return f"PostgreSQL at {cfg['HOST']}:{cfg['PORT']} is unreachable: {exc}".strip()
-    conn.close()
+    with conn:
+        _drop_orphans(conn)
     return None
+
+
+def _drop_orphans(conn: Any) -> None:
+    """Drop test databases of ours whose test process no longer exists (a killed run) and nobody uses."""
+    import psycopg
+    from psycopg import sql
+
+    conn.autocommit = True
+    names = conn.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (TEST_DATABASE_PREFIX,)
+    ).fetchall()
+    for (name,) in names:
+        pid = name.removeprefix(TEST_DATABASE_PREFIX)
+        if pid.isdigit() and not _alive(int(pid)):
+            try:  # no FORCE: a database someone is connected to is not an orphan
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            except psycopg.errors.ObjectInUse:
+                continue
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _add_alias() -> None:
