@@ -2,11 +2,11 @@
 
 Per primary — Redis (its own redis-server on a free loopback port) and the
 embedded default (the database adapter on its own temp SQLite file, migrated
-first) — loads N users (default 100,000) and one fully simulated user with
-500 sessions and their frozen snapshots, then times the views in-process
-through Django's AsyncClient with a signed-in lead: everything the server
-does per request (middleware, session, permission checks, engine calls,
-template rendering), no network.
+first) — loads N users (default 100,000), one fully simulated user with
+500 sessions and their frozen snapshots and a typical one with 5 sessions,
+then times the views in-process through Django's AsyncClient with a
+signed-in lead: everything the server does per request (middleware,
+session, permission checks, engine calls, template rendering), no network.
 
 Loading: the 100,000 users' states are cloned from a few hundred simulated
 ones (a list page reads only states, so their snapshots are not written).
@@ -101,6 +101,7 @@ async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
             await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
     heavy = plan_user(random.Random(2), sessions=sessions, user_id="u_heavy")
     await load_user_direct(storage, PRODUCT, heavy)
+    await load_user_direct(storage, PRODUCT, plan_user(random.Random(3), sessions=5, user_id="u_typical"))
     await storage.aclose()
     return heavy.user_id
 
@@ -146,9 +147,11 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
     print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s)")
     users_url = reverse("dashboard:users", args=[PRODUCT])
     urls = {
+        "products": reverse("dashboard:products"),
         "users list, journey=onboarded": users_url + "?journey=onboarded",
         "users list, mastery=proficient + sort oldest": users_url + "?mastery=proficient&order=last_activity",
         f"users list, search q={prefix}": users_url + f"?q={prefix}",
+        "user page, 5 sessions": reverse("dashboard:user", args=[PRODUCT, "u_typical"]),
         f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
     }
     timings = asyncio.run(measure(urls, args.requests))

@@ -20,7 +20,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from autoplay_storage.browse import Page, SessionSummary, UserQuery
 from autoplay_storage.errors import (
@@ -110,7 +110,7 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
 # -- products -----------------------------------------------------------------
 
 
-@require_GET
+@require_safe
 @console_view()
 async def products(request: HttpRequest) -> HttpResponse:
     rows = await get_storage().browser.list_products()
@@ -165,7 +165,7 @@ def parse_user_query(params: Any) -> tuple[UserQuery, list[str]]:
     return query, problems
 
 
-@require_GET
+@require_safe
 @console_view()
 async def users(request: HttpRequest, product_id: str) -> HttpResponse:
     query, problems = parse_user_query(request.GET)
@@ -195,7 +195,7 @@ async def users(request: HttpRequest, product_id: str) -> HttpResponse:
                 "q": query.search or "",
                 "journey": query.journey_state or "",
                 "mastery": query.mastery_level or "",
-                "onboarded": request.GET.get("onboarded", "") if request.GET.get("onboarded") in ONBOARDED else "",
+                "onboarded": {True: "yes", False: "no", None: ""}[query.onboarded],
                 "order": query.order,
             },
             "journeys": [j.value for j in JourneyState],
@@ -259,7 +259,7 @@ def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRu
     return next((r for r in runs if r.new_summary == summary), None)
 
 
-@require_GET
+@require_safe
 @console_view()
 async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     sessions_cursor = request.GET.get("sessions") or None
@@ -326,7 +326,7 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
 # -- one frozen snapshot ------------------------------------------------------
 
 
-@require_GET
+@require_safe
 @console_view()
 async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
     storage = get_storage()
@@ -371,7 +371,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
     )
 
 
-@require_GET
+@require_safe
 @console_view()
 async def snapshot_download(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
     """The snapshot exactly as stored (even when it cannot be parsed), as a file."""

@@ -43,7 +43,9 @@ class Command(BaseCommand):
         self.quiet = options["verbosity"] == 0
         counts = sync_roles(Group, Permission)
         self.stdout.write("Roles: " + ", ".join(f"{role} ({n} permissions)" for role, n in counts.items()))
-        if settings.AUTOPLAY_STORAGE.get("DEMO", True):
+        if primary_kind() == "memory":
+            self.stdout.write("Demo data: skipped, the memory primary lives in the server process, not in this command")
+        elif settings.AUTOPLAY_STORAGE.get("DEMO", True):
             asyncio.run(self._demo(options["demo_users"]))
         else:
             self.stdout.write("Demo data: off (AUTOPLAY_DEMO=0)")
