@@ -94,8 +94,8 @@ def _precondition(value: str | None, header: str) -> str | None:
     return match.group(1)
 
 
-def _state_body(versioned: services.VersionedState, **extra: Any) -> HttpResponse:
-    body = {"state": versioned.state.to_dict(), "etag": versioned.etag, **extra}
+def _state_body(versioned: services.VersionedState) -> HttpResponse:
+    body = {"state": versioned.state.to_dict(), "etag": versioned.etag}
     return json_response(body, headers=_etag_header(versioned.etag))
 
 
@@ -118,7 +118,7 @@ def _user_doc(doc: UserStateDoc, user_id: str, field: str) -> UserAdoptionState:
 
 @api.post(
     USER + "/sessions/{session_id}/start",
-    response={200: SessionStartOut, **_WRITE, 404: Error},
+    response={200: SessionStartOut, **_WRITE},
     by_alias=True,
     operation_id="session_start",
     summary="Start a session: the state, the onboarding session and the agent context",

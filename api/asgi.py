@@ -10,8 +10,8 @@ redirect, HSTS, nosniff, referrer policy) run inline, plus the host check
 and a JSON body for 405; everything else goes to the project's full handler
 unchanged.
 
-Oversized bodies are refused here from ``Content-Length`` before Django reads
-(and spools) them.
+Oversized bodies are refused here, from ``Content-Length`` before Django
+reads (and spools) them, or while they are received when chunked.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class ApiASGIHandler(ASGIHandler):
         self._middleware_chain = chain
 
 
+class _BodyTooLarge(Exception):
+    """The body grew past the limit while being received (no or a false ``Content-Length``)."""
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -73,20 +77,40 @@ def with_lean_api(application: ASGIApp) -> ASGIApp:
     """Route ``/api/`` to the lean handler and everything else to ``application``."""
     from django.conf import settings
 
+    from .errors import body_too_large
+
     api_handler = ApiASGIHandler()
+
+    async def refuse(send: Any) -> None:
+        response = body_too_large().response()
+        response["Connection"] = "close"
+        await api_handler.send_response(response, send)
 
     async def dispatch(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
             await application(scope, receive, send)
             return
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = _content_length(scope)
-        if length is not None and length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            from .errors import body_too_large
-
-            response = body_too_large().response()
-            response["Connection"] = "close"
-            await api_handler.send_response(response, send)
+        if length is not None and length > limit:
+            await refuse(send)
             return
-        await api_handler(scope, receive, send)
+        received = 0
+
+        async def counted_receive() -> Any:
+            # Django reads (and spools) the whole body before any view runs; a
+            # chunked body has no Content-Length to refuse it by, so count it.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await api_handler(scope, counted_receive, send)
+        except _BodyTooLarge:
+            await refuse(send)
 
     return dispatch

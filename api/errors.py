@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -157,10 +156,6 @@ def _not_browsable(request: HttpRequest, exc: NotBrowsableError) -> HttpResponse
     return ApiError(501, "not_browsable", str(exc)).response()
 
 
-def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return body_too_large().response()
-
-
 def body_too_large() -> ApiError:
     from django.conf import settings
 
@@ -192,7 +187,6 @@ def install(api: NinjaAPI) -> None:
         (UnsupportedVersionError, _unsupported),
         (ConflictError, _conflict),
         (NotBrowsableError, _not_browsable),
-        (RequestDataTooBig, _too_big),
         (Http404, _not_found),
         (Exception, _unexpected),
     ):

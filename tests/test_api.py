@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -411,10 +412,28 @@ def test_bad_input_gets_a_4xx_naming_the_problem(client: httpx.Client, settings:
     too_big = b'{"summary": "' + b"x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE + b'"}'
     error_of(post(end, content=too_big), 413, "body_too_large")
 
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while received
+        for start in range(0, len(too_big), 65536):
+            yield too_big[start : start + 65536]
+
+    error_of(post(end, content=chunked()), 413, "body_too_large")
+
     error_of(client.get(f"{USER}/state"), 404, "user_not_found")
     error_of(client.get(f"{USER}/context"), 404, "user_not_found")
     error_of(client.get(f"{USER}/sessions/nope"), 404, "session_not_found")
     error_of(client.get("/api/v1/nowhere"), 404, "not_found")
+
+
+def test_size_limit_also_holds_without_the_lean_path(client: httpx.Client, settings: Any) -> None:
+    """Mounted on Django's plain handler (test client), the key check refuses a large body before parsing it."""
+    from django.test import Client
+
+    key = client.headers["Authorization"]
+    body = b'{"summary": "' + b"x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE + b'"}'
+    response = Client().post(
+        f"{USER}/sessions/s1/end", body, content_type="application/json", headers={"Authorization": key}
+    )
+    assert response.status_code == 413 and response.json()["code"] == "body_too_large"
 
 
 def test_unreadable_stored_documents_are_reported_not_replaced(client: httpx.Client, primary: str) -> None:
