@@ -492,3 +492,40 @@ def test_adapter_module_imports_without_django_settings() -> None:
     env = {"PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_missing_postgres_fails_under_ci_and_skips_elsewhere(ci: str, tmp_path: Path) -> None:
+    """The contract of tests/support/postgres.py, run in a child pytest against a closed port."""
+    import os
+
+    env = {
+        **os.environ,
+        "CI": ci,
+        "AUTOPLAY_TEST_POSTGRES_URL": f"postgres://postgres@127.0.0.1:{_free_port()}/nothing",
+        "AUTOPLAY_VAR_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "tests/test_database_adapter.py::test_missing_documents_are_none",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    summary = result.stdout.strip().splitlines()[-1]
+    if ci:
+        assert result.returncode != 0, result.stdout
+        assert "1 passed, 1 error" in summary and "CI is set and PostgreSQL is required" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        assert "1 passed, 1 skipped" in summary
