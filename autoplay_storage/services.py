@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from .lifecycle import (
 from .protocol import StateDoc
 from .runtime import get_storage
 from .user_adoption_state import CompletionRateDenominator, SessionSnapshot, UserAdoptionState
+
+logger = logging.getLogger("autoplay_storage.services")
 
 StateEdit = Callable[[UserAdoptionState], object]
 """One change to a live state, made with the ``UserAdoptionState`` helpers."""
@@ -150,6 +153,8 @@ async def end_session(
     ``summarize`` runs the configured summarizer, recorded, only when the
     session is not recorded yet. A failing summarizer never loses the session.
     """
+    from django.db import DatabaseError
+
     from .summary_runs import record_explicit_summary, recorded_summarizer
 
     storage = get_storage()
@@ -174,7 +179,10 @@ async def end_session(
 
     result = _stored(await storage.update_user_state(product_id, user_id, mutate), product_id, user_id)
     if summary is not None and applied and applied[-1]:
-        await record_explicit_summary(product_id, user_id, snapshot.session_id, summary)
+        try:
+            await record_explicit_summary(product_id, user_id, snapshot.session_id, summary)
+        except DatabaseError:  # bookkeeping only: the session end itself is committed
+            logger.exception("could not record the explicit summary", extra={"session_id": snapshot.session_id})
     return result
 
 

@@ -164,6 +164,24 @@ def test_summarize_runs_the_configured_summarizer_once(client: httpx.Client) -> 
     assert [(r.source, r.outcome, r.session_id) for r in runs] == [("session_end", "succeeded", "s1")]
 
 
+async def failing_summarizer(snapshot: SessionSnapshot) -> str:
+    """A summarizer that breaks, as user code may (configured by dotted path below)."""
+    raise RuntimeError("the LLM is down")
+
+
+def test_failing_summarizer_never_loses_the_session(client: httpx.Client, settings: Any) -> None:
+    from autoplay_storage.models import SummaryRun
+
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "SUMMARIZER": f"{__name__}.failing_summarizer"}
+    snap = {"session_id": "s1", "started_at": 1_700_000_000, "captured_at": 1_700_000_600}
+    response = client.post(f"{USER}/sessions/s1/end", json={"snapshot": snap, "summarize": True})
+    assert response.status_code == 200, response.text
+    state = state_of(response.json())
+    assert state.sessions.count == 1 and state.onboarding.summary is None
+    run = SummaryRun.objects.get(session_id="s1")
+    assert run.outcome == "failed" and "the LLM is down" in run.error
+
+
 def test_explicit_summary_is_recorded_once(client: httpx.Client) -> None:
     from autoplay_storage.models import SummaryRun
 
