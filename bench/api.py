@@ -132,10 +132,14 @@ class Stack:
                 env=env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=(self.directory / "granian.log").open("wb"),
             )
         )
-        wait_for(f"http://{HOST}:{self.port}/readyz")
+        try:
+            wait_for(f"http://{HOST}:{self.port}/readyz")
+        except RuntimeError:
+            sys.stderr.write((self.directory / "granian.log").read_text(errors="replace")[-4000:])
+            raise
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
-from tests.support.api_server import ApiServer
+from tests.support.api_server import ApiServer, granian_server
 
 USER = "/api/v1/products/p1/users/u1"
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,6 +205,24 @@ def test_sdk_documents_are_accepted_as_sent(client: httpx.Client, sdk_fixtures: 
     assert ended.status_code == 200, ended.text
     stored = client.get(f"{url}/sessions/{snap_doc['session_id']}").json()["snapshot"]
     assert stored == SessionSnapshot.from_dict(snap_doc).to_dict()
+
+
+def test_main_flow_on_granian_as_make_run_serves_it(tmp_path: Any) -> None:
+    """The shipped stack: granian workers, config.asgi, the embedded default primary on its own SQLite file."""
+    with granian_server(tmp_path, ["p1"]) as (server, key), server.client(key) as c:
+        start = c.post(f"{USER}/sessions/s1/start")
+        assert start.status_code == 200, start.text
+        live = start.json()["state"]
+        ended = end_with_state(c, "s1", live, summarize=True)
+        assert ended.status_code == 200, ended.text
+        assert state_of(ended.json()).sessions.count == 1
+        # Several requests so both workers answer: every one sees the same stored state.
+        counts = {c.get(f"{USER}/state").json()["state"]["sessions"]["count"] for _ in range(6)}
+        assert counts == {1}
+        second = c.post(f"{USER}/sessions/s2/start").json()
+        assert snapshot_of(second["onboarding_session"]).session_id == "s1"
+        assert second["context"]["onboarding_summary"]
+        error_of(c.get("/api/v1/products/p2/users/u1/state"), 403, "product_forbidden")
 
 
 # --- state: read, replace, update ---------------------------------------------

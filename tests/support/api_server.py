@@ -1,5 +1,8 @@
 """The project's ASGI app served over real HTTP for the API tests.
 
+``granian_server`` starts the production server instead (a subprocess, as
+``make run`` serves it) for the main flow on the shipped configuration.
+
 ``api_server`` runs uvicorn in a thread of the test process on a free
 loopback port: requests go through sockets, the ASGI server, Django's ASGI
 handler and middleware exactly as in production, while the tests can still
@@ -10,10 +13,15 @@ their own connections, so rows must be committed).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,3 +85,73 @@ def make_key(transactional_db: None) -> Iterator[Callable[..., str]]:
     auth.forget()
     yield make
     auth.forget()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def granian_server(directory: Path, products: list[str], workers: int = 2) -> Iterator[tuple[ApiServer, str]]:
+    """granian + its own SQLite file (migrated) on a free port; yields the server and a fresh API key."""
+    env = {
+        **os.environ,
+        "AUTOPLAY_VAR_DIR": str(directory),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+        "AUTOPLAY_PRIMARY": "",
+        "REDIS_URL": "",
+        "AUTOPLAY_DEMO": "0",
+        "DJANGO_SECRET_KEY": "test-only",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+    args = [f"--product={p}" for p in products]
+    created = subprocess.run(
+        [*manage, "autoplay_apikey", "create", "--name", "granian test", *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = (directory / "granian.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "config.asgi:application",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = ApiServer(f"http://{HOST}:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("granian did not start:\n" + (directory / "granian.log").read_text(errors="replace"))
+            time.sleep(0.1)
+        yield server, key
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
