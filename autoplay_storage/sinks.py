@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -288,6 +289,15 @@ def registry() -> SinkRegistry:
                 _registry = SinkRegistry(float(storage_settings().get("SINK_REFRESH_S", 5.0)))
                 atexit.register(_shutdown_at_exit)
     return _registry
+
+
+def _forget_in_child() -> None:
+    """A forked worker builds its own registry: the parent's thread and SDK clients did not come along."""
+    global _registry, _registry_lock
+    _registry, _registry_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _shutdown_at_exit() -> None:

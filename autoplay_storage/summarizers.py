@@ -69,7 +69,7 @@ def _option(name: str) -> str:
         from django.conf import settings
 
         if settings.configured:
-            value = settings.AUTOPLAY_STORAGE.get(setting)
+            value = getattr(settings, "AUTOPLAY_STORAGE", {}).get(setting)
             if value not in (None, ""):
                 return str(value)
     except ImportError:  # the engine runs without Django too

@@ -185,7 +185,7 @@ async def test_a_hanging_destination_does_not_stall_the_session_end(capture_serv
     await await_until(lambda: capture_server.hanging, what="the SDK to be stuck in a request")
     # The destination holds the SDK's request open; the next session ends anyway.
     await play_session(storage, session_id="sess_2")
-    assert capture_server.hanging and not capture_server._release.is_set()
+    assert capture_server.hanging and not capture_server.released
     stored = await primary.get_user_state("prod_1", "u_42")
     assert stored["sessions"]["count"] == 2
     assert await primary.get_session_snapshot("prod_1", "u_42", "sess_2") is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from queue import Empty
 from typing import Any
 
 from .analytics import (
@@ -195,9 +196,22 @@ class PostHogStorageAdapter:
                 self._last_error = f"{left} message(s) not delivered before the client closed"
                 self._last_error_at = time.time()
 
+    def _discard_leftovers(self) -> None:
+        """Drop what was written off, so the SDK's shutdown does not keep retrying it against a dead host."""
+        for consumer in self._client.consumers or []:
+            consumer.pause()  # finishes the request in flight, takes nothing new
+        queue = self._client.queue
+        while True:
+            try:
+                queue.get_nowait()
+            except Empty:
+                return
+            queue.task_done()
+
     def _shutdown(self) -> None:
         self._client.flush(timeout_seconds=self.close_timeout_s)
         self._write_off()
+        self._discard_leftovers()
         self._client.shutdown()
 
     async def aclose(self) -> None:

@@ -86,6 +86,10 @@ class CaptureServer:
         """Let hanging requests finish (with a 500)."""
         self._release.set()
 
+    @property
+    def released(self) -> bool:
+        return self._release.is_set()
+
     def close(self) -> None:
         self.release()
         self._httpd.shutdown()
