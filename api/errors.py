@@ -11,9 +11,9 @@ import json
 import logging
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import HttpError, ValidationError
 
 from autoplay_storage.errors import (
     ConflictError,
@@ -101,8 +101,6 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     cause = exc.__cause__
     if isinstance(cause, BodyError):
         return ApiError(400, cause.code, cause.message).response()
-    if isinstance(exc, AuthenticationError):
-        return missing_key().response()
     if exc.status_code == 400:
         return ApiError(400, "malformed_body", "the request body could not be parsed as JSON").response()
     return ApiError(exc.status_code, "http_error", str(exc)).response()
@@ -163,10 +161,6 @@ def body_too_large() -> ApiError:
     return ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes", details={"limit": limit})
 
 
-def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return ApiError(404, "not_found", "no such resource").response()
-
-
 def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return exc.response()
 
@@ -187,7 +181,6 @@ def install(api: NinjaAPI) -> None:
         (UnsupportedVersionError, _unsupported),
         (ConflictError, _conflict),
         (NotBrowsableError, _not_browsable),
-        (Http404, _not_found),
         (Exception, _unexpected),
     ):
         api.add_exception_handler(exc_class, handler)
