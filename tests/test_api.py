@@ -345,6 +345,32 @@ def test_concurrent_writes_never_lose_an_update(api_server: ApiServer, make_key,
     asyncio.run(run())
 
 
+def test_racing_replaces_with_one_etag_have_exactly_one_winner(api_server: ApiServer, make_key, primary: str) -> None:
+    key = make_key("p1")
+
+    async def run() -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=api_server.url, headers=headers, timeout=60) as c:
+            start = (await c.post(f"{USER}/sessions/s1/start")).json()
+            etag, doc = start["etag"], start["state"]
+            puts = [
+                c.put(
+                    f"{USER}/state",
+                    json={**doc, "metadata": {"writer": i}},
+                    headers={"If-Match": f'"{etag}"'},
+                )
+                for i in range(8)
+            ]
+            responses = await asyncio.gather(*puts)
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [200] + [409] * 7, [r.text for r in responses]
+            winner = next(r for r in responses if r.status_code == 200).json()
+            assert all(r.json()["details"]["current_etag"] == winner["etag"] for r in responses if r.status_code == 409)
+            assert (await c.get(f"{USER}/state")).json()["state"]["metadata"] == winner["state"]["metadata"]
+
+    asyncio.run(run())
+
+
 # --- keys -------------------------------------------------------------------------
 
 
