@@ -10,16 +10,20 @@ than once per request.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security.http import HttpAuthBase
 
-from .errors import ApiError, body_too_large, missing_key
+from .errors import RETRY_AFTER_S, ApiError, body_too_large, missing_key
 from .models import ApiKey, hash_key, split_key
+
+logger = logging.getLogger("api.auth")
 
 CACHE_TTL_S = 10.0
 LAST_USED_EVERY_S = 60.0
@@ -65,7 +69,20 @@ async def verify(key: str) -> KeyIdentity:
     parts = split_key(key)
     if parts is None:
         raise _invalid()
-    row = await ApiKey.objects.filter(prefix=parts[0]).only("id", "name", "key_hash", "products", "revoked_at").afirst()
+    try:
+        row = (
+            await ApiKey.objects.filter(prefix=parts[0])
+            .only("id", "name", "key_hash", "products", "revoked_at")
+            .afirst()
+        )
+    except DatabaseError as exc:
+        logger.warning("API key lookup failed: %s", exc)
+        raise ApiError(
+            503,
+            "auth_unavailable",
+            "API keys cannot be checked right now; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         _verified.pop(digest, None)
         raise _invalid()
@@ -82,7 +99,10 @@ async def _touch(identity: KeyIdentity) -> None:
     if now - identity.last_used_written < LAST_USED_EVERY_S:
         return
     identity.last_used_written = now
-    await ApiKey.objects.filter(pk=identity.key_id).aupdate(last_used_at=timezone.now())
+    try:
+        await ApiKey.objects.filter(pk=identity.key_id).aupdate(last_used_at=timezone.now())
+    except DatabaseError as exc:  # bookkeeping: never fail the agent's request over it
+        logger.warning("could not record the key's last use: %s", exc)
 
 
 class ApiKeyAuth(HttpAuthBase):
@@ -91,7 +111,8 @@ class ApiKeyAuth(HttpAuthBase):
     openapi_scheme = "bearer"
 
     async def __call__(self, request: HttpRequest) -> KeyIdentity:
-        # Before the body is parsed: an oversized body is refused without reading it as JSON.
+        # Before the body is parsed. The lean ASGI path (api/asgi.py) refuses even earlier; this
+        # covers the API mounted on Django's plain handler.
         length = request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise body_too_large()

@@ -88,3 +88,25 @@ def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any
     client.post("/admin/api/apikey/", {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True)
     row.refresh_from_db()
     assert row.revoked_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_key_store_failure_is_a_503_not_a_500() -> None:
+    """A key that cannot be checked is neither accepted nor called invalid: the agent retries."""
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+
+    _, key = ApiKey.issue("outage", ["p1"])
+    auth.forget()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE api_apikey RENAME TO api_apikey_away")
+    try:
+        with pytest.raises(auth.ApiError) as err:
+            async_to_sync(auth.verify)(key)
+        assert err.value.status == 503 and err.value.code == "auth_unavailable"
+        assert int(err.value.headers["Retry-After"]) > 0
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE api_apikey_away RENAME TO api_apikey")
+    assert async_to_sync(auth.verify)(key).allows("p1")
+    auth.forget()
