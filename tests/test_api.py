@@ -513,6 +513,14 @@ def test_unreadable_stored_documents_are_reported_not_replaced(client: httpx.Cli
         else:
             UserStateRecord.objects.filter(product_id="p1", user_id="u1").update(document=text)
 
+    def raw_state() -> str:
+        if primary == "redis":
+            import redis
+
+            with redis.Redis.from_url(settings.AUTOPLAY_STORAGE["REDIS_URL"]) as r:
+                return r.get("autoplay:user:p1:u1:state").decode()
+        return UserStateRecord.objects.get(product_id="p1", user_id="u1").document
+
     client.post(f"{USER}/sessions/s1/start")
     write_raw('{"_v": 1, "user_id": "u1", truncated')
     for response in (
@@ -521,9 +529,23 @@ def test_unreadable_stored_documents_are_reported_not_replaced(client: httpx.Cli
         client.patch(f"{USER}/state", json={"ops": [{"op": "journey", "journey_state": "onboarded"}]}),
     ):
         error_of(response, 409, "corrupt_document")
+    assert raw_state() == '{"_v": 1, "user_id": "u1", truncated'
     write_raw(json.dumps({"_v": 2, "user_id": "u1"}))
     error_of(client.post(f"{USER}/sessions/s2/start"), 409, "unsupported_version")
     error_of(client.put(f"{USER}/state", json={}, headers={"If-Match": "*"}), 409, "unsupported_version")
+    assert json.loads(raw_state()) == {"_v": 2, "user_id": "u1"}  # still there, untouched
+
+    # A snapshot that is not JSON: reported, not "not found".
+    if primary == "redis":
+        import redis
+
+        with redis.Redis.from_url(settings.AUTOPLAY_STORAGE["REDIS_URL"]) as r:
+            r.set("autoplay:user:p1:u1:session:broken", "{not json")
+    else:
+        from autoplay_storage.models import SessionSnapshotRecord
+
+        SessionSnapshotRecord.objects.create(product_id="p1", user_id="u1", session_id="broken", document="{not json")
+    error_of(client.get(f"{USER}/sessions/broken"), 409, "corrupt_document")
 
 
 def test_unreachable_primary_gives_503_with_retry_after(
