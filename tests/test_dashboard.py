@@ -25,6 +25,7 @@ from tests.support.dashboard import (
     configure_primary,
     load_demo,
     load_one,
+    load_one_direct,
     make_person,
     with_storage,
     write_raw,
@@ -300,6 +301,26 @@ def test_history_pages_through_every_session_beyond_the_inline_fifty(primary, su
     second = text(support.get(url + nxt.group(1).replace("&amp;", "&").split("#")[0]))
     seen += re.findall(r'href="/p/acme/u/[^/]+/s/([^/"]+)/"', second.split('id="history"')[1].split('id="runs"')[0])
     assert sorted(seen) == sorted(s.session_id for s in plan.sessions)
+
+
+def test_chart_plots_the_newest_sessions_and_the_history_keeps_them_all(primary, support) -> None:
+    plan = load_one_direct(230)
+    url = reverse("dashboard:user", args=[PRODUCT, plan.user_id])
+    body = text(support.get(url))
+    assert "the newest 200 sessions" in body
+    assert '<polyline class="line rate"' in body
+    points = re.search(r'<polyline class="line rate" points="([^"]+)"', body).group(1).split()
+    assert len(points) == 200
+    assert re.search(r">session 31</text>.*>session 230</text>", body)
+    seen: list[str] = []
+    while True:
+        history = body.split('id="history"')[1].split('id="runs"')[0]
+        seen += re.findall(r'href="/p/acme/u/[^/]+/s/([^/"]+)/"', history)
+        nxt = re.search(r'rel="next" href="([^"]+)"', body)
+        if not nxt:
+            break
+        body = text(support.get(url + nxt.group(1).replace("&amp;", "&").split("#")[0]))
+    assert len(seen) == 230 and set(seen) == {s.session_id for s in plan.sessions}
 
 
 def test_unknown_user_and_session_are_404_pages(primary, support) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from autoplay_storage.demo import load_user_lifecycle, load_users, plan_user
+from autoplay_storage.demo import load_user_direct, load_user_lifecycle, load_users, plan_user
 from autoplay_storage.keys import session_key, user_state_key
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.runtime import get_storage
@@ -67,6 +67,14 @@ def load_one(sessions: int, *, seed: int = 11, product: str = PRODUCT, record_ru
         await load_user_lifecycle(storage, product, plan, summarizer)
 
     with_storage(go)
+    return plan
+
+
+def load_one_direct(sessions: int, *, seed: int = 13, product: str = PRODUCT):
+    """One user with many sessions, its documents written straight through the manager; returns its plan."""
+    plan = plan_user(random.Random(seed), sessions=sessions)
+    plan.leave_open = None
+    with_storage(load_user_direct, product, plan)
     return plan
 
 
