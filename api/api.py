@@ -121,6 +121,7 @@ def _user_doc(doc: UserStateDoc, user_id: str, field: str) -> UserAdoptionState:
     response={200: SessionStartOut, **_WRITE},
     by_alias=True,
     operation_id="session_start",
+    tags=["sessions"],
     summary="Start a session: the state, the onboarding session and the agent context",
 )
 async def session_start(
@@ -153,6 +154,7 @@ async def session_start(
     response={200: StateOut, **_WRITE},
     by_alias=True,
     operation_id="session_end",
+    tags=["sessions"],
     summary="End a session: freeze its snapshot and update the state (idempotent)",
 )
 async def session_end(
@@ -210,6 +212,7 @@ async def session_end(
     response={200: StateOut, **_READ},
     by_alias=True,
     operation_id="state_get",
+    tags=["state"],
     summary="Read the state",
 )
 async def state_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
@@ -226,6 +229,7 @@ async def state_get(request: HttpRequest, product_id: ProductId, user_id: UserId
     response={200: StateOut, **_WRITE, 404: Error, 428: Error},
     by_alias=True,
     operation_id="state_replace",
+    tags=["state"],
     summary="Replace the state (optimistic concurrency)",
 )
 async def state_replace(
@@ -277,6 +281,7 @@ async def state_replace(
     response={200: StateOut, **_WRITE, 404: Error},
     by_alias=True,
     operation_id="state_update",
+    tags=["state"],
     summary="Small updates: progress, mastery, journey, features, metadata, step-in",
 )
 async def state_update(
@@ -302,6 +307,7 @@ async def state_update(
     response={200: SessionPage, **_COMMON, 400: Error, 501: Error},
     by_alias=True,
     operation_id="sessions_list",
+    tags=["history"],
     summary="The session history, newest first",
 )
 async def sessions_list(
@@ -340,6 +346,7 @@ async def sessions_list(
     response={200: SnapshotOut, **_READ},
     by_alias=True,
     operation_id="session_get",
+    tags=["history"],
     summary="One frozen session snapshot",
 )
 async def session_get(
@@ -356,6 +363,7 @@ async def session_get(
     response={200: ContextOut, **_READ},
     by_alias=True,
     operation_id="context_get",
+    tags=["state"],
     summary="The agent context",
 )
 async def context_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
