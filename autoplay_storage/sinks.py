@@ -220,7 +220,8 @@ class SinkRegistry:
                 self._by_adapter[id(tracked.adapter)] = tracked
             self._version = key
             self.generation += 1
-        logger.info("analytics sinks: %s", ", ".join(t.adapter.name for t in built) or "none")
+        names = ", ".join(t.adapter.name for t in built) or "none"
+        logger.info("analytics sinks in process %s: %s", os.getpid(), names)
         return True
 
     def _count(self, destination_id: int, counts: _Counts) -> None:
