@@ -341,7 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serial", type=int, default=3000, help="lifecycles run one at a time")
     parser.add_argument("--serial-users", type=int, default=300, help="users the serial lifecycles rotate over")
     parser.add_argument("--concurrency", type=int, default=200, help="users running sessions at the same time")
-    parser.add_argument("--concurrent-sessions", type=int, default=4000, help="lifecycles in the concurrent phase")
+    parser.add_argument("--concurrent-sessions", type=int, default=2000, help="lifecycles in the concurrent phase")
     parser.add_argument("--memory-users", type=int, default=200, help="users for the memory measurement")
     parser.add_argument("--sessions-per-user", type=int, default=10)
     parser.add_argument("--max-connections", type=int, default=64, help="Redis pool size")
