@@ -6,7 +6,7 @@ users-list query over 100,000 users (filter by journey state, sort by last
 activity, first page), plus a deep page (keyset cursor) and a prefix search.
 
 Configures Django itself: its own temporary SQLite file (same options as the
-project: WAL, BEGIN IMMEDIATE, 30 s busy timeout) and its own PostgreSQL
+project: WAL, BEGIN IMMEDIATE, 30 s busy timeout, kept connections) and its own PostgreSQL
 database (``--pg-url``, created and dropped here; never anyone else's).
 
     .venv/bin/python bench/engine_database.py [--backends sqlite,postgres] [--sessions 400]
@@ -45,6 +45,7 @@ def configure_django(sqlite_path: Path, pg_url: str | None) -> None:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(sqlite_path),
+            "CONN_MAX_AGE": 60,
             "OPTIONS": {
                 "timeout": 30,
                 "transaction_mode": "IMMEDIATE",
