@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from autoplay_storage.models import SinkDestination, SummaryRun
+from autoplay_storage.models.sinks import SinkConfigError
 from autoplay_storage.sinks import TEST_DISTINCT_ID, TEST_EVENT
 from tests.support.capture_server import wait_until
 
@@ -214,3 +215,21 @@ def test_summary_runs_are_read_only(admin_client_):
     assert 'name="_save"' not in detail
     assert admin_client_.get(reverse("admin:autoplay_storage_summaryrun_add")).status_code == 403
     assert admin_client_.post(reverse("admin:autoplay_storage_summaryrun_delete", args=[run.pk])).status_code == 403
+
+
+def test_keys_survive_introducing_an_encryption_key_and_a_changed_secret_is_reported(settings, monkeypatch):
+    monkeypatch.delenv("AUTOPLAY_ENCRYPTION_KEY", raising=False)
+    old = SinkDestination(name="old", kind="posthog")
+    old.set_api_key("phc_before")
+    monkeypatch.setenv("AUTOPLAY_ENCRYPTION_KEY", "a-dedicated-encryption-secret")
+    new = SinkDestination(name="new", kind="posthog")
+    new.set_api_key("phc_after")
+    assert old.resolve_api_key() == "phc_before"  # written under SECRET_KEY, still readable
+    assert new.resolve_api_key() == "phc_after"
+
+    monkeypatch.setenv("AUTOPLAY_ENCRYPTION_KEY", "someone-changed-it")
+    with pytest.raises(SinkConfigError, match="enter the key again"):
+        new.resolve_api_key()
+    settings.SECRET_KEY = "and-the-secret-key-too"
+    with pytest.raises(SinkConfigError, match="cannot be decrypted"):
+        old.resolve_api_key()
