@@ -52,6 +52,7 @@ class Backend:
     round_trips: Callable[[], int] | None = None  # client-side count, monotonically increasing
     commands: Callable[[], Awaitable[int]] | None = None  # server-side count, monotonically increasing
     memory_bytes: Callable[[], Awaitable[int]] | None = None  # storage memory in use now
+    server_cpu_s: Callable[[], Awaitable[float]] | None = None  # CPU seconds the server has used so far
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,6 +135,13 @@ async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
         # The INFO that reads this counts in the next reading; run_serial subtracts it.
         return await server_count("stats", "total_commands_processed")
 
+    async def server_cpu() -> float:
+        before = counter.count
+        info = await probe.info("cpu")
+        nonlocal probe_trips
+        probe_trips += counter.count - before
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     async def reset() -> None:
         before = counter.count
         await probe.flushall()
@@ -148,12 +156,14 @@ async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
             round_trips=lambda: counter.count - probe_trips,
             commands=commands,
             memory_bytes=lambda: server_count("memory", "used_memory"),
+            server_cpu_s=server_cpu,
             notes=[
                 f"redis-server {'at ' + args.redis_url if args.redis_url else 'private, on a free loopback port'};"
                 f" pool of {args.max_connections} connections",
                 "round trips: socket sends counted on the client (pipelined commands share one);"
                 " commands: INFO stats total_commands_processed delta (MULTI/EXEC/WATCH count as commands)",
                 "memory: INFO memory used_memory delta after FLUSHALL, divided by users (documents + indexes)",
+                "server CPU: INFO cpu used_cpu_user + used_cpu_sys delta over the serial phase",
             ],
         )
     finally:
@@ -228,25 +238,37 @@ class Result:
     round_trips: float | None = None
     commands: float | None = None
     memory_per_user: float | None = None
+    client_cpu_us: float = 0.0
+    server_cpu_us: float | None = None
 
 
-async def run_serial(b: Backend, n: int, users: int) -> tuple[float, list[float], float | None, float | None]:
+async def run_serial(b: Backend, n: int, users: int, result: Result) -> None:
+    """One lifecycle at a time; also the per-lifecycle costs (round trips, commands, CPU on each side)."""
     await b.reset()
     for i in range(min(n, 50)):  # warm up: connections, code paths
         await lifecycle(b.storage, "warm", f"w{i}", f"s{i}", i)
     trips0 = b.round_trips() if b.round_trips else None
     cmds0 = await b.commands() if b.commands else None
+    server0 = await b.server_cpu_s() if b.server_cpu_s else None
     latencies = []
     gc.collect()
+    cpu0 = time.process_time()
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
         await lifecycle(b.storage, "bench", f"u{i % users}", f"s{i}", i // users)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
-    trips = (b.round_trips() - trips0) / n if b.round_trips and trips0 is not None else None
-    cmds = ((await b.commands()) - cmds0 - 1) / n if b.commands and cmds0 is not None else None
-    return n / elapsed, latencies, trips, cmds
+    result.client_cpu_us = (time.process_time() - cpu0) / n * 1e6
+    result.serial_rate = n / elapsed
+    result.p50_ms = statistics.median(latencies) * 1000
+    result.p99_ms = statistics.quantiles(latencies, n=100)[98] * 1000
+    if b.round_trips and trips0 is not None:
+        result.round_trips = (b.round_trips() - trips0) / n
+    if b.commands and cmds0 is not None:
+        result.commands = ((await b.commands()) - cmds0 - 1) / n
+    if b.server_cpu_s and server0 is not None:
+        result.server_cpu_us = ((await b.server_cpu_s()) - server0) / n * 1e6
 
 
 async def run_concurrent(b: Backend, concurrency: int, total: int) -> float:
@@ -276,11 +298,7 @@ async def run_memory(b: Backend, users: int, sessions: int) -> float | None:
 async def bench_backend(name: str, args: argparse.Namespace) -> tuple[Result, list[str]]:
     async with BACKENDS[name](args) as b:
         result = Result(backend=b.name)
-        rate, latencies, trips, cmds = await run_serial(b, args.serial, args.serial_users)
-        result.serial_rate = rate
-        result.p50_ms = statistics.median(latencies) * 1000
-        result.p99_ms = statistics.quantiles(latencies, n=100)[98] * 1000
-        result.round_trips, result.commands = trips, cmds
+        await run_serial(b, args.serial, args.serial_users, result)
         result.concurrent_rate = await run_concurrent(b, args.concurrency, args.concurrent_sessions)
         result.memory_per_user = await run_memory(b, args.memory_users, args.sessions_per_user)
         return result, b.notes
@@ -298,6 +316,8 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
         "p99 ms",
         f"{args.concurrency} users sess/s",
         "round trips/lifecycle",
+        "client CPU us/lc",
+        "server CPU us/lc",
         "commands/lifecycle",
         f"bytes/user ({args.sessions_per_user} sessions)",
     ]
@@ -309,6 +329,8 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
             f"{r.p99_ms:.2f}",
             f"{r.concurrent_rate:,.0f}",
             _fmt(r.round_trips, ".2f"),
+            f"{r.client_cpu_us:,.0f}",
+            _fmt(r.server_cpu_us, ",.0f"),
             _fmt(r.commands, ".2f"),
             _fmt(r.memory_per_user, ",.0f"),
         ]
@@ -328,6 +350,10 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
     for row in rows:
         print(" | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     print(line)
+    print(
+        "client CPU: this process's CPU time per serial lifecycle (engine + adapter + client library);"
+        " with server CPU it tells a busy machine from a slow path"
+    )
     for name, lines in notes.items():
         for note in lines:
             print(f"[{name}] {note}")
