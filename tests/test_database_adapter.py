@@ -164,6 +164,12 @@ async def test_ids_the_columns_cannot_hold_are_refused(adapter) -> None:
         await adapter.save_session_snapshot("p", "u", "s\x00", make_snapshot("s").to_dict())
     with pytest.raises(ValueError, match="non-empty"):
         await adapter.update_user_state("", "u", lambda doc: doc)
+    # Reads of such ids find nothing (as on any primary), rather than failing in the driver.
+    for bad in ("u" * 129, "nul\x00"):
+        assert await adapter.get_user_state("p", bad) is None
+        assert await adapter.get_session_snapshot("p", "u", bad) is None
+        assert (await adapter.list_users(bad)).items == []
+        assert (await adapter.list_sessions("p", bad)).items == []
 
 
 # -- atomic updates --

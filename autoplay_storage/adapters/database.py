@@ -86,6 +86,16 @@ def _check_id(name: str, value: str) -> None:
         raise ValueError(f"{name} must not contain NUL characters")
 
 
+def _storable(*ids: str) -> bool:
+    """Reads of ids no write accepts find nothing, without a query (PostgreSQL would reject a NUL)."""
+    try:
+        for value in ids:
+            _check_id("id", value)
+    except ValueError:
+        return False
+    return True
+
+
 def _encode_cursor(position: float, tiebreak: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([position, tiebreak]).encode()).decode()
 
@@ -245,6 +255,9 @@ class DatabaseStorageAdapter:
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
         from ..models.records import UserStateRecord
 
+        if not _storable(product_id, user_id):
+            return None
+
         def read() -> str | None:
             return (
                 UserStateRecord.objects.using(self.using)
@@ -257,6 +270,9 @@ class DatabaseStorageAdapter:
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
         from ..models.records import SessionSnapshotRecord
+
+        if not _storable(product_id, user_id, session_id):
+            return None
 
         def read() -> str | None:
             return (
@@ -364,6 +380,8 @@ class DatabaseStorageAdapter:
         query = query or UserQuery()
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         after = _decode_cursor(cursor) if cursor else None
+        if not _storable(product_id):
+            return Page([])
         return await self._run(self._list_users_sync, product_id, query, after, limit)
 
     def _list_users_sync(
@@ -432,6 +450,8 @@ class DatabaseStorageAdapter:
     ) -> Page[SessionSummary]:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         after = _decode_cursor(cursor) if cursor else None
+        if not _storable(product_id, user_id):
+            return Page([])
         return await self._run(self._list_sessions_sync, product_id, user_id, after, limit, newest_first)
 
     def _list_sessions_sync(
