@@ -5,9 +5,11 @@ and Redis) this starts granian (``--interface asgi``, one worker per core)
 on a free loopback port with its own temp SQLite file (migrated first) and,
 for Redis, its own redis-server; creates an API key with the management
 command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
-pairs from a pool of keep-alive connections and prints requests/s and
-p50/p99 latency. The load generator is a small raw HTTP/1.1 client on
-asyncio, so the figures measure the server rather than a client library.
+pairs (a realistic snapshot: four catalog workflows, three tracked) from a
+pool of keep-alive connections and prints requests/s and p50/p99 latency,
+then the floor: requests that pass the key check and stop at validation.
+The load generator is a small raw HTTP/1.1 client on asyncio, so the
+figures measure the server rather than a client library.
 
     .venv/bin/python bench/api.py                      # both primaries, defaults
     .venv/bin/python bench/api.py --primary redis --pairs 5000 --connections 64
@@ -202,7 +204,8 @@ async def drive(port: int, key: str, pairs: int, connections: int, users: int, t
             if status != 200:
                 errors.append(f"start {status} {body[:200]!r}")
                 return
-            snapshot = {"session_id": session, "started_at": time.time() - 60, "captured_at": time.time()}
+            now = time.time()
+            snapshot = {**SNAPSHOT, "session_id": session, "user_id": user, "started_at": now - 600, "captured_at": now}
             status, body = await conn.post(base + "/end", json.dumps({"snapshot": snapshot}).encode())
             t2 = time.perf_counter()
             if status != 200:
@@ -222,6 +225,48 @@ async def drive(port: int, key: str, pairs: int, connections: int, users: int, t
     return latencies
 
 
+def _snapshot_template() -> dict:
+    """A realistic end body: what the SDK's from_adoption_state gives mid-onboarding (4 workflows, 3 tracked)."""
+    from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
+
+    state = UserAdoptionState(user_id="u", metadata={"role": "admin", "plan": "pro"})
+    state.set_mastery(4, "beginner", "finished a first project")
+    state.record_discovered_features(["projects", "boards", "invites", "filters"])
+    state.upsert_workflow_progress("create_project", status="completed", confidence=0.9, source="activity")
+    state.upsert_step_progress("invite_team", "open_dialog", status="completed")
+    state.upsert_workflow_progress("configure_columns", status="in_progress", confidence=0.4, source="judge")
+    catalog = ["create_project", "invite_team", "configure_columns", "set_up_automation"]
+    return SessionSnapshot.from_adoption_state(
+        state, session_id="s", session_number=1, started_at=0.0, catalog_workflow_ids=catalog
+    ).to_dict()
+
+
+SNAPSHOT = _snapshot_template()
+
+
+async def floor(port: int, key: str, requests: int, connections: int) -> tuple[list[float], float]:
+    """Requests that stop at validation (auth done, no storage): the HTTP + Django + ninja floor."""
+    latencies: list[float] = []
+    counter = iter(range(requests))
+
+    async def worker(conn: Connection) -> None:
+        for _ in counter:
+            t0 = time.perf_counter()
+            status, body = await conn.post(f"/api/v1/products/{PRODUCT}/users/u/sessions/s/end", b"{}")
+            latencies.append(time.perf_counter() - t0)
+            if status != 422:
+                raise RuntimeError(f"floor request: {status} {body[:200]!r}")
+
+    conns = [await Connection.open(port, key) for _ in range(connections)]
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    return latencies, time.perf_counter() - t0
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -235,6 +280,7 @@ def run(primary: str, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         latencies = asyncio.run(drive(stack.port, stack.key, args.pairs, args.connections, args.users, "run"))
         elapsed = time.perf_counter() - t0
+        floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, stack.key, args.pairs, args.connections))
     finally:
         stack.stop()
     every = latencies["start"] + latencies["end"]
@@ -247,6 +293,11 @@ def run(primary: str, args: argparse.Namespace) -> None:
             f"   {name:<6} latency  p50 {percentile(values, 0.5) * 1000:7.2f} ms   "
             f"p99 {percentile(values, 0.99) * 1000:7.2f} ms   mean {statistics.fmean(values) * 1000:7.2f} ms"
         )
+    print(
+        f"   floor (key checked, body refused by validation, no storage): {len(floor_latencies) / floor_elapsed:.0f}"
+        f" requests/s, p50 {percentile(floor_latencies, 0.5) * 1000:.2f} ms,"
+        f" p99 {percentile(floor_latencies, 0.99) * 1000:.2f} ms"
+    )
 
 
 def main() -> None:
