@@ -260,6 +260,68 @@ async def test_update_retries_mutate_on_conflict(adapter, raw):
     assert (await adapter.get_user_state("p", "u"))["n"] == 11
 
 
+async def test_the_watch_issued_with_the_snapshot_write_still_guards_the_update(adapter, raw):
+    """A session end pipelines WATCH+GET of the state with the snapshot write; a change after it is caught."""
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+    await adapter.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 2.0, "started_at": 1.0})
+    raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 10}))  # after that WATCH
+    seen: list[int] = []
+
+    def mutate(doc):
+        seen.append(doc["n"])
+        return {**doc, "n": doc["n"] + 1}
+
+    assert (await adapter.update_user_state("p", "u", mutate))["n"] == 11
+    assert seen == [0, 10]  # the pre-read value was used, and EXEC refused it
+
+
+async def test_an_unclaimed_pre_read_gives_its_connection_back_unwatched(redis_url, raw):
+    a = RedisStorageAdapter(redis_url, max_connections=1, pool_timeout_s=2.0)
+    try:
+        await a.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+        await a.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 2.0, "started_at": 1.0})
+        # Another task cannot claim it; with one connection it must come back to the pool.
+        assert (await asyncio.create_task(a.get_user_state("p", "u")))["n"] == 0
+        raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 5}))
+        calls: list[int] = []
+
+        def mutate(doc):
+            calls.append(doc["n"])
+            return {**doc, "n": doc["n"] + 1}
+
+        # A WATCH left on the connection would fail this EXEC once and run mutate twice.
+        await asyncio.create_task(a.update_user_state("p", "u", mutate))
+        assert calls == [5]
+    finally:
+        await a.aclose()
+
+
+async def test_round_trips_per_lifecycle(adapter, monkeypatch):
+    """Four round trips for a whole session, new or returning user (the SDK needs five, without atomicity)."""
+    from redis.asyncio.connection import AbstractConnection
+
+    sends: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counted(conn, command, check_health=True):
+        sends.append(1)
+        await original(conn, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    storage = StorageManager([adapter])
+    await adapter.get_user_state("p", "nobody")  # open the (one) pooled connection: its handshake is not counted
+    for n, session_id in enumerate(["s1", "s2", "s3"]):
+        sends.clear()
+        state, onboarding = await on_session_start("p", "u", session_id, storage)
+        assert (onboarding is None) == (n == 0)
+        if onboarding is not None:
+            assert onboarding.session_id == "s1"
+        await on_session_end("p", "u", snapshot_for(state, session_id, started_at=10.0 * n, now=10.0 * n + 5), storage)
+        assert len(sends) == 4, (session_id, len(sends))
+    doc = await adapter.get_user_state("p", "u")
+    assert doc["sessions"]["count"] == 3 and doc["sessions"]["current_session_id"] is None
+
+
 async def test_mutate_returning_none_or_raising_writes_nothing(adapter, raw):
     await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
     before = raw.get("autoplay:user:p:u:state")

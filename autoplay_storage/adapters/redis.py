@@ -59,6 +59,8 @@ _SCAN_BATCH = 1000
 # Read-your-write of a snapshot just written (write-once, so it cannot have changed).
 FRESH_SNAPSHOT_S = 1.0
 FRESH_SNAPSHOT_MAX = 1024
+# How long a session end's pre-issued WATCH+GET waits for the state update that follows.
+PRIMED_S = 0.05
 _SEARCH_SEP = "\x00"  # between the search term and the user id in the lex index
 
 
@@ -304,6 +306,29 @@ def _split_user_part(part: str, user_id_hint: str | None) -> tuple[str, str]:
     return product_id, user_id
 
 
+class _Primed(NamedTuple):
+    """A pooled connection with a WATCH on a state key and the value read under it."""
+
+    connection: Any
+    raw: bytes | None
+    handle: asyncio.TimerHandle
+
+
+def _first_session_on_start(old: StateDoc | None, new: StateDoc) -> str | None:
+    """The id of session number 1 when this write starts a session for a returning user."""
+    sessions = new.get("sessions")
+    if not isinstance(sessions, dict) or not sessions.get("current_session_id"):
+        return None
+    old_sessions = old.get("sessions") if isinstance(old, dict) else None
+    if isinstance(old_sessions, dict) and old_sessions.get("current_session_id") == sessions["current_session_id"]:
+        return None
+    index = sessions.get("index")
+    for entry in index if isinstance(index, list) else ():
+        if isinstance(entry, dict) and entry.get("session_number") == 1 and isinstance(entry.get("session_id"), str):
+            return entry["session_id"]
+    return None
+
+
 class RedisStorageAdapter:
     """Readable primary on Redis (standalone, or Redis Cluster with ``cluster=True``)."""
 
@@ -372,6 +397,8 @@ class RedisStorageAdapter:
             self._client = aioredis.Redis(connection_pool=self._browse_pool)
             self._gate = None
         self._fresh_snapshots: dict[str, tuple[float, str]] = {}
+        self._primed: dict[tuple[int, str], _Primed] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._errors = self._error_types()
 
     @staticmethod
@@ -477,7 +504,10 @@ class RedisStorageAdapter:
         ]
         if self.ttl_s:
             cmds.append(("EXPIRE", history, self.ttl_s))
-        results = await self._transaction(cmds)
+        if self._pool is not None:
+            results = await self._call(self._snapshot_and_prime(product_id, user_id, cmds))
+        else:
+            results = await self._transaction(cmds)
         if results[0] is None:
             # Already there (a retry, or written by another writer such as the
             # SDK): make sure the history orders it by the stored capture time.
@@ -491,6 +521,69 @@ class RedisStorageAdapter:
             await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
             payload = _text(existing)
         self._remember_snapshot(key, payload)
+
+    async def _snapshot_and_prime(self, product_id: str, user_id: str, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        """The snapshot's MULTI/EXEC plus WATCH+GET of the user's state, in one round trip.
+
+        A session end writes the snapshot and then updates the state; the
+        update's first step (WATCH+GET) rides along here and the connection is
+        handed to that update if it comes from this task without delay
+        (``PRIMED_S``). Otherwise it is unwatched and returned to the pool.
+        WATCH is what makes the update safe, whenever it was issued.
+        """
+        assert self._pool is not None
+        state_key = self.state_key(product_id, user_id)
+        connection = await self._pool.get_connection()
+        try:
+            replies = await self._exchange(
+                connection, [("MULTI",), *cmds, ("EXEC",), ("WATCH", state_key), ("GET", state_key)]
+            )
+            results = self._exec_results(replies[:-2])
+            for reply in replies[-2:]:
+                if isinstance(reply, Exception):
+                    raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
+        except BaseException:
+            await connection.disconnect()  # a WATCH may be active or replies unread
+            await self._pool.release(connection)
+            raise
+        self._prime(state_key, connection, replies[-1])
+        return results
+
+    def _prime(self, state_key: str, connection: Any, raw: bytes | None) -> None:
+        owner = (id(asyncio.current_task()), state_key)
+        stale = self._primed.pop(owner, None)
+        if stale is not None:
+            self._unprime(stale)
+        handle = asyncio.get_running_loop().call_later(PRIMED_S, self._expire_primed, owner)
+        self._primed[owner] = _Primed(connection, raw, handle)
+
+    def _claim_primed(self, state_key: str) -> _Primed | None:
+        primed = self._primed.pop((id(asyncio.current_task()), state_key), None)
+        if primed is not None:
+            primed.handle.cancel()
+        return primed
+
+    def _expire_primed(self, owner: tuple[int, str]) -> None:
+        primed = self._primed.pop(owner, None)
+        if primed is not None:
+            self._unprime(primed)
+
+    def _unprime(self, primed: _Primed) -> None:
+        primed.handle.cancel()
+        task = asyncio.get_running_loop().create_task(self._unwatch_and_release(primed.connection))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _unwatch_and_release(self, connection: Any) -> None:
+        assert self._pool is not None
+        try:
+            await self._exchange(connection, [("UNWATCH",)])
+        except BaseException as exc:
+            await connection.disconnect()  # cleanup only: a failure just costs this connection
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            await self._pool.release(connection)
 
     def _remember_snapshot(self, key: str, payload: str) -> None:
         """Keep what is now stored under a write-once key for the read that usually follows.
@@ -573,17 +666,26 @@ class RedisStorageAdapter:
         self, key: str, product_id: str, user_id: str, mutate: StateMutation
     ) -> Any:
         assert self._pool is not None
-        connection = await self._pool.get_connection()
+        primed = self._claim_primed(key)
+        connection = primed.connection if primed else await self._pool.get_connection()
         try:
-            watched, raw = await self._exchange(connection, [("WATCH", key), ("GET", key)])
-            for reply in (watched, raw):
-                if isinstance(reply, Exception):
-                    raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
+            if primed is not None:
+                raw = primed.raw
+            else:
+                watched, raw = await self._exchange(connection, [("WATCH", key), ("GET", key)])
+                for reply in (watched, raw):
+                    if isinstance(reply, Exception):
+                        raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
             current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
             if new is None:
                 await self._exchange(connection, [("UNWATCH",)])
                 return current
             cmds: list[tuple[Any, ...]] = [("MULTI",), ("SET", key, _dumps(new), *self._ex()), *idx, ("EXEC",)]
+            onboarding = _first_session_on_start(current, new)
+            if onboarding is not None:
+                # A session starts for a returning user: the lifecycle reads the
+                # first session's snapshot next (spec 6); fetch it in this round trip.
+                cmds.append(("GET", self.snapshot_key(product_id, user_id, onboarding)))
             replies = await self._exchange(connection, cmds)
         except BaseException:
             # A WATCH may still be active, or replies unread: never reuse this connection.
@@ -591,6 +693,10 @@ class RedisStorageAdapter:
             raise
         finally:
             await self._pool.release(connection)
+        if onboarding is not None:
+            fetched = replies.pop()
+            if isinstance(fetched, bytes):
+                self._remember_snapshot(self.snapshot_key(product_id, user_id, onboarding), _text(fetched))
         if self._exec_results(replies) is None:
             return _CONFLICT
         return new
@@ -967,6 +1073,10 @@ class RedisStorageAdapter:
 
     async def aclose(self) -> None:
         """Close the pool (pooled connections belong to the event loop that made them)."""
+        for owner in list(self._primed):
+            self._expire_primed(owner)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         with contextlib.suppress(*self._errors):
             await self._client.aclose()
         if self._pool is not None:
