@@ -12,7 +12,8 @@ than once and must be pure.
 
 Standalone mode sends each step as one pipelined write on a pooled connection
 (WATCH+GET, then MULTI..EXEC), so a state update costs two round trips and the
-browsing indexes change in the same MULTI as the document. Cluster mode
+browsing indexes change in the same MULTI as the document; a session end's
+WATCH+GET rides along with its snapshot write, so a whole session costs four. Cluster mode
 (``cluster=True``) uses hash-tagged keys so the state, snapshots and session
 history of one user share a slot; the product indexes live in the product's
 slot and are updated right after the user's transaction (idempotently). Key
