@@ -212,6 +212,11 @@ def _replacement(current: UserAdoptionState | None, new: UserAdoptionState) -> U
     return merged
 
 
+def _same_content(a: StateDoc, b: StateDoc) -> bool:
+    """Equal but for the ``last_updated_at`` stamp every write bumps."""
+    return {**a, "last_updated_at": None} == {**b, "last_updated_at": None}
+
+
 async def replace_state(
     product_id: str,
     user_id: str,
@@ -223,19 +228,28 @@ async def replace_state(
     """Replace the state if it is still at version ``if_match`` (``*``: any), or create it (``create_only``).
 
     One of the two preconditions is required: a blind overwrite is how
-    concurrent agents lose each other's updates. The session history
+    concurrent agents lose each other's updates. A retried replace whose
+    content is already stored succeeds without writing. The session history
     (``sessions``), ``first_seen_at`` and a set ``onboarding_completed_at``
     are kept from the stored state: only session ends write them.
     """
     if (if_match is None) == (not create_only):
         raise ValueError("pass exactly one of if_match or create_only=True")
 
-    def mutate(doc: StateDoc | None) -> StateDoc:
-        if create_only and doc is not None:
-            raise StateExistsError(state_etag(doc))
-        _check_version(doc, if_match, product_id, user_id)
+    def mutate(doc: StateDoc | None) -> StateDoc | None:
         current = load_state(doc, user_id) if doc is not None else None
-        return _replacement(current, new).to_dict()
+        replacement = _replacement(current, new).to_dict()
+        try:
+            if create_only and doc is not None:
+                raise StateExistsError(state_etag(doc))
+            _check_version(doc, if_match, product_id, user_id)
+        except (ConflictError, StateExistsError):
+            # A retry of a replace that was applied (its answer lost) finds its own
+            # content stored: succeed without writing rather than report a conflict.
+            if current is not None and _same_content(current.to_dict(), replacement):
+                return None
+            raise
+        return replacement
 
     stored = await get_storage().update_user_state(product_id, user_id, mutate)
     return _stored(stored, product_id, user_id)

@@ -246,6 +246,9 @@ def test_replace_with_optimistic_concurrency(client: httpx.Client) -> None:
     assert new.sessions.count == 0 and new.sessions.current_session_id == "s1"
     new_etag = replaced.json()["etag"]
     assert new_etag != etag
+    # The same PUT retried (its answer lost): the content is stored already, so it succeeds unchanged.
+    retried = client.put(f"{USER}/state", json=doc, headers={"If-Match": f'"{etag}"'})
+    assert retried.status_code == 200 and retried.json()["etag"] == new_etag
 
     # The stale etag loses, and nothing is overwritten.
     doc["mastery"] = {"rating": 1, "level": "novice", "description": "stale"}
