@@ -160,7 +160,14 @@ async def end_session(
     storage = get_storage()
     if not snapshot.user_id:
         snapshot.user_id = user_id
-    await storage.save_session_snapshot(product_id, user_id, snapshot.session_id, snapshot.to_dict())
+    session_id = snapshot.session_id
+    await storage.save_session_snapshot(product_id, user_id, session_id, snapshot.to_dict())
+    # Fold the snapshot as stored (as on_session_end does): a retry that sent a
+    # rebuilt snapshot must not make the state disagree with the frozen record.
+    stored_snapshot = await storage.get_session_snapshot(product_id, user_id, session_id)
+    if stored_snapshot is not None:
+        snapshot = SessionSnapshot.from_dict(stored_snapshot, session_id=session_id, user_id=user_id)
+        snapshot.session_id = session_id
 
     resolved = summary
     if summary is None and summarize:

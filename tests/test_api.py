@@ -124,6 +124,29 @@ def test_session_lifecycle_round_trip(client: httpx.Client) -> None:
     assert context["session_count"] == 2 and context["is_returning_user"] is True
 
 
+def test_end_folds_the_frozen_snapshot_not_a_rebuilt_one(client: httpx.Client) -> None:
+    """An end whose first attempt froze the snapshot but never updated the state: the retry folds the frozen one."""
+    from asgiref.sync import async_to_sync
+
+    from autoplay_storage.runtime import get_storage
+
+    client.post(f"{USER}/sessions/s1/start")
+    frozen = {
+        "session_id": "s1",
+        "user_id": "u1",
+        "session_number": 1,
+        "started_at": 1_700_000_000,
+        "captured_at": 1_700_000_600,
+        "mastery": {"rating": 6, "level": "intermediate", "description": "a"},
+    }
+    async_to_sync(get_storage().save_session_snapshot)("p1", "u1", "s1", SessionSnapshot.from_dict(frozen).to_dict())
+    rebuilt = {**frozen, "captured_at": 1_700_000_900, "mastery": {"rating": 1, "level": "novice", "description": "b"}}
+    ended = client.post(f"{USER}/sessions/s1/end", json={"snapshot": rebuilt})
+    assert ended.status_code == 200, ended.text
+    state = state_of(ended.json())
+    assert state.mastery.rating == 6 and state.sessions.index[0].captured_at == 1_700_000_600
+
+
 def test_history_newest_first_and_paginated(client: httpx.Client) -> None:
     client.post(f"{USER}/sessions/s0/start")
     ids = [f"s{i}" for i in range(5)]
