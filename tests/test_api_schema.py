@@ -1,9 +1,10 @@
 """Schemathesis against the API's own OpenAPI schema, over real HTTP, on both primaries.
 
-Generated requests (valid and invalid per the schema) must never get a 5xx,
-and every response must conform to the schema it is documented with. The
-product id is pinned to the key's product so requests get past the 403 and
-reach the routes; users, sessions, bodies and headers are generated.
+Generated requests, valid (positive) and invalid (negative) per the schema,
+must never get a 5xx, and every response must conform to the schema it is
+documented with. The product id is pinned to the key's product so requests
+get past the 403 and reach the routes; users, sessions, bodies and headers
+are generated.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
@@ -35,9 +38,14 @@ def test_generated_requests_get_no_5xx_and_conforming_responses(api_server: ApiS
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 8
 
+    pinned = {"product_id": "p1"}
     for operation in operations:
+        cases = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE, path_parameters=pinned),
+            operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=pinned),
+        )
 
-        @given(case=operation.as_strategy())
+        @given(case=cases)
         @hypothesis_settings(
             max_examples=MAX_EXAMPLES,
             deadline=None,
@@ -45,7 +53,6 @@ def test_generated_requests_get_no_5xx_and_conforming_responses(api_server: ApiS
             suppress_health_check=list(HealthCheck),
         )
         def check(case: schemathesis.Case) -> None:
-            case.path_parameters = {**(case.path_parameters or {}), "product_id": "p1"}
             case.call_and_validate(
                 base_url=api_server.url,
                 headers=headers,
