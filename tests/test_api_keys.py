@@ -81,6 +81,7 @@ def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any
 
     page = client.get(f"/admin/api/apikey/{row.pk}/change/").content.decode()
     assert key not in page and f"ap_{row.prefix}_" in client.get("/admin/api/apikey/").content.decode()
+    assert 'name="_save"' not in page  # keys are immutable: nothing to save
 
     bad = client.post("/admin/api/apikey/add/", {"name": "x", "products_text": "a:b"})
     assert "not a product id" in bad.content.decode() and ApiKey.objects.count() == 1
