@@ -8,6 +8,8 @@ import random
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from autoplay_storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_storage.adapters.redis import (
@@ -553,3 +555,49 @@ async def test_runtime_uses_redis_when_redis_url_is_set(settings, redis_url, raw
     finally:
         await storage.aclose()
     assert raw.exists("autoplay:user:prod_rt:u1:state")
+
+
+# --- property: any sequence of writes lists like the reference ----------------------------------
+
+_user_ids = st.sampled_from(["ann", "bob", "Bea", "carl", "dave", "eve", "al"])
+_writes = st.lists(
+    st.tuples(
+        _user_ids,
+        st.sampled_from(JOURNEY_STATES),
+        st.sampled_from(MASTERY_LEVELS),
+        st.booleans(),
+        st.sampled_from([100.0, 100.0, 200.0, 300.5]),  # ties on purpose
+        st.dictionaries(st.sampled_from(["role", "email", "team"]), st.sampled_from(["Admin", "ann@x", "ops", " "])),
+    ),
+    min_size=1,
+    max_size=25,
+)
+_queries = st.builds(
+    UserQuery,
+    search=st.sampled_from([None, "a", "b", "ADM", "ops", "zz"]),
+    journey_state=st.sampled_from([None, *JOURNEY_STATES]),
+    mastery_level=st.sampled_from([None, "novice", "power_user"]),
+    onboarded=st.sampled_from([None, True, False]),
+    order=st.sampled_from(["-last_activity", "last_activity"]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=_writes, queries=st.lists(_queries, min_size=1, max_size=4), limit=st.integers(1, 4))
+def test_any_write_sequence_lists_like_the_reference(redis_server, writes, queries, limit):
+    async def check() -> None:
+        a = RedisStorageAdapter(redis_server.url)
+        memory = InMemoryStorageAdapter()
+        try:
+            await a._client.flushall()
+            for uid, journey, level, onboarded, at, metadata in writes:
+                doc = user_doc(uid, at=at, journey=journey, level=level, onboarded=onboarded, metadata=metadata)
+                await a.save_user_state("p", uid, doc)
+                await memory.save_user_state("p", uid, doc)
+            assert await a.list_products() == await memory.list_products()
+            for query in queries:
+                assert await all_pages(a, "p", query, limit) == await all_pages(memory, "p", query, 500)
+        finally:
+            await a.aclose()
+
+    asyncio.run(check())
