@@ -13,8 +13,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -46,6 +47,7 @@ class SinkDestinationForm(forms.ModelForm):
     class Meta:
         model = SinkDestination
         fields = ["name", "kind", "enabled", "host", "property_prefix", "api_key", "api_key_env"]
+        labels = {"api_key_env": "API key environment variable"}
         help_texts = {
             "property_prefix": 'Prefix for user properties: "ap" sends ap_journey_state. Event properties are not '
             "prefixed.",
@@ -69,20 +71,7 @@ class SinkDestinationForm(forms.ModelForm):
 class SinkDestinationAdmin(admin.ModelAdmin):
     form = SinkDestinationForm
     change_form_template = "admin/autoplay_storage/sinkdestination/change_form.html"
-    list_display = [
-        "name",
-        "kind",
-        "enabled",
-        "destination",
-        "property_prefix",
-        "key_source",
-        "sent_count",
-        "failed_count",
-        "last_success_at",
-        "last_error_at",
-        "short_last_error",
-    ]
-    list_filter = ["kind", "enabled"]
+    list_display = ["name", "kind", "enabled", "destination", "sent", "failed", "last_success", "last_error_summary"]
     search_fields = ["name", "host"]
     actions = ["send_test_events"]
     readonly_fields = [
@@ -101,8 +90,8 @@ class SinkDestinationAdmin(admin.ModelAdmin):
         (
             "Delivery",
             {
-                "description": "Sent: delivered to the vendor. Failed: dropped at hand-off or given up on "
-                "after the SDK's retries. Saved every few seconds by each worker.",
+                "description": "Sent: delivered to the vendor (test events included). Failed: dropped at "
+                "hand-off or given up on after the SDK's retries. Saved every few seconds by each worker.",
                 "fields": ["sent_count", "failed_count", "last_success_at", "last_error_at", "last_error"],
             },
         ),
@@ -117,9 +106,24 @@ class SinkDestinationAdmin(admin.ModelAdmin):
     def key_source(self, obj: SinkDestination) -> str:
         return obj.key_source
 
-    @admin.display(description="Last error")
-    def short_last_error(self, obj: SinkDestination) -> str:
-        return Truncator(obj.last_error).chars(80)
+    @admin.display(description="Sent", ordering="sent_count")
+    def sent(self, obj: SinkDestination) -> int:
+        return obj.sent_count
+
+    @admin.display(description="Failed", ordering="failed_count")
+    def failed(self, obj: SinkDestination) -> int:
+        return obj.failed_count
+
+    @admin.display(description="Last success", ordering="last_success_at")
+    def last_success(self, obj: SinkDestination) -> str:
+        return naturaltime(obj.last_success_at) if obj.last_success_at else "never"
+
+    @admin.display(description="Last error", ordering="last_error_at")
+    def last_error_summary(self, obj: SinkDestination) -> str:
+        if not obj.last_error:
+            return "-"
+        when = f"{naturaltime(obj.last_error_at)}: " if obj.last_error_at else ""
+        return when + Truncator(obj.last_error).chars(90)
 
     # -- send test event --
 
@@ -155,13 +159,12 @@ class SinkDestinationAdmin(admin.ModelAdmin):
         result = async_to_sync(send_test_event)(destination, sent_by=request.user.get_username())
         now = timezone.now()
         text = f"Test event to {destination.name}: {result.message}."
+        row = SinkDestination.objects.filter(pk=destination.pk)
         if result.ok:
-            SinkDestination.objects.filter(pk=destination.pk).update(last_success_at=now)
+            row.update(sent_count=F("sent_count") + 1, last_success_at=now)
             self.message_user(request, text, messages.SUCCESS)
         else:
-            SinkDestination.objects.filter(pk=destination.pk).update(
-                last_error=f"test event {result.message}", last_error_at=now
-            )
+            row.update(failed_count=F("failed_count") + 1, last_error=f"test event {result.message}", last_error_at=now)
             self.message_user(request, text, messages.ERROR)
 
 
