@@ -177,3 +177,17 @@ def test_bad_arguments_and_an_unreachable_source_are_errors(redis_url: str) -> N
         copy("--from", "redis", "--to", "database", "--redis-url", redis_url, "--resume-from", "garbage!")
     with pytest.raises(CommandError, match="redis"):
         copy("--from", "redis", "--to", "database", "--redis-url", f"redis://127.0.0.1:{closed_port()}/0")
+
+
+@db
+def test_documents_the_target_refuses_are_reported_not_dropped(redis_url: str) -> None:
+    async def setup(r, d):
+        await d.save_raw_user_state("p", "nan_user", '{"_v":1,"user_id":"nan_user","last_updated_at":NaN}')
+        await d.save_user_state("p", "fine", {"_v": 1, "user_id": "fine", "last_updated_at": 1.0})
+
+    run(setup, redis_url, "default")
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 documents were not copied"):
+        call_command("autoplay_copy", "--from", "database", "--to", "redis", "--redis-url", redis_url, stderr=err)
+    assert "user state p/nan_user refused by the target" in err.getvalue()
+    assert run(lambda r, d: r.get_user_state("p", "fine"), redis_url, "default") is not None

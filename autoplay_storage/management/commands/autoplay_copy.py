@@ -216,7 +216,11 @@ class Command(BaseCommand):
         except ValueError:
             doc = None
         if isinstance(doc, dict):
-            await target.save_session_snapshot(product_id, user_id, session_id, doc)
+            try:
+                await target.save_session_snapshot(product_id, user_id, session_id, doc)
+            except ValueError as exc:  # e.g. NaN, which JSON-strict targets refuse
+                tally.problems.append(f"snapshot {product_id}/{user_id}/{session_id} refused by the target: {exc}")
+                return
             tally.snapshots += 1
         elif hasattr(target, "save_raw_session_snapshot"):
             await target.save_raw_session_snapshot(product_id, user_id, session_id, raw)
@@ -251,6 +255,9 @@ class Command(BaseCommand):
             await target.update_user_state(product_id, user_id, newer)
         except CorruptDocumentError as exc:
             tally.problems.append(f"target user state {product_id}/{user_id} is corrupt, left as it is: {exc}")
+            return
+        except ValueError as exc:
+            tally.problems.append(f"user state {product_id}/{user_id} refused by the target: {exc}")
             return
         if written[-1]:
             tally.states_copied += 1
