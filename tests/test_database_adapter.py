@@ -33,8 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def orm(fn, *args, **kwargs):
-    """Direct ORM access from an async test (a worker thread, like the adapter's)."""
-    return sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+    """Direct ORM access from an async test, in a worker thread that closes its connections after."""
+    from django.db import connections
+
+    def call():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return sync_to_async(call, thread_sensitive=False)()
 
 
 @pytest.fixture(params=["default", pytest.param("postgres", marks=pytest.mark.postgres)])
