@@ -163,3 +163,31 @@ async def test_the_template_summarizer_is_deterministic_and_offline():
     first = await template_summarizer(snapshot)
     assert first == await template_summarizer(snapshot)
     assert "create project" in first and "invite team" in first and "50%" in first
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("mode", "summary", "outcome", "error"),
+    [
+        ("ok", "You are picking up after session 1.", "succeeded", ""),
+        ("fail", None, "failed", "answered HTTP 500"),
+        ("slow", None, "failed", "did not answer within 0.5 s"),
+    ],
+)
+def test_the_api_session_end_with_the_llm_summarizer(
+    api_server, make_key, llm_settings, llm_server, mode, summary, outcome, error
+):
+    llm_settings.AUTOPLAY_STORAGE = {**llm_settings.AUTOPLAY_STORAGE, "PRIMARY": "memory"}
+    llm_server.mode = mode
+    base = "/api/v1/products/p1/users/u_7/sessions/s1"
+    body = {"state": {"user_id": "u_7"}, "catalog_workflow_ids": ["a"], "started_at": 1_790_000_000, "summarize": True}
+    with api_server.client(make_key("p1")) as client:
+        assert client.post(f"{base}/start").status_code == 200
+        response = client.post(f"{base}/end", json=body)
+    assert response.status_code == 200, response.text
+    state = response.json()["state"]
+    assert state["sessions"]["count"] == 1
+    assert state["onboarding"]["summary"] == summary
+    run = SummaryRun.objects.get(session_id="s1")
+    assert (run.source, run.outcome) == (SummaryRun.Source.SESSION_END, outcome)
+    assert error in run.error
