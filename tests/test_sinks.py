@@ -10,7 +10,7 @@ import pytest
 
 from autoplay_storage import InMemoryStorageAdapter, StorageManager, on_session_end, on_session_start
 from autoplay_storage.adapters.amplitude import AmplitudeStorageAdapter
-from autoplay_storage.adapters.analytics import SESSION_EVENT, SinkQueueFullError, session_event_id
+from autoplay_storage.adapters.analytics import SESSION_EVENT, PendingLedger, SinkQueueFullError, session_event_id
 from autoplay_storage.adapters.posthog import PostHogStorageAdapter
 from autoplay_storage.user_adoption_state import SessionSnapshot
 from tests.support.capture_server import CaptureServer, await_until
@@ -255,3 +255,24 @@ def test_the_engine_and_the_adapter_modules_import_without_the_sdks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_pending_ledger_resolves_each_message_exactly_once():
+    ledger = PendingLedger(max_pending=3)
+    ledger.admit("a")
+    ledger.admit("a")  # the same session event re-sent while the first is in flight
+    ledger.admit("b")
+    with pytest.raises(SinkQueueFullError):
+        ledger.admit("c")
+    ledger.delivered("a")
+    ledger.failed("b", "HTTP 500: down")
+    assert ledger.stats().pending == 1
+    assert ledger.fail_all("not delivered before the client closed") == 1
+    ledger.delivered("a")  # a late SDK report for a message already written off
+    ledger.failed("b", "late")
+    stats = ledger.stats()
+    assert (stats.delivered, stats.failed, stats.pending) == (1, 2, 0)
+    assert stats.last_error == "not delivered before the client closed"
+    ledger.admit("c")  # room again
+    ledger.withdraw("c")
+    assert ledger.stats().pending == 0
