@@ -158,10 +158,6 @@ class SinkRegistry:
             error = f"{method}: {type(exc).__name__}: {exc}" if str(exc) else f"{method}: {type(exc).__name__}"
             self._counts.setdefault(tracked.destination_id, _Counts()).failure(1, error, time.time())
 
-    def adapters(self) -> list[Any]:
-        with self._lock:
-            return [t.adapter for t in self._active]
-
     # -- the background thread --
 
     def _ensure_started(self) -> None:
@@ -196,13 +192,13 @@ class SinkRegistry:
         self.refresh()
         self.flush_counters(also=retiring)
 
-    def refresh(self, *, force: bool = False) -> bool:
+    def refresh(self) -> bool:
         """Rebuild the clients when the configuration version moved (or a client was closed by someone)."""
         version = SinkDestination.objects.aggregate(n=Count("id"), latest=Max("updated_at"))
         key = (version["n"], version["latest"])
         with self._lock:
             broken = any(getattr(t.adapter, "closed", False) for t in self._active)
-            if not force and not broken and key == self._version:
+            if not broken and key == self._version:
                 return False
         built: list[_Tracked] = []
         for row in SinkDestination.objects.filter(enabled=True):
