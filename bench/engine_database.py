@@ -292,6 +292,7 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
     pg_url = getattr(args, "pg_url", None) or ENGINE_PG_URL
     ensure_django(pg_url)
     from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
+
     alias = {"sqlite": "default", "postgres": "postgres"}[kind]
     dbname = pg_url.rsplit("/", 1)[-1]
     if kind == "postgres":
@@ -343,7 +344,7 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
                     if kind == "sqlite"
                     else f"DatabaseStorageAdapter on PostgreSQL database {dbname!r} (created and dropped here)"
                 ),
-                "round trips: SQL statements executed by the ORM (BEGIN/COMMIT not counted)",
+                "round trips: SQL statements the ORM executed (SQLite's BEGIN IMMEDIATE is one; COMMIT is not counted)",
                 "memory: bytes the tables and indexes take on disk (pages in use / pg_database_size delta)",
             ],
         )
