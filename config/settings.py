@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "ninja",  # serves the API docs' Swagger UI from our own static files, not a CDN
     "autoplay_storage",
     "api",
     "dashboard",
@@ -138,6 +139,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = DEBUG
+
+# Flash messages live server-side: one carries a newly created API key, shown once.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:products"
