@@ -14,9 +14,10 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorruptDocumentError, NotBrowsableError
+from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
 from .manager import atomic_update
 from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
@@ -58,15 +59,18 @@ async def on_session_start(
     ``metadata``, if given, is merged into the state's metadata bag.
     """
 
+    parsed: list[UserAdoptionState] = []
+
     def mutate(doc: StateDoc | None) -> StateDoc:
         state = load_state(doc, user_id)
         if metadata:
             state.merge_metadata(metadata)
         state.mark_session_started(session_id)
+        parsed.append(state)
         return state.to_dict()
 
-    stored = await atomic_update(storage, product_id, user_id, mutate)
-    state = load_state(stored, user_id)
+    await atomic_update(storage, product_id, user_id, mutate)
+    state = parsed[-1]  # the last attempt is the one stored: no need to parse it again
     onboarding = None
     if state.sessions.count > 0:
         onboarding = await load_onboarding_snapshot(product_id, user_id, state, storage)
@@ -153,7 +157,17 @@ def apply_session_end(
     return True
 
 
-async def on_session_end(
+@dataclass
+class SessionEnd:
+    """What a session end did: the state as stored, and whether this call recorded the session."""
+
+    state: UserAdoptionState
+    document: StateDoc
+    snapshot: SessionSnapshot
+    recorded: bool
+
+
+async def end_session(
     product_id: str,
     user_id: str,
     session_snapshot: SessionSnapshot,
@@ -161,7 +175,7 @@ async def on_session_end(
     *,
     summarizer: Summarizer | None = None,
     summary: str | None = None,
-) -> UserAdoptionState:
+) -> SessionEnd:
     """Freeze the snapshot (write-once), then fold it into the state atomically.
 
     A retried end is a no-op: the snapshot write is write-once and the state
@@ -185,20 +199,45 @@ async def on_session_end(
     resolved: str | None = summary
     if summary is None and summarizer is not None:
         current = await storage.get_user_state(product_id, user_id)
-        if current is not None and load_state(current, user_id).has_session(session_snapshot.session_id):
-            return load_state(current, user_id)
+        if current is not None:
+            state = load_state(current, user_id)
+            if state.has_session(session_id):
+                return SessionEnd(state, current, session_snapshot, recorded=False)
         resolved = await resolve_summary(session_snapshot, summarizer=summarizer)
 
     captured_now = time.time()
+    attempts: list[tuple[UserAdoptionState, StateDoc | None]] = []
 
     def mutate(doc: StateDoc | None) -> StateDoc | None:
         state = load_state(doc, user_id)
         if not apply_session_end(state, session_snapshot, resolved, now=captured_now):
+            attempts.append((state, None))
             return None
-        return state.to_dict()
+        new = state.to_dict()
+        attempts.append((state, new))
+        return new
 
     stored = await atomic_update(storage, product_id, user_id, mutate)
-    return load_state(stored, user_id)
+    state, written = attempts[-1]  # the last attempt is what is stored: no second parse
+    if stored is None:  # nothing was stored and nothing written: the primary lost it under us
+        raise StorageUnavailableError(f"the state of {product_id}/{user_id} vanished during a session end")
+    return SessionEnd(state, stored, session_snapshot, recorded=written is not None)
+
+
+async def on_session_end(
+    product_id: str,
+    user_id: str,
+    session_snapshot: SessionSnapshot,
+    storage: AutoplayStorageAdapter,
+    *,
+    summarizer: Summarizer | None = None,
+    summary: str | None = None,
+) -> UserAdoptionState:
+    """Freeze the snapshot and fold it into the state; returns the updated state (see ``end_session``)."""
+    ended = await end_session(
+        product_id, user_id, session_snapshot, storage, summarizer=summarizer, summary=summary
+    )
+    return ended.state
 
 
 def build_agent_context(

@@ -23,13 +23,12 @@ from typing import Any
 from .browse import MAX_PAGE_SIZE, Page, SessionSummary
 from .errors import ConflictError
 from .lifecycle import (
-    apply_session_end,
     build_agent_context,
     load_onboarding_snapshot,
     load_state,
     on_session_start,
-    resolve_summary,
 )
+from .lifecycle import end_session as lifecycle_end_session
 from .protocol import StateDoc
 from .runtime import get_storage
 from .user_adoption_state import CompletionRateDenominator, SessionSnapshot, UserAdoptionState
@@ -157,40 +156,16 @@ async def end_session(
 
     from .summary_runs import record_explicit_summary, recorded_summarizer
 
-    storage = get_storage()
-    if not snapshot.user_id:
-        snapshot.user_id = user_id
-    session_id = snapshot.session_id
-    await storage.save_session_snapshot(product_id, user_id, session_id, snapshot.to_dict())
-    # Fold the snapshot as stored (as on_session_end does): a retry that sent a
-    # rebuilt snapshot must not make the state disagree with the frozen record.
-    stored_snapshot = await storage.get_session_snapshot(product_id, user_id, session_id)
-    if stored_snapshot is not None:
-        snapshot = SessionSnapshot.from_dict(stored_snapshot, session_id=session_id, user_id=user_id)
-        snapshot.session_id = session_id
-
-    resolved = summary
-    if summary is None and summarize:
-        current = await storage.get_user_state(product_id, user_id)
-        if current is not None and load_state(current, user_id).has_session(snapshot.session_id):
-            return VersionedState.of(current, user_id)
-        resolved = await resolve_summary(snapshot, summarizer=recorded_summarizer(product_id, user_id))
-
-    applied: list[bool] = []
-
-    def mutate(doc: StateDoc | None) -> StateDoc | None:
-        state = load_state(doc, user_id)
-        done = apply_session_end(state, snapshot, resolved)
-        applied.append(done)
-        return state.to_dict() if done else None
-
-    result = _stored(await storage.update_user_state(product_id, user_id, mutate), product_id, user_id)
-    if summary is not None and applied and applied[-1]:
+    summarizer = recorded_summarizer(product_id, user_id) if summarize and summary is None else None
+    ended = await lifecycle_end_session(
+        product_id, user_id, snapshot, get_storage(), summarizer=summarizer, summary=summary
+    )
+    if summary is not None and ended.recorded:
         try:
-            await record_explicit_summary(product_id, user_id, snapshot.session_id, summary)
+            await record_explicit_summary(product_id, user_id, ended.snapshot.session_id, summary)
         except DatabaseError:  # bookkeeping only: the session end itself is committed
-            logger.exception("could not record the explicit summary", extra={"session_id": snapshot.session_id})
-    return result
+            logger.exception("could not record the explicit summary", extra={"session_id": ended.snapshot.session_id})
+    return VersionedState(ended.state, state_etag(ended.document))
 
 
 def _stored(doc: StateDoc | None, product_id: str, user_id: str) -> VersionedState:

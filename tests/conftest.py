@@ -31,6 +31,13 @@ def sdk_fixtures() -> dict[str, dict]:
 
 
 @pytest.fixture(autouse=True)
+def _plain_static_files(settings):
+    """Static files straight from the apps: the hashed manifest exists only after collectstatic."""
+    plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
+
+
+@pytest.fixture(autouse=True)
 def _fresh_storage_runtime():
     """Every test gets managers built from its own settings."""
     from autoplay_storage.runtime import reset_storage

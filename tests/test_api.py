@@ -436,8 +436,6 @@ def test_probes_need_no_key(api_server: ApiServer, primary: str) -> None:
 
 def test_api_path_is_lean_but_guarded(api_server: ApiServer, make_key, primary: str, settings: Any) -> None:
     """/api/ skips the console's middleware yet keeps the security headers and the host check."""
-    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": static}  # no collectstatic manifest in tests
     with api_server.client(make_key("p1")) as c:
         response = c.post(f"{USER}/sessions/s1/start")
         assert response.status_code == 200

@@ -66,10 +66,6 @@ async def test_verify_caches_and_rejects() -> None:
 
 
 def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any, settings: Any) -> None:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
     client.force_login(admin_user)
     response = client.post("/admin/api/apikey/add/", {"name": "web agent", "products_text": "p1, p2 p3"}, follow=True)
     assert response.status_code == 200

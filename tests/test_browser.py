@@ -33,10 +33,6 @@ def console(settings, live_server) -> str:
         **settings.AUTOPLAY_STORAGE,
         "SUMMARIZER": "tests.test_browser.browser_summarizer",
     }
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
     load_demo(30)
     plan = load_one(4, email="ines.okafor@northwind.io", role="manager", name="Ines Okafor")
     make_person("lee", "lead")

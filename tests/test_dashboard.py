@@ -35,13 +35,6 @@ from tests.support.redis_server import closed_port
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def plain_static(settings) -> None:
-    """Static files from the app directories (the manifest exists only after collectstatic)."""
-    plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
-
-
 @pytest.fixture(params=["database", "redis"])
 def primary(request: pytest.FixtureRequest, settings) -> str:
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None

@@ -43,13 +43,6 @@ def form(**overrides: str) -> dict[str, str]:
     return {k: v for k, v in data.items() if v is not None}
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_files(settings):
-    """Admin pages link static files; the manifest exists only after collectstatic."""
-    plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
-
-
 @pytest.fixture
 def admin_client_(client, django_user_model):
     user = django_user_model.objects.create_superuser("root", "root@example.com", "a-test-only-password")

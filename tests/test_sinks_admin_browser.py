@@ -16,10 +16,6 @@ PASSWORD = "a-test-only-password-2718"
 
 @pytest.fixture
 def admin_site(settings, live_server, django_user_model) -> str:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
     django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD)
     return live_server.url
 
