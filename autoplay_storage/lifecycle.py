@@ -10,7 +10,6 @@ is merged into the state; the ending session stops being "current".
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -133,7 +132,7 @@ def apply_session_end(
     if state.has_session(snapshot.session_id):
         return False
     state.journey_state = snapshot.journey_state
-    state.mastery = copy.deepcopy(snapshot.mastery)
+    state.mastery = snapshot.mastery.clone()
     state.onboarding.completion_rate = snapshot.completion_rate
     if summary is not None:
         state.onboarding.summary = summary

@@ -194,12 +194,24 @@ class StorageManager:
 _fallback_locks: dict[tuple[int, str, str], tuple[asyncio.Lock, list[int]]] = {}
 
 
+_atomic_types: dict[type, bool] = {}
+
+
+def _is_atomic(adapter: object) -> bool:
+    """``isinstance(adapter, AtomicStateStore)``, cached per class: a Protocol check is slow on a hot path."""
+    kind = type(adapter)
+    known = _atomic_types.get(kind)
+    if known is None:
+        known = _atomic_types[kind] = isinstance(adapter, AtomicStateStore)
+    return known
+
+
 async def atomic_update(
     adapter: AutoplayStorageAdapter, product_id: str, user_id: str, mutate: StateMutation
 ) -> StateDoc | None:
     """Use the adapter's own atomic update, or get+save under a per-user lock."""
-    if isinstance(adapter, AtomicStateStore):
-        return await adapter.update_user_state(product_id, user_id, mutate)
+    if _is_atomic(adapter):
+        return await adapter.update_user_state(product_id, user_id, mutate)  # type: ignore[attr-defined]
     key = (id(adapter), product_id, user_id)
     lock, users = _fallback_locks.setdefault(key, (asyncio.Lock(), [0]))
     users[0] += 1

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -154,6 +154,8 @@ def _json_safe(value: Any) -> Any:
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value  # immutable: no copy needed (the hot path)
     return copy.deepcopy(value)
 
 
@@ -170,6 +172,10 @@ class Mastery:
     rating: int = 0
     level: MasteryLevel = MasteryLevel.NOVICE
     description: str = ""
+
+    def clone(self) -> Mastery:
+        """A copy (every field is immutable)."""
+        return replace(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rating": self.rating, "level": self.level.value, "description": self.description}
@@ -194,6 +200,10 @@ class StepProgress:
     evidence: str = ""
     completed_at: float | None = None
     last_evaluated_at: float = field(default_factory=_now)
+
+    def clone(self) -> StepProgress:
+        """A copy (every field is immutable)."""
+        return replace(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -229,6 +239,10 @@ class WorkflowProgress:
     completed_at: float | None = None
     last_evaluated_at: float = field(default_factory=_now)
     steps: dict[str, StepProgress] = field(default_factory=dict)
+
+    def clone(self) -> WorkflowProgress:
+        """A deep copy, without copy.deepcopy's generic (slow) walk."""
+        return replace(self, steps={sid: step.clone() for sid, step in self.steps.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -676,17 +690,17 @@ def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> 
     A stamp is kept even if a later evaluation moved the status back, as
     ``upsert_workflow_progress`` does: completion is stamped once, not undone.
     """
-    new = copy.deepcopy(new)
+    new = new.clone()
     if current is None:
         return new
     newer, older = (new, current) if new.last_evaluated_at >= current.last_evaluated_at else (current, new)
-    merged = copy.deepcopy(newer)
+    merged = newer.clone()
     merged.first_detected_at = _earliest(current.first_detected_at, new.first_detected_at)
     merged.completed_at = _earliest(current.completed_at, new.completed_at)
     for sid, step in older.steps.items():
         kept = merged.steps.get(sid)
         if kept is None or kept.last_evaluated_at < step.last_evaluated_at:
-            merged.steps[sid] = copy.deepcopy(step)
+            merged.steps[sid] = step.clone()
         if kept is not None:
             merged.steps[sid].completed_at = _earliest(kept.completed_at, step.completed_at)
     return merged
@@ -826,7 +840,7 @@ class SessionSnapshot:
         started = _stamp(started_at)
         denominator_kind = CompletionRateDenominator(completion_rate_denominator)
         catalog = _str_list(list(catalog_workflow_ids))
-        progress = copy.deepcopy(state.onboarding.workflow_progress)
+        progress = {wid: wp.clone() for wid, wp in state.onboarding.workflow_progress.items()}
         completed = [wid for wid, wp in progress.items() if wp.status is WorkflowStatus.COMPLETED]
         in_progress = [wid for wid, wp in progress.items() if wp.status is WorkflowStatus.IN_PROGRESS]
         untouched = [wid for wid in catalog if wid not in progress]
@@ -845,7 +859,7 @@ class SessionSnapshot:
             captured_at=captured,
             duration_s=round(max(0.0, captured - started), 2),
             journey_state=state.journey_state,
-            mastery=copy.deepcopy(state.mastery),
+            mastery=state.mastery.clone(),
             proactive_support_count=state.onboarding.proactive_support_count,
             distinct_features_seen=state.onboarding.distinct_features_seen,
             discovered_features=list(state.discovered_features),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 from collections import defaultdict
 from typing import Any
@@ -69,7 +68,7 @@ class InMemoryStorageAdapter:
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         async with self._locks[(product_id, user_id)]:
             current = await self.get_user_state(product_id, user_id)
-            new = mutate(copy.deepcopy(current))
+            new = mutate(current)  # get_user_state decoded a fresh copy: nothing shared to protect
             if new is None:
                 return current
             await self.save_user_state(product_id, user_id, new)
