@@ -68,9 +68,9 @@ class InMemoryStorageAdapter:
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         async with self._locks[(product_id, user_id)]:
             current = await self.get_user_state(product_id, user_id)
-            new = mutate(current)  # get_user_state decoded a fresh copy: nothing shared to protect
-            if new is None:
-                return current
+            new = mutate(current)  # a fresh decode: mutate may scribble on it
+            if new is None:  # rare (a retried end): hand back what is stored, not mutate's scratch copy
+                return await self.get_user_state(product_id, user_id)
             await self.save_user_state(product_id, user_id, new)
             return new
 
