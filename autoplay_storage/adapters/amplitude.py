@@ -20,14 +20,11 @@ import weakref
 from typing import Any
 
 from .analytics import (
-    SESSION_EVENT,
+    AnalyticsSink,
     DeliveryStats,
     PendingLedger,
     SinkClosedError,
-    read_snapshot,
     run_in_daemon_thread,
-    session_event_id,
-    session_event_properties,
     user_properties,
     wait_event,
 )
@@ -65,7 +62,7 @@ def _register_exit_close(adapter: AmplitudeStorageAdapter) -> None:
     register(close_at_exit)
 
 
-class AmplitudeStorageAdapter:
+class AmplitudeStorageAdapter(AnalyticsSink):
     """An identify (``$set`` user properties) on every state save, one ``autoplay_session_captured`` event per snapshot.
 
     ``server_url``: blank for Amplitude's US endpoint, ``EU_SERVER_URL`` for
@@ -129,22 +126,6 @@ class AmplitudeStorageAdapter:
         options = EventOptions(user_id=user_id, insert_id=insert_id)
         self._hand_over(insert_id, lambda: self._client.identify(identify, options))
 
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return None
-
-    async def save_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
-    ) -> None:
-        snap = read_snapshot(user_id, session_id, snapshot)
-        # Same insert_id (and time) on every re-send: Amplitude keeps one copy.
-        await self.send_event(
-            SESSION_EVENT,
-            user_id,
-            session_event_properties(product_id, snap),
-            event_id=session_event_id(product_id, user_id, session_id),
-            at=snap.captured_at,
-        )
-
     async def send_event(
         self,
         event: str,
@@ -166,9 +147,6 @@ class AmplitudeStorageAdapter:
             time=None if at is None else round(at * 1000),
         )
         self._hand_over(insert_id, lambda: self._client.track(body))
-
-    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
-        return None
 
     # -- delivery --
 

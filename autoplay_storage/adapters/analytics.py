@@ -182,6 +182,33 @@ class PendingLedger:
             )
 
 
+class AnalyticsSink:
+    """What both write-only sinks share: no reads, and one deduplicated event per snapshot.
+
+    A sink defines ``save_user_state`` and ``send_event(event, user_id,
+    properties, *, event_id=None, at=None)``.
+    """
+
+    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
+        return None
+
+    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
+        return None
+
+    async def save_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> None:
+        snap = read_snapshot(user_id, session_id, snapshot)
+        # The same id and time on every re-send: the destination keeps one copy.
+        await self.send_event(  # type: ignore[attr-defined]
+            SESSION_EVENT,
+            user_id,
+            session_event_properties(product_id, snap),
+            event_id=session_event_id(product_id, user_id, session_id),
+            at=snap.captured_at,
+        )
+
+
 def run_in_daemon_thread(fn: Callable[[], object], name: str) -> threading.Event:
     """Run a blocking SDK shutdown where it cannot hold up the event loop or the process exit."""
     done = threading.Event()

@@ -15,20 +15,17 @@ from queue import Empty
 from typing import Any
 
 from .analytics import (
-    SESSION_EVENT,
+    AnalyticsSink,
     DeliveryStats,
     SinkClosedError,
     SinkQueueFullError,
-    read_snapshot,
     run_in_daemon_thread,
-    session_event_id,
-    session_event_properties,
     user_properties,
     wait_event,
 )
 
 
-class PostHogStorageAdapter:
+class PostHogStorageAdapter(AnalyticsSink):
     """``$set`` person properties on every state save, one ``autoplay_session_captured`` event per snapshot.
 
     ``host``: blank for PostHog US cloud, ``https://eu.i.posthog.com`` for the
@@ -93,22 +90,6 @@ class PostHogStorageAdapter:
         props = user_properties(product_id, user_id, state, self.property_prefix)
         self._accept(self._client.set(distinct_id=user_id, properties=props))
 
-    async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return None
-
-    async def save_session_snapshot(
-        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
-    ) -> None:
-        snap = read_snapshot(user_id, session_id, snapshot)
-        # Same uuid and timestamp on every re-send: PostHog keeps one copy.
-        await self.send_event(
-            SESSION_EVENT,
-            user_id,
-            session_event_properties(product_id, snap),
-            event_id=session_event_id(product_id, user_id, session_id),
-            at=snap.captured_at,
-        )
-
     async def send_event(
         self,
         event: str,
@@ -129,9 +110,6 @@ class PostHogStorageAdapter:
                 timestamp=None if at is None else datetime.fromtimestamp(at, UTC),
             )
         )
-
-    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
-        return None
 
     # -- delivery --
 
