@@ -46,7 +46,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py autoplay_bootstrap
-	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) --workers $(WORKERS) config.asgi:application
+	$(VENV)/bin/granian --interface asginl --host $(HOST) --port $(PORT) --workers $(WORKERS) config.asgi:application
 
 test: install system-deps
 	$(PY) -m pytest

@@ -1,7 +1,7 @@
 """Agent API throughput: session start + end pairs against the server as `make run` serves it.
 
 For each primary (the embedded default, SQLite through the database adapter,
-and Redis) this starts granian (``--interface asgi``, one worker per core)
+and Redis) this starts granian (``--interface asginl``, one worker per core)
 on a free loopback port with its own temp SQLite file (migrated first) and,
 for Redis, its own redis-server; creates an API key with the management
 command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
@@ -121,7 +121,7 @@ class Stack:
                 [
                     str(BIN / "granian"),
                     "--interface",
-                    "asgi",
+                    "asginl",  # Django has no ASGI lifespan: skip the probe, as `make run` does
                     "--host",
                     HOST,
                     "--port",

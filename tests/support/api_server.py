@@ -120,7 +120,7 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
         [
             str(Path(sys.executable).parent / "granian"),
             "--interface",
-            "asgi",
+            "asginl",
             "--host",
             HOST,
             "--port",
