@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -56,9 +57,17 @@ def _now() -> float:
     return time.time()
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def _is_number(value: Any) -> bool:
     """A finite int or float; not a bool, and not an int too large to be a float (JSON allows those)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is float:  # the hot path: exact types first (a bool's type is bool, not int)
+        return value - value == 0.0  # false for NaN and ±Infinity
+    if kind is int:
+        return -_FLOAT_MAX <= value <= _FLOAT_MAX
+    if kind is bool or not isinstance(value, (int, float)):
         return False
     try:
         return math.isfinite(value)
@@ -136,8 +145,8 @@ def _str_list(value: Any) -> list[str]:
 
 def _enum(enum: type[Enum], value: Any, default: Enum) -> Any:
     try:
-        return enum(value)
-    except ValueError:
+        return enum._value2member_map_[value]  # what Enum(value) looks up, minus its overhead
+    except (KeyError, TypeError):  # unknown, or unhashable (a list where a string belongs)
         return default
 
 
@@ -175,7 +184,7 @@ class Mastery:
 
     def clone(self) -> Mastery:
         """A copy (every field is immutable)."""
-        return replace(self)
+        return Mastery(self.rating, self.level, self.description)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rating": self.rating, "level": self.level.value, "description": self.description}
@@ -203,7 +212,9 @@ class StepProgress:
 
     def clone(self) -> StepProgress:
         """A copy (every field is immutable)."""
-        return replace(self)
+        return StepProgress(
+            self.step_id, self.status, self.confidence, self.evidence, self.completed_at, self.last_evaluated_at
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,7 +253,17 @@ class WorkflowProgress:
 
     def clone(self) -> WorkflowProgress:
         """A deep copy, without copy.deepcopy's generic (slow) walk."""
-        return replace(self, steps={sid: step.clone() for sid, step in self.steps.items()})
+        return WorkflowProgress(
+            self.workflow_id,
+            self.status,
+            self.confidence,
+            self.evidence,
+            self.source,
+            self.first_detected_at,
+            self.completed_at,
+            self.last_evaluated_at,
+            {sid: step.clone() for sid, step in self.steps.items()},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -690,9 +711,8 @@ def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> 
     A stamp is kept even if a later evaluation moved the status back, as
     ``upsert_workflow_progress`` does: completion is stamped once, not undone.
     """
-    new = new.clone()
     if current is None:
-        return new
+        return new.clone()
     newer, older = (new, current) if new.last_evaluated_at >= current.last_evaluated_at else (current, new)
     merged = newer.clone()
     merged.first_detected_at = _earliest(current.first_detected_at, new.first_detected_at)
