@@ -4,8 +4,9 @@ Extra: none (SQLite ships with Python); ``postgres`` installs psycopg.
 
 The stored wire JSON is the truth; the browse columns and search terms of
 ``autoplay_storage.models.records`` are rewritten from it on every save, with
-the same derivations (``browse.user_summary_from_doc``, ``browse.search_terms``)
-as every other primary, so filters agree whichever primary is configured.
+the same derivations as every other primary (``browse.search_terms``, and the
+readers of ``browse.user_summary_from_doc`` applied to just the fields a row
+holds), so filters agree whichever primary is configured.
 
 Why it is safe under concurrency:
 
@@ -27,12 +28,14 @@ halved against polling in SQLite's busy handler).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -47,7 +50,6 @@ from ..browse import (
     UserSummary,
     search_terms,
     session_summary_from_doc,
-    user_summary_from_doc,
 )
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import StateDoc, StateMutation
@@ -68,6 +70,89 @@ _idle: set[Any] = set()
 _idle_lock = threading.Lock()
 
 _sqlite_writers: dict[str, threading.Lock] = {}
+
+_statements: dict[str, _Statements] = {}
+
+
+class _Statements:
+    """The hot path's SQL, written once per backend from the models' metadata.
+
+    The ORM spent more client time building and compiling these ~10 statements
+    per session lifecycle than SQLite spent running them. The text is plain
+    SQL that SQLite (3.35+) and PostgreSQL both accept (``RETURNING``,
+    ``ON CONFLICT DO NOTHING``); the ORM keeps the cold paths (browsing, copy).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        from ..models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
+
+        q = connection.ops.quote_name
+
+        def table(model: Any) -> str:
+            return q(model._meta.db_table)
+
+        def col(model: Any, name: str) -> str:
+            return q(model._meta.get_field(name).column)
+
+        def where(model: Any, *names: str) -> str:
+            return " AND ".join(f"{col(model, n)} = %s" for n in names)
+
+        state, term, snap = UserStateRecord, UserSearchTerm, SessionSnapshotRecord
+        state_key = where(state, "product_id", "user_id")
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        self.select_state = (
+            f"SELECT {col(state, 'id')}, {col(state, 'document')}, {col(state, 'search_text')} "
+            f"FROM {table(state)} WHERE {state_key}{lock}"
+        )
+        self.select_state_document = f"SELECT {col(state, 'document')} FROM {table(state)} WHERE {state_key}"
+        inserted = ("product_id", "user_id", "version", *_STATE_COLUMNS)
+        self.insert_state = (
+            f"INSERT INTO {table(state)} ({', '.join(col(state, n) for n in inserted)}) "
+            f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {col(state, 'id')}"
+        )
+        version = col(state, "version")
+        assignments = ", ".join(f"{col(state, n)} = %s" for n in _STATE_COLUMNS)
+        self.update_state = (
+            f"UPDATE {table(state)} SET {version} = {version} + 1, {assignments} WHERE {col(state, 'id')} = %s"
+        )
+        self.delete_terms = f"DELETE FROM {table(term)} WHERE {col(term, 'state')} = %s"
+        self.insert_term = (
+            f"INSERT INTO {table(term)} ({col(term, 'state')}, {col(term, 'product_id')}, {col(term, 'term')}) "
+            "VALUES (%s, %s, %s)"
+        )
+        self.insert_snapshot = (
+            f"INSERT INTO {table(snap)} ({', '.join(col(snap, n) for n in _SNAPSHOT_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(_SNAPSHOT_COLUMNS))}) ON CONFLICT DO NOTHING"
+        )
+        snapshot_key = where(snap, "product_id", "user_id", "session_id")
+        self.select_snapshot_document = f"SELECT {col(snap, 'document')} FROM {table(snap)} WHERE {snapshot_key}"
+        self.created_at = snap._meta.get_field("created_at")
+
+
+# The order of the parameters of _Statements.insert_state / update_state and insert_snapshot.
+_STATE_COLUMNS = (
+    "document",
+    "journey_state",
+    "mastery_level",
+    "mastery_rating",
+    "completion_rate",
+    "onboarded",
+    "sessions_count",
+    "first_seen_at",
+    "last_activity_at",
+    "search_text",
+    "corrupt",
+)
+_SNAPSHOT_COLUMNS = (
+    "product_id",
+    "user_id",
+    "session_id",
+    "document",
+    "session_number",
+    "started_at",
+    "captured_at",
+    "created_at",
+)
 
 
 def _executor(using: str) -> ThreadPoolExecutor:
@@ -134,6 +219,73 @@ def _parse(key: str, raw: str) -> dict[str, Any]:
     return doc
 
 
+def _user_summary(product_id: str, user_id: str, doc: Any) -> UserSummary:
+    """``browse.user_summary_from_doc``, reading only the fields a list row holds.
+
+    The full ``UserAdoptionState.from_dict`` also builds the workflow progress
+    and every session index entry: it was a fifth of the client time of a
+    session lifecycle. The same defensive readers give the same values, and
+    (for a mapping) only the version check makes a document unreadable there,
+    so only it marks a row corrupt here.
+    """
+    from ..user_adoption_state import (
+        SCHEMA_VERSION,
+        SESSIONS_INDEX_LIMIT,
+        JourneyState,
+        Mastery,
+        _count,
+        _dict,
+        _enum,
+        _json_safe,
+        _list,
+        _now,
+        _opt_str,
+        _opt_ts,
+        _ts,
+        _unit,
+    )
+
+    if not isinstance(doc, Mapping):
+        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+    version = doc.get("_v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+    now = _now()
+    mastery = Mastery.from_dict(doc.get("mastery"))
+    onboarding = _dict(doc.get("onboarding"))
+    sessions = _dict(doc.get("sessions"))
+    # SessionsState keeps the distinct usable ids, at most SESSIONS_INDEX_LIMIT of them.
+    indexed = {
+        entry["session_id"]
+        for entry in _list(sessions.get("index"))
+        if isinstance(entry, dict) and isinstance(entry.get("session_id"), str) and entry["session_id"]
+    }
+    return UserSummary(
+        product_id=product_id,
+        user_id=user_id,
+        journey_state=_enum(JourneyState, doc.get("journey_state"), JourneyState.ONBOARDING).value,
+        mastery_level=mastery.level.value,
+        mastery_rating=mastery.rating,
+        completion_rate=_unit(onboarding.get("completion_rate")),
+        onboarded=_opt_ts(onboarding.get("onboarding_completed_at")) is not None,
+        sessions_count=max(_count(sessions.get("count")), min(len(indexed), SESSIONS_INDEX_LIMIT)),
+        first_seen_at=_ts(doc.get("first_seen_at"), now),
+        last_activity_at=_ts(doc.get("last_updated_at"), now),
+        current_session_id=_opt_str(sessions.get("current_session_id")) or None,
+        metadata=_json_safe(_dict(doc.get("metadata"))),
+    )
+
+
+def _snapshot_columns(doc: Any) -> tuple[int, float, float]:
+    """``session_number, started_at, captured_at`` as ``SessionSnapshot.from_dict`` reads them (leniently)."""
+    from ..user_adoption_state import _count, _now, _ts
+
+    if not isinstance(doc, Mapping):  # session_summary_from_doc's corrupt row
+        return 0, 0.0, 0.0
+    captured = _ts(doc.get("captured_at"), _now())
+    return max(1, _count(doc.get("session_number"))), _ts(doc.get("started_at"), captured), captured
+
+
 class DatabaseStorageAdapter:
     """Readable, browsable primary on a Django database alias."""
 
@@ -145,7 +297,12 @@ class DatabaseStorageAdapter:
     # -- plumbing --
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await sync_to_async(self._in_thread, thread_sensitive=False, executor=_executor(self.using))(fn, *args)
+        # A plain executor hop with the caller's context, as sync_to_async(thread_sensitive=False)
+        # does, without its bookkeeping for async_to_sync calls from the thread (plain functions here):
+        # measured 10-15% of a session lifecycle, which makes five hops.
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(_executor(self.using), context.run, self._in_thread, fn, *args)
 
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ORM work with Django's request-style connection handling, failures as ``StorageUnavailableError``."""
@@ -164,6 +321,14 @@ class DatabaseStorageAdapter:
             if connection.connection is not None:  # kept open under CONN_MAX_AGE: aclose() can reach it
                 with _idle_lock:
                     _idle.add(connection)
+
+    @staticmethod
+    def _sql(connection: Any) -> _Statements:
+        """The statements for this connection's backend (by vendor: an alias may be reconfigured)."""
+        statements = _statements.get(connection.vendor)
+        if statements is None:
+            statements = _statements[connection.vendor] = _Statements(connection)
+        return statements
 
     def _writer(self) -> contextlib.AbstractContextManager[Any]:
         """On SQLite, this process's writers queue on a lock: the next one starts the moment the
@@ -202,21 +367,16 @@ class DatabaseStorageAdapter:
         return await self._run(self._update_sync, product_id, user_id, mutate)
 
     def _update_sync(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
-        from django.db import IntegrityError, transaction
+        from django.db import IntegrityError, connections, transaction
 
-        from ..models.records import UserStateRecord
-
+        connection = connections[self.using]
+        sql = self._sql(connection)
         for attempt in range(_CREATE_RETRIES):
             try:
-                with self._writer(), transaction.atomic(using=self.using):
-                    row = (
-                        UserStateRecord.objects.using(self.using)
-                        .select_for_update()
-                        .filter(product_id=product_id, user_id=user_id)
-                        .only("id", "document", "search_text")
-                        .first()
-                    )
-                    current = None if row is None else _parse(_state_key(product_id, user_id), row.document)
+                with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                    cursor.execute(sql.select_state, (product_id, user_id))
+                    row = cursor.fetchone()
+                    current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     new = mutate(current)
                     if new is None:
                         return current
@@ -229,77 +389,70 @@ class DatabaseStorageAdapter:
                     raise
         raise AssertionError("unreachable")
 
-    def _write_state(self, row: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None) -> None:
-        """Write the document and everything derived from it (inside the caller's transaction)."""
-        from django.db.models import F
+    def _write_state(
+        self, row: tuple[Any, ...] | None, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None
+    ) -> None:
+        """Write the document and everything derived from it (inside the caller's transaction).
 
-        from ..models.records import UserSearchTerm, UserStateRecord
+        ``row`` is ``(id, document, search_text)`` of the locked row (``_Statements.select_state``),
+        or None to create it.
+        """
+        from django.db import connections
 
         summary = (
-            user_summary_from_doc(product_id, user_id, doc)
+            _user_summary(product_id, user_id, doc)
             if doc is not None
             else UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
         )
         terms = sorted(search_terms(user_id, summary.metadata))
         search_text = "\n".join(terms)
-        columns = {
-            "document": raw,
-            "journey_state": summary.journey_state,
-            "mastery_level": summary.mastery_level,
-            "mastery_rating": summary.mastery_rating,
-            "completion_rate": summary.completion_rate,
-            "onboarded": summary.onboarded,
-            "sessions_count": summary.sessions_count,
-            "first_seen_at": summary.first_seen_at or 0.0,
-            "last_activity_at": summary.last_activity_at or 0.0,
-            "search_text": search_text,
-            "corrupt": summary.corrupt,
-        }
-        records = UserStateRecord.objects.using(self.using)
-        if row is None:
-            row = records.create(product_id=product_id, user_id=user_id, **columns)
-        else:
-            records.filter(pk=row.pk).update(version=F("version") + 1, **columns)
-            if row.search_text == search_text:
-                return
-            UserSearchTerm.objects.using(self.using).filter(state_id=row.pk).delete()
-        UserSearchTerm.objects.using(self.using).bulk_create(
-            [UserSearchTerm(state_id=row.pk, product_id=product_id, term=term) for term in terms]
+        columns = (  # in the order of _STATE_COLUMNS
+            raw,
+            summary.journey_state,
+            summary.mastery_level,
+            summary.mastery_rating,
+            summary.completion_rate,
+            summary.onboarded,
+            summary.sessions_count,
+            summary.first_seen_at or 0.0,
+            summary.last_activity_at or 0.0,
+            search_text,
+            summary.corrupt,
         )
+        connection = connections[self.using]
+        sql = self._sql(connection)
+        with connection.cursor() as cursor:
+            if row is None:
+                cursor.execute(sql.insert_state, (product_id, user_id, 1, *columns))
+                state_id = cursor.fetchone()[0]
+            else:
+                state_id = row[0]
+                cursor.execute(sql.update_state, (*columns, state_id))
+                if row[2] == search_text:
+                    return
+                cursor.execute(sql.delete_terms, (state_id,))
+            cursor.executemany(sql.insert_term, [(state_id, product_id, term) for term in terms])
 
     # -- raw documents (the console shows corrupt ones; autoplay_copy moves them faithfully) --
 
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        from ..models.records import UserStateRecord
-
         if not _storable(product_id, user_id):
             return None
-
-        def read() -> str | None:
-            return (
-                UserStateRecord.objects.using(self.using)
-                .filter(product_id=product_id, user_id=user_id)
-                .values_list("document", flat=True)
-                .first()
-            )
-
-        return await self._run(read)
+        return await self._run(self._read_document, "select_state_document", (product_id, user_id))
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        from ..models.records import SessionSnapshotRecord
-
         if not _storable(product_id, user_id, session_id):
             return None
+        return await self._run(self._read_document, "select_snapshot_document", (product_id, user_id, session_id))
 
-        def read() -> str | None:
-            return (
-                SessionSnapshotRecord.objects.using(self.using)
-                .filter(product_id=product_id, user_id=user_id, session_id=session_id)
-                .values_list("document", flat=True)
-                .first()
-            )
+    def _read_document(self, statement: str, key: tuple[str, ...]) -> str | None:
+        from django.db import connections
 
-        return await self._run(read)
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            cursor.execute(getattr(self._sql(connection), statement), key)
+            row = cursor.fetchone()
+        return None if row is None else row[0]
 
     async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
         """Store text as it is (a corrupt document copied from another primary stays recoverable)."""
@@ -307,23 +460,17 @@ class DatabaseStorageAdapter:
         _check_id("user_id", user_id)
 
         def write() -> None:
-            from django.db import transaction
-
-            from ..models.records import UserStateRecord
+            from django.db import connections, transaction
 
             try:
                 doc: dict[str, Any] | None = _parse(_state_key(product_id, user_id), raw)
             except CorruptDocumentError:
                 doc = None
-            with self._writer(), transaction.atomic(using=self.using):
-                row = (
-                    UserStateRecord.objects.using(self.using)
-                    .select_for_update()
-                    .filter(product_id=product_id, user_id=user_id)
-                    .only("id", "search_text")
-                    .first()
-                )
-                self._write_state(row, product_id, user_id, raw, doc)
+            connection = connections[self.using]
+            sql = self._sql(connection)
+            with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                cursor.execute(sql.select_state, (product_id, user_id))
+                self._write_state(cursor.fetchone(), product_id, user_id, raw, doc)
 
         await self._run(write)
 
@@ -342,22 +489,26 @@ class DatabaseStorageAdapter:
         _check_id("product_id", product_id)
         _check_id("user_id", user_id)
         _check_id("session_id", session_id)
-        row = session_summary_from_doc(session_id, doc) if doc is not None else None
+        number, started_at, captured_at = _snapshot_columns(doc) if doc is not None else (0, 0.0, 0.0)
 
         def write() -> None:
-            from ..models.records import SessionSnapshotRecord
+            from django.db import connections
+            from django.utils import timezone
 
-            record = SessionSnapshotRecord(
-                product_id=product_id,
-                user_id=user_id,
-                session_id=session_id,
-                document=raw,
-                session_number=row.session_number if row else 0,
-                started_at=row.started_at if row else 0.0,
-                captured_at=row.captured_at if row else 0.0,
+            connection = connections[self.using]
+            sql = self._sql(connection)
+            values = (  # in the order of _SNAPSHOT_COLUMNS
+                product_id,
+                user_id,
+                session_id,
+                raw,
+                number,
+                started_at,
+                captured_at,
+                sql.created_at.get_db_prep_value(timezone.now(), connection),
             )
-            with self._writer():
-                SessionSnapshotRecord.objects.using(self.using).bulk_create([record], ignore_conflicts=True)
+            with self._writer(), connection.cursor() as cursor:
+                cursor.execute(sql.insert_snapshot, values)
 
         await self._run(write)
 
@@ -455,7 +606,7 @@ class DatabaseStorageAdapter:
             doc = _parse(_state_key(product_id, user_id), raw)
         except CorruptDocumentError:
             return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-        return user_summary_from_doc(product_id, user_id, doc)
+        return _user_summary(product_id, user_id, doc)
 
     async def list_sessions(
         self,
