@@ -99,10 +99,6 @@ def _state_body(versioned: services.VersionedState) -> HttpResponse:
     return json_response(body, headers=_etag_header(versioned.etag))
 
 
-def _not_found(exc: services.StateNotFoundError) -> ApiError:
-    return ApiError(404, "user_not_found", f"{exc}; start a session first")
-
-
 def _user_doc(doc: UserStateDoc, user_id: str, field: str) -> UserAdoptionState:
     wire = doc.wire()
     if wire.get("user_id") and wire["user_id"] != user_id:
@@ -187,7 +183,9 @@ async def session_end(
             doc["session_number"] = await services.next_session_number(product_id, user_id)
         snapshot = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
     else:
-        assert payload.state is not None and payload.catalog_workflow_ids is not None  # the schema ensures it
+        # SessionEndIn's validator requires all three with the state form.
+        assert payload.state is not None and payload.catalog_workflow_ids is not None
+        assert payload.started_at is not None
         live = _user_doc(payload.state, user_id, "state")
         snapshot = await services.snapshot_from_live_state(
             product_id,
@@ -195,15 +193,12 @@ async def session_end(
             session_id,
             live,
             catalog_workflow_ids=payload.catalog_workflow_ids,
-            started_at=payload.started_at if payload.started_at is not None else 0.0,
+            started_at=payload.started_at,
             completion_rate_denominator=payload.completion_rate_denominator,
         )
-    try:
-        ended = await services.end_session(
-            product_id, user_id, snapshot, summary=payload.summary, summarize=payload.summarize
-        )
-    except services.StateNotFoundError as exc:
-        raise _not_found(exc) from exc
+    ended = await services.end_session(
+        product_id, user_id, snapshot, summary=payload.summary, summarize=payload.summarize
+    )
     return _state_body(ended)
 
 
@@ -217,10 +212,7 @@ async def session_end(
 )
 async def state_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
     """The user adoption state (wire document) and its `etag` (also the `ETag` header)."""
-    try:
-        versioned = await services.get_state(product_id, user_id)
-    except services.StateNotFoundError as exc:
-        raise _not_found(exc) from exc
+    versioned = await services.get_state(product_id, user_id)
     return _state_body(versioned)
 
 
@@ -263,8 +255,6 @@ async def state_replace(
         versioned = await services.replace_state(
             product_id, user_id, new, if_match=expected, create_only=expected is None
         )
-    except services.StateNotFoundError as exc:
-        raise _not_found(exc) from exc
     except services.StateExistsError as exc:
         raise ApiError(
             409,
@@ -295,10 +285,7 @@ async def state_update(
     etag gets 409 and nothing is applied.
     """
     expected = _precondition(if_match, "If-Match")
-    try:
-        versioned = await services.patch_state(product_id, user_id, [op.apply for op in payload.ops], if_match=expected)
-    except services.StateNotFoundError as exc:
-        raise _not_found(exc) from exc
+    versioned = await services.patch_state(product_id, user_id, [op.apply for op in payload.ops], if_match=expected)
     return _state_body(versioned)
 
 
@@ -368,8 +355,5 @@ async def session_get(
 )
 async def context_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
     """What session start returns as `context`, without starting a session."""
-    try:
-        context = await services.get_context(product_id, user_id)
-    except services.StateNotFoundError as exc:
-        raise _not_found(exc) from exc
+    context = await services.get_context(product_id, user_id)
     return json_response({"context": context})

@@ -22,6 +22,7 @@ from autoplay_storage.errors import (
     StorageUnavailableError,
     UnsupportedVersionError,
 )
+from autoplay_storage.services import StateNotFoundError
 
 logger = logging.getLogger("api")
 
@@ -154,6 +155,10 @@ def _not_browsable(request: HttpRequest, exc: NotBrowsableError) -> HttpResponse
     return ApiError(501, "not_browsable", str(exc)).response()
 
 
+def _state_not_found(request: HttpRequest, exc: StateNotFoundError) -> HttpResponse:
+    return ApiError(404, "user_not_found", f"{exc}; start a session first").response()
+
+
 def body_too_large() -> ApiError:
     from django.conf import settings
 
@@ -181,6 +186,7 @@ def install(api: NinjaAPI) -> None:
         (UnsupportedVersionError, _unsupported),
         (ConflictError, _conflict),
         (NotBrowsableError, _not_browsable),
+        (StateNotFoundError, _state_not_found),
         (Exception, _unexpected),
     ):
         api.add_exception_handler(exc_class, handler)
