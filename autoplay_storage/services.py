@@ -168,11 +168,13 @@ async def end_session(
     return VersionedState(ended.state, state_etag(ended.document))
 
 
-def _stored(doc: StateDoc | None, product_id: str, user_id: str) -> VersionedState:
-    """The document an atomic update left; none at all means the primary lost it."""
+def _stored(
+    doc: StateDoc | None, product_id: str, user_id: str, state: UserAdoptionState | None = None
+) -> VersionedState:
+    """The document an atomic update left (``state``: that document, already parsed by the mutation)."""
     if doc is None:
         raise StateNotFoundError(product_id, user_id)
-    return VersionedState.of(doc, user_id)
+    return VersionedState(state, state_etag(doc)) if state is not None else VersionedState.of(doc, user_id)
 
 
 async def get_state(product_id: str, user_id: str) -> VersionedState:
@@ -218,9 +220,12 @@ async def replace_state(
     if (if_match is None) == (not create_only):
         raise ValueError("pass exactly one of if_match or create_only=True")
 
+    parsed: list[UserAdoptionState | None] = []
+
     def mutate(doc: StateDoc | None) -> StateDoc | None:
         current = load_state(doc, user_id) if doc is not None else None
-        replacement = _replacement(current, new).to_dict()
+        replacement_state = _replacement(current, new)
+        replacement = replacement_state.to_dict()
         try:
             if create_only and doc is not None:
                 raise StateExistsError(state_etag(doc))
@@ -229,18 +234,22 @@ async def replace_state(
             # A retry of a replace that was applied (its answer lost) finds its own
             # content stored: succeed without writing rather than report a conflict.
             if current is not None and _same_content(current.to_dict(), replacement):
+                parsed.append(current)
                 return None
             raise
+        parsed.append(replacement_state)
         return replacement
 
     stored = await get_storage().update_user_state(product_id, user_id, mutate)
-    return _stored(stored, product_id, user_id)
+    return _stored(stored, product_id, user_id, parsed[-1] if parsed else None)
 
 
 async def patch_state(
     product_id: str, user_id: str, edits: Sequence[StateEdit], *, if_match: str | None = None
 ) -> VersionedState:
     """Apply small edits in order, atomically (all or none); ``if_match`` is optional here."""
+
+    parsed: list[UserAdoptionState] = []
 
     def mutate(doc: StateDoc | None) -> StateDoc:
         if doc is None:
@@ -249,10 +258,11 @@ async def patch_state(
         state = load_state(doc, user_id)
         for edit in edits:
             edit(state)
+        parsed.append(state)
         return state.to_dict()
 
     stored = await get_storage().update_user_state(product_id, user_id, mutate)
-    return _stored(stored, product_id, user_id)
+    return _stored(stored, product_id, user_id, parsed[-1] if parsed else None)
 
 
 async def list_sessions(
