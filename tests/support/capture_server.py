@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.support.loopback_http import JsonHandler, LoopbackServer
 
 
 @dataclass
@@ -30,19 +30,15 @@ class CapturedRequest:
     body: Any
 
 
-class CaptureServer:
+class CaptureServer(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.mode = "ok"
         self.requests: list[CapturedRequest] = []
         self.hanging = 0
-        self._lock = threading.Lock()
-        self._release = threading.Event()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-                return
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
@@ -64,36 +60,8 @@ class CaptureServer:
                     events = len(body.get("events") or body.get("batch") or []) if isinstance(body, dict) else 0
                     self._answer(200, {"code": 200, "status": 1, "events_ingested": events})
 
-            def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up on a hanging request
-                    pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.host, self.port = self._httpd.server_address[:2]
+        self._serve(Handler, "capture-server")
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="capture-server", daemon=True)
-        self._thread.start()
-
-    def release(self) -> None:
-        """Let hanging requests finish (with a 500)."""
-        self._release.set()
-
-    @property
-    def released(self) -> bool:
-        return self._release.is_set()
-
-    def close(self) -> None:
-        self.release()
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     # -- reading what arrived --
 

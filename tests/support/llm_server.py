@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from tests.support.loopback_http import JsonHandler, LoopbackServer
 
-class LLMServer:
+
+class LLMServer(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.mode = "ok"
         self.requests: list[dict[str, Any]] = []
         self.waiting = 0
-        self._lock = threading.Lock()
-        self._release = threading.Event()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
                 with server._lock:
@@ -63,29 +59,8 @@ class LLMServer:
                     },
                 )
 
-            def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the summarizer gave up waiting
-                    pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        threading.Thread(target=self._httpd.serve_forever, name="llm-server", daemon=True).start()
-
-    def release(self) -> None:
-        self._release.set()
-
-    def close(self) -> None:
-        self.release()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(Handler, "llm-server")
+        self.url = f"http://{self.host}:{self.port}/v1"
 
 
 @pytest.fixture
