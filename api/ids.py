@@ -18,12 +18,7 @@ USER_ID_PATTERN = PRODUCT_ID_PATTERN
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._@+:\-]{1,128}$"
 
 _product_re = re.compile(PRODUCT_ID_PATTERN)
-_session_re = re.compile(SESSION_ID_PATTERN)
 
 
 def is_product_id(value: str) -> bool:
     return bool(_product_re.fullmatch(value))
-
-
-def is_session_id(value: str) -> bool:
-    return bool(_session_re.fullmatch(value))
