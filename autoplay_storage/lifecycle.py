@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
-from .manager import atomic_update
+from .manager import atomic_update, create_snapshot
 from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
 
@@ -189,9 +189,9 @@ async def end_session(
     if not session_snapshot.user_id:
         session_snapshot.user_id = user_id
     session_id = session_snapshot.session_id
-    await storage.save_session_snapshot(product_id, user_id, session_id, session_snapshot.to_dict())
-    stored_snapshot = await storage.get_session_snapshot(product_id, user_id, session_id)
-    if stored_snapshot is not None:
+    sent = session_snapshot.to_dict()
+    stored_snapshot = await create_snapshot(storage, product_id, user_id, session_id, sent)
+    if stored_snapshot is not sent:  # written before (a retry, or another writer): fold what is frozen
         session_snapshot = SessionSnapshot.from_dict(stored_snapshot, session_id=session_id, user_id=user_id)
         session_snapshot.session_id = session_id  # the key names the session, whatever a hand edit says
 

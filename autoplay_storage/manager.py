@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import NotBrowsableError, StorageUnavailableError
-from .protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage, StateDoc, StateMutation
+from .protocol import (
+    AtomicStateStore,
+    AutoplayStorageAdapter,
+    BrowsableStorage,
+    SnapshotStore,
+    StateDoc,
+    StateMutation,
+)
 
 logger = logging.getLogger("autoplay_storage.manager")
 
@@ -111,6 +118,14 @@ class StorageManager:
             await self._fan_out("save_user_state", product_id, user_id, doc)
         return doc
 
+    async def create_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write-once on the primary (returning what it stores), then fan out to the sinks."""
+        stored = await self._primary_call(create_snapshot(self.primary, product_id, user_id, session_id, snapshot))
+        await self._fan_out("save_session_snapshot", product_id, user_id, session_id, stored)
+        return stored
+
     @property
     def browser(self) -> BrowsableStorage:
         if isinstance(self.primary, BrowsableStorage):
@@ -194,23 +209,34 @@ class StorageManager:
 _fallback_locks: dict[tuple[int, str, str], tuple[asyncio.Lock, list[int]]] = {}
 
 
-_atomic_types: dict[type, bool] = {}
+_capabilities: dict[tuple[type, type], bool] = {}
 
 
-def _is_atomic(adapter: object) -> bool:
-    """``isinstance(adapter, AtomicStateStore)``, cached per class: a Protocol check is slow on a hot path."""
-    kind = type(adapter)
-    known = _atomic_types.get(kind)
+def _supports(adapter: object, protocol: type) -> bool:
+    """``isinstance(adapter, protocol)``, cached per class: a Protocol check is slow on a hot path."""
+    key = (type(adapter), protocol)
+    known = _capabilities.get(key)
     if known is None:
-        known = _atomic_types[kind] = isinstance(adapter, AtomicStateStore)
+        known = _capabilities[key] = isinstance(adapter, protocol)
     return known
+
+
+async def create_snapshot(
+    adapter: AutoplayStorageAdapter, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+) -> dict[str, Any]:
+    """The adapter's own write-once-and-tell, or a save followed by a read-back."""
+    if _supports(adapter, SnapshotStore):
+        return await adapter.create_session_snapshot(product_id, user_id, session_id, snapshot)  # type: ignore[attr-defined]
+    await adapter.save_session_snapshot(product_id, user_id, session_id, snapshot)
+    stored = await adapter.get_session_snapshot(product_id, user_id, session_id)
+    return snapshot if stored is None else stored
 
 
 async def atomic_update(
     adapter: AutoplayStorageAdapter, product_id: str, user_id: str, mutate: StateMutation
 ) -> StateDoc | None:
     """Use the adapter's own atomic update, or get+save under a per-user lock."""
-    if _is_atomic(adapter):
+    if _supports(adapter, AtomicStateStore):
         return await adapter.update_user_state(product_id, user_id, mutate)  # type: ignore[attr-defined]
     key = (id(adapter), product_id, user_id)
     lock, users = _fallback_locks.setdefault(key, (asyncio.Lock(), [0]))

@@ -7,6 +7,7 @@ them when present:
 
 - ``AtomicStateStore``: read-modify-write of one user's state without lost
   updates (Redis WATCH/MULTI, a row lock, an asyncio lock).
+- ``SnapshotStore``: a write-once save that says what is stored (no read-back).
 - ``BrowsableStorage``: listings for the console (products, users, history).
 """
 
@@ -51,6 +52,21 @@ class AtomicStateStore(Protocol):
         returns the document to store, or ``None`` to leave it as it is. It
         may be called more than once (on a write conflict), so it must be a
         pure function of its argument. It may raise; nothing is written then.
+        """
+        ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    async def create_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write-once, and return the snapshot stored now: ``snapshot`` if this call wrote it,
+        else the one written before (a retried end must fold what is frozen, not what it sent).
+
+        The store learns which from its own write (``SET NX``, ``ON CONFLICT``), so
+        no read-back is needed in the usual case. Raises ``CorruptDocumentError``
+        if the earlier one cannot be read.
         """
         ...
 

@@ -77,9 +77,10 @@ class CallLog(InMemoryStorageAdapter):
         self.log.append("get_user_state")
         return await super().get_user_state(product_id, user_id)
 
-    async def save_session_snapshot(self, product_id, user_id, session_id, snapshot):
+    async def create_session_snapshot(self, product_id, user_id, session_id, snapshot):
+        # The one write-once entry point (save_session_snapshot delegates here).
         self.log.append("save_session_snapshot")
-        await super().save_session_snapshot(product_id, user_id, session_id, snapshot)
+        return await super().create_session_snapshot(product_id, user_id, session_id, snapshot)
 
     async def get_session_snapshot(self, product_id, user_id, session_id):
         self.log.append("get_session_snapshot")

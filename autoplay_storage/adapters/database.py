@@ -353,7 +353,16 @@ class DatabaseStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        await self._insert_snapshot(product_id, user_id, session_id, _dumps(snapshot), snapshot)
+        await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
+
+    async def create_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write-once; the insert's row count says whether this call wrote it, so only a conflict reads."""
+        existing = await self._insert_snapshot(product_id, user_id, session_id, _dumps(snapshot), snapshot)
+        if existing is None:
+            return snapshot
+        return _parse(_snapshot_key(product_id, user_id, session_id), existing)
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         raw = await self.get_raw_session_snapshot(product_id, user_id, session_id)
@@ -484,14 +493,17 @@ class DatabaseStorageAdapter:
 
     async def _insert_snapshot(
         self, product_id: str, user_id: str, session_id: str, raw: str, doc: dict[str, Any] | None
-    ) -> None:
-        """Write-once by the unique constraint (``ON CONFLICT DO NOTHING``): a second write is silently ignored."""
+    ) -> str | None:
+        """Write-once by the unique constraint (``ON CONFLICT DO NOTHING``): a second write changes nothing.
+
+        Returns ``None`` when this call wrote the row, else the text stored before.
+        """
         _check_id("product_id", product_id)
         _check_id("user_id", user_id)
         _check_id("session_id", session_id)
         number, started_at, captured_at = _snapshot_columns(doc) if doc is not None else (0, 0.0, 0.0)
 
-        def write() -> None:
+        def write() -> str | None:
             from django.db import connections
             from django.utils import timezone
 
@@ -509,8 +521,13 @@ class DatabaseStorageAdapter:
             )
             with self._writer(), connection.cursor() as cursor:
                 cursor.execute(sql.insert_snapshot, values)
+                if cursor.rowcount == 1:
+                    return None
+                cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
+                row = cursor.fetchone()
+            return raw if row is None else row[0]
 
-        await self._run(write)
+        return await self._run(write)
 
     # -- browsing --
 

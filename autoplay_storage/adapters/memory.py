@@ -19,7 +19,38 @@ from ..browse import (
     session_summary_from_doc,
     user_summary_from_doc,
 )
+from ..errors import CorruptDocumentError
+from ..keys import session_key, user_state_key
 from ..protocol import StateDoc, StateMutation
+
+
+def _parse(key: str, raw: str | None) -> dict[str, Any] | None:
+    """Stored text as a document; text that is not a JSON object is reported, as every store does."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptDocumentError(key, raw)
+    return doc
+
+
+def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
+    try:
+        doc = _parse(user_state_key(product_id, user_id), raw)
+    except CorruptDocumentError:
+        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+    return user_summary_from_doc(product_id, user_id, doc or {})
+
+
+def _session_row(product_id: str, user_id: str, session_id: str, raw: str) -> SessionSummary:
+    try:
+        doc = _parse(session_key(product_id, user_id, session_id), raw)
+    except CorruptDocumentError:
+        return SessionSummary(session_id=session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True)
+    return session_summary_from_doc(session_id, doc or {})
 
 
 def _encode_cursor(offset: int) -> str:
@@ -52,18 +83,25 @@ class InMemoryStorageAdapter:
         self._states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        raw = self._states.get((product_id, user_id))
-        return None if raw is None else json.loads(raw)
+        return _parse(user_state_key(product_id, user_id), self._states.get((product_id, user_id)))
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
+        await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
+
+    async def create_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
         raw = json.dumps(snapshot, allow_nan=False)
-        self._snapshots.setdefault((product_id, user_id, session_id), raw)
+        stored = self._snapshots.setdefault((product_id, user_id, session_id), raw)
+        if stored is raw:
+            return snapshot
+        return _parse(session_key(product_id, user_id, session_id), stored)  # type: ignore[return-value]
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
-        raw = self._snapshots.get((product_id, user_id, session_id))
-        return None if raw is None else json.loads(raw)
+        key = session_key(product_id, user_id, session_id)
+        return _parse(key, self._snapshots.get((product_id, user_id, session_id)))
 
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         async with self._locks[(product_id, user_id)]:
@@ -82,7 +120,7 @@ class InMemoryStorageAdapter:
     async def list_products(self) -> list[ProductSummary]:
         by_product: dict[str, list[UserSummary]] = defaultdict(list)
         for (product_id, user_id), raw in self._states.items():
-            by_product[product_id].append(user_summary_from_doc(product_id, user_id, json.loads(raw)))
+            by_product[product_id].append(_user_row(product_id, user_id, raw))
         out = []
         for product_id in sorted(by_product):
             rows = by_product[product_id]
@@ -103,8 +141,7 @@ class InMemoryStorageAdapter:
         for (pid, user_id), raw in self._states.items():
             if pid != product_id:
                 continue
-            doc = json.loads(raw)
-            row = user_summary_from_doc(pid, user_id, doc)
+            row = _user_row(pid, user_id, raw)
             if query.journey_state and row.journey_state != query.journey_state:
                 continue
             if query.mastery_level and row.mastery_level != query.mastery_level:
@@ -134,7 +171,7 @@ class InMemoryStorageAdapter:
     ) -> Page[SessionSummary]:
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         rows = [
-            session_summary_from_doc(sid, json.loads(raw))
+            _session_row(pid, uid, sid, raw)
             for (pid, uid, sid), raw in self._snapshots.items()
             if pid == product_id and uid == user_id
         ]

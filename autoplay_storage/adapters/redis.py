@@ -495,12 +495,20 @@ class RedisStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        """``SET NX``: the first write wins, a retried end changes nothing; indexed in the same MULTI."""
+        await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
+
+    async def create_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``SET NX``: the first write wins, a retried end changes nothing; indexed in the same MULTI.
+
+        The ``SET NX`` reply says whether this call wrote it; only when it did
+        not is the frozen one read (and returned).
+        """
         key = self.snapshot_key(product_id, user_id, session_id)
         history = self.history_key(product_id, user_id)
-        payload = _dumps(snapshot)
         cmds: list[tuple[Any, ...]] = [
-            ("SET", key, payload, "NX", *self._ex()),
+            ("SET", key, _dumps(snapshot), "NX", *self._ex()),
             ("ZADD", history, "NX", _captured_at(session_id, snapshot), session_id),
         ]
         if self.ttl_s:
@@ -509,19 +517,16 @@ class RedisStorageAdapter:
             results = await self._call(self._snapshot_and_prime(product_id, user_id, cmds))
         else:
             results = await self._transaction(cmds)
-        if results[0] is None:
-            # Already there (a retry, or written by another writer such as the
-            # SDK): make sure the history orders it by the stored capture time.
-            existing = await self._get(key)
-            try:
-                doc = _parse(key, existing)
-            except CorruptDocumentError:
-                return  # nothing to order it by; readers get the corruption reported
-            if doc is None:
-                return
-            await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
-            payload = _text(existing)
-        self._remember_snapshot(key, payload)
+        if results[0] is not None:
+            return snapshot
+        # Already there (a retry, or written by another writer such as the SDK):
+        # return the frozen one, and make the history order it by its capture time.
+        existing = await self._get(key)
+        doc = _parse(key, existing)  # a corrupt one raises: the caller must not fold a guess
+        if doc is None:  # deleted between the two calls (a TTL ran out): nothing is frozen
+            return snapshot
+        await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
+        return doc
 
     async def _snapshot_and_prime(self, product_id: str, user_id: str, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """The snapshot's MULTI/EXEC plus WATCH+GET of the user's state, in one round trip.
@@ -587,9 +592,10 @@ class RedisStorageAdapter:
             await self._pool.release(connection)
 
     def _remember_snapshot(self, key: str, payload: str) -> None:
-        """Keep what is now stored under a write-once key for the read that usually follows.
+        """Keep a snapshot fetched ahead of time for the read that usually follows.
 
-        The lifecycle reads a snapshot back right after writing it. A snapshot
+        Session start fetches a returning user's first-session snapshot in its
+        final round trip; the lifecycle asks for it right after. A snapshot
         never changes once written, so that read is answered from here (once,
         within ``FRESH_SNAPSHOT_S``) instead of by another round trip.
         """
