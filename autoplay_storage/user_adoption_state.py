@@ -90,16 +90,24 @@ def _stamp(now: float | None) -> float:
 
 def _ts(value: Any, default: float) -> float:
     """A required timestamp: a finite number, else ``default`` (usually now)."""
+    if type(value) is float and value - value == 0.0:  # the common case, without another call
+        return value
     return float(value) if _is_number(value) else default
 
 
 def _opt_ts(value: Any) -> float | None:
     """An optional timestamp: a finite number, else ``None`` (NaN breaks cooldowns)."""
+    if value is None:
+        return None
+    if type(value) is float and value - value == 0.0:
+        return value
     return float(value) if _is_number(value) else None
 
 
 def _unit(value: Any, default: float = 0.0) -> float:
     """A confidence or rate clamped to 0..1."""
+    if type(value) is float and 0.0 <= value <= 1.0:  # false for NaN
+        return value
     if not _is_number(value):
         return default
     return min(1.0, max(0.0, float(value)))
@@ -168,9 +176,10 @@ def _json_safe(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _extras(data: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
-    known_set = set(known)
-    return {k: _json_safe(v) for k, v in data.items() if k not in known_set}
+def _extras(data: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    if len(data) <= len(known) and known.issuperset(data):  # the usual case: no unknown fields
+        return {}
+    return {k: _json_safe(v) for k, v in data.items() if k not in known}
 
 
 # --- nested documents --------------------------------------------------------
@@ -281,6 +290,7 @@ class WorkflowProgress:
     @classmethod
     def from_dict(cls, data: Any, workflow_id: str = "") -> WorkflowProgress:
         data = _dict(data)
+        steps = data.get("steps")
         return cls(
             workflow_id=_str(data.get("workflow_id"), workflow_id) or workflow_id,
             status=_enum(WorkflowStatus, data.get("status"), WorkflowStatus.NOT_STARTED),
@@ -290,10 +300,9 @@ class WorkflowProgress:
             first_detected_at=_opt_ts(data.get("first_detected_at")),
             completed_at=_opt_ts(data.get("completed_at")),
             last_evaluated_at=_ts(data.get("last_evaluated_at"), _now()),
-            steps={
-                str(sid): StepProgress.from_dict(step, str(sid))
-                for sid, step in _dict(data.get("steps")).items()
-            },
+            steps={str(sid): StepProgress.from_dict(step, str(sid)) for sid, step in steps.items()}
+            if type(steps) is dict and steps
+            else {},
         )
 
 
@@ -407,6 +416,18 @@ class SessionIndexEntry:
         session_id = data.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             return None
+        number = data.get("session_number")
+        started = data.get("started_at")
+        captured = data.get("captured_at")
+        if (  # what this engine writes: nothing to repair, so no helper calls (the index is read every session)
+            type(number) is int
+            and 1 <= number <= _FLOAT_MAX
+            and type(started) is float
+            and started - started == 0.0
+            and type(captured) is float
+            and captured - captured == 0.0
+        ):
+            return cls(session_id, number, started, captured)
         now = _now()
         captured = _ts(data.get("captured_at"), now)
         return cls(
@@ -450,10 +471,10 @@ class SessionsState:
 
 # --- the user adoption state -------------------------------------------------
 
-_STATE_KEYS = (
+_STATE_KEYS = frozenset((
     "_v", "user_id", "metadata", "journey_state", "mastery", "discovered_features",
     "onboarding", "first_seen_at", "last_updated_at", "last_judged_at", "sessions",
-)
+))
 
 
 @dataclass
@@ -728,13 +749,13 @@ def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> 
 
 # --- the session snapshot ----------------------------------------------------
 
-_SNAPSHOT_KEYS = (
+_SNAPSHOT_KEYS = frozenset((
     "_v", "_frozen", "session_id", "user_id", "session_number", "started_at", "captured_at",
     "duration_s", "journey_state", "mastery", "proactive_support_count", "distinct_features_seen",
     "discovered_features", "reached_onboarding_complete", "completion_rate",
     "completion_rate_denominator", "total_catalog_workflows", "completed_workflow_ids",
     "in_progress_workflow_ids", "untouched_workflow_ids", "workflow_progress",
-)
+))
 
 
 @dataclass

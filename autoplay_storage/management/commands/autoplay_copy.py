@@ -37,6 +37,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from autoplay_storage import codec
 from autoplay_storage.browse import UserQuery
 from autoplay_storage.errors import CorruptDocumentError, StorageError
 from autoplay_storage.runtime import storage_settings
@@ -252,6 +253,7 @@ class Command(BaseCommand):
             return None if keep else doc
 
         try:
+            codec.dumps_strict(doc)  # NaN/Infinity: refused and reported, never silently nulled
             await target.update_user_state(product_id, user_id, newer)
         except CorruptDocumentError as exc:
             tally.problems.append(f"target user state {product_id}/{user_id} is corrupt, left as it is: {exc}")

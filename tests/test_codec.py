@@ -1,0 +1,109 @@
+"""The wire codec reads what the standard library reads, and the documents' fast paths change no value."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autoplay_storage import codec
+from autoplay_storage.user_adoption_state import (
+    _FLOAT_MAX,
+    SessionIndexEntry,
+    _is_number,
+    _opt_ts,
+    _ts,
+    _unit,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_dumps_reads_back_as_the_standard_library_reads_it(value):
+    assert json.loads(codec.dumps(value)) == value
+    assert codec.loads(codec.dumps(value)) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":NaN}',  # the SDK's json.dumps writes these
+        '{"big":123456789012345678901234567890}',
+        '{"s":"\\ud800"}',  # a lone surrogate
+        '{"neg":-123456789012345678901234567890,"f":1e400}',
+    ],
+)
+def test_what_orjson_refuses_the_standard_library_still_reads(text):
+    expected = json.loads(text)
+    got = codec.loads(text)
+    if isinstance(expected, dict) and isinstance(expected.get("a"), float):
+        assert math.isnan(got["a"])
+    else:
+        assert got == expected
+
+
+def test_not_json_is_a_value_error():
+    for bad in ("{nope", b"\xff\xfe", "", "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(ValueError):
+            codec.loads(bad)
+
+
+def test_dumps_copes_with_what_orjson_cannot_encode():
+    assert json.loads(codec.dumps({"n": 2**70})) == {"n": 2**70}
+    assert json.loads(codec.dumps({1: "x"})) == {"1": "x"}
+
+
+def test_strict_dumps_refuses_nan():
+    with pytest.raises(ValueError):
+        codec.dumps_strict({"x": float("nan")})
+
+
+# The exact-type fast paths in the document readers must give what the general rule gives.
+
+
+def _ts_rule(value, default):
+    return float(value) if _is_number(value) else default
+
+
+def _opt_ts_rule(value):
+    return float(value) if _is_number(value) else None
+
+
+def _unit_rule(value, default=0.0):
+    return min(1.0, max(0.0, float(value))) if _is_number(value) else default
+
+
+numbers = st.floats() | st.integers() | st.booleans() | st.none() | st.text(max_size=3) | st.just(2**1100)
+
+
+def _same(a, b):
+    return (a is None and b is None) or (a == b and type(a) is type(b))
+
+
+@given(numbers)
+def test_fast_paths_match_the_general_rule(value):
+    assert _same(_ts(value, -1.0), _ts_rule(value, -1.0))
+    assert _same(_opt_ts(value), _opt_ts_rule(value))
+    assert _same(_unit(value), _unit_rule(value))
+
+
+@given(st.text(min_size=1, max_size=5), numbers, numbers, numbers)
+def test_index_entry_fast_path_matches_the_general_rule(session_id, number, started, captured):
+    entry = SessionIndexEntry.from_dict(
+        {"session_id": session_id, "session_number": number, "started_at": started, "captured_at": captured}
+    )
+    assert entry is not None
+    expected_captured = _ts_rule(captured, entry.captured_at)
+    assert entry.captured_at == expected_captured
+    assert entry.started_at == _ts_rule(started, expected_captured)
+    count = max(0, int(number)) if _is_number(number) else 0
+    assert entry.session_number == max(1, count)
+    assert entry.session_number <= max(1, _FLOAT_MAX)
