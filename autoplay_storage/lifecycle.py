@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
-from .manager import atomic_update, create_snapshot
+from .manager import atomic_update, create_snapshot, record_session_end
 from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
 
@@ -175,7 +175,7 @@ async def end_session(
     summarizer: Summarizer | None = None,
     summary: str | None = None,
 ) -> SessionEnd:
-    """Freeze the snapshot (write-once), then fold it into the state atomically.
+    """Freeze the snapshot (write-once) and fold it into the state, as one atomic step where the store can.
 
     A retried end is a no-op: the snapshot write is write-once and the state
     update recognises the session id. The state is folded from the snapshot
@@ -190,13 +190,21 @@ async def end_session(
         session_snapshot.user_id = user_id
     session_id = session_snapshot.session_id
     sent = session_snapshot.to_dict()
-    stored_snapshot = await create_snapshot(storage, product_id, user_id, session_id, sent)
-    if stored_snapshot is not sent:  # written before (a retry, or another writer): fold what is frozen
-        session_snapshot = SessionSnapshot.from_dict(stored_snapshot, session_id=session_id, user_id=user_id)
-        session_snapshot.session_id = session_id  # the key names the session, whatever a hand edit says
+
+    def frozen_snapshot(doc: dict[str, Any]) -> SessionSnapshot:
+        """The snapshot as stored: written before (a retry, another writer) when it is not ours."""
+        if doc is sent:
+            return session_snapshot
+        frozen = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+        frozen.session_id = session_id  # the key names the session, whatever a hand edit says
+        return frozen
 
     resolved: str | None = summary
     if summary is None and summarizer is not None:
+        # The summarizer is slow: freeze first, then summarize what is frozen,
+        # outside the atomic step (which may retry), unless already recorded.
+        stored_snapshot = await create_snapshot(storage, product_id, user_id, session_id, sent)
+        session_snapshot = frozen_snapshot(stored_snapshot)
         current = await storage.get_user_state(product_id, user_id)
         if current is not None:
             state = load_state(current, user_id)
@@ -205,19 +213,25 @@ async def end_session(
         resolved = await resolve_summary(session_snapshot, summarizer=summarizer)
 
     captured_now = time.time()
-    attempts: list[tuple[UserAdoptionState, StateDoc | None]] = []
+    attempts: list[tuple[UserAdoptionState, StateDoc | None, SessionSnapshot]] = []
+    parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
 
-    def mutate(doc: StateDoc | None) -> StateDoc | None:
+    def fold(frozen_doc: dict[str, Any], doc: StateDoc | None) -> StateDoc | None:
+        if parsed and parsed[0][0] is frozen_doc:
+            snapshot = parsed[0][1]
+        else:
+            snapshot = frozen_snapshot(frozen_doc)
+            parsed[:] = [(frozen_doc, snapshot)]
         state = load_state(doc, user_id)
-        if not apply_session_end(state, session_snapshot, resolved, now=captured_now):
-            attempts.append((state, None))
+        if not apply_session_end(state, snapshot, resolved, now=captured_now):
+            attempts.append((state, None, snapshot))
             return None
         new = state.to_dict()
-        attempts.append((state, new))
+        attempts.append((state, new, snapshot))
         return new
 
-    stored = await atomic_update(storage, product_id, user_id, mutate)
-    state, written = attempts[-1]  # the last attempt is what is stored: no second parse
+    _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
+    state, written, session_snapshot = attempts[-1]  # the last attempt is what is stored: no second parse
     if stored is None:  # nothing was stored and nothing written: the primary lost it under us
         raise StorageUnavailableError(f"the state of {product_id}/{user_id} vanished during a session end")
     return SessionEnd(state, stored, session_snapshot, recorded=written is not None)

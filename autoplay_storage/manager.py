@@ -21,6 +21,8 @@ from .protocol import (
     AtomicStateStore,
     AutoplayStorageAdapter,
     BrowsableStorage,
+    SessionEndStore,
+    SessionFold,
     SnapshotStore,
     StateDoc,
     StateMutation,
@@ -126,6 +128,25 @@ class StorageManager:
         await self._fan_out("save_session_snapshot", product_id, user_id, session_id, stored)
         return stored
 
+    async def record_session_end(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """The primary's atomic session end, then the frozen snapshot and any new state fan out."""
+        wrote: list[bool] = []
+
+        def tracked(frozen: dict[str, Any], doc: StateDoc | None) -> StateDoc | None:
+            result = fold(frozen, doc)
+            wrote.append(result is not None)
+            return result
+
+        frozen, doc = await self._primary_call(
+            record_session_end(self.primary, product_id, user_id, session_id, snapshot, tracked)
+        )
+        await self._fan_out("save_session_snapshot", product_id, user_id, session_id, frozen)
+        if wrote and wrote[-1] and doc is not None:
+            await self._fan_out("save_user_state", product_id, user_id, doc)
+        return frozen, doc
+
     @property
     def browser(self) -> BrowsableStorage:
         if isinstance(self.primary, BrowsableStorage):
@@ -230,6 +251,21 @@ async def create_snapshot(
     await adapter.save_session_snapshot(product_id, user_id, session_id, snapshot)
     stored = await adapter.get_session_snapshot(product_id, user_id, session_id)
     return snapshot if stored is None else stored
+
+
+async def record_session_end(
+    adapter: AutoplayStorageAdapter,
+    product_id: str,
+    user_id: str,
+    session_id: str,
+    snapshot: dict[str, Any],
+    fold: SessionFold,
+) -> tuple[dict[str, Any], StateDoc | None]:
+    """The adapter's one-step session end, or a write-once snapshot followed by an atomic update."""
+    if _supports(adapter, SessionEndStore):
+        return await adapter.record_session_end(product_id, user_id, session_id, snapshot, fold)  # type: ignore[attr-defined]
+    frozen = await create_snapshot(adapter, product_id, user_id, session_id, snapshot)
+    return frozen, await atomic_update(adapter, product_id, user_id, lambda doc: fold(frozen, doc))
 
 
 async def atomic_update(

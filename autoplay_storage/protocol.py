@@ -8,6 +8,8 @@ them when present:
 - ``AtomicStateStore``: read-modify-write of one user's state without lost
   updates (Redis WATCH/MULTI, a row lock, an asyncio lock).
 - ``SnapshotStore``: a write-once save that says what is stored (no read-back).
+- ``SessionEndStore``: a session end (freeze the snapshot, fold it into the
+  state) as one atomic step, one round trip where the store can.
 - ``BrowsableStorage``: listings for the console (products, users, history).
 """
 
@@ -20,6 +22,8 @@ from .browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
 
 StateDoc = dict[str, Any]
 StateMutation = Callable[[StateDoc | None], StateDoc | None]
+# (the frozen snapshot, the current state) -> the state to store, or None to leave it.
+SessionFold = Callable[[dict[str, Any], StateDoc | None], StateDoc | None]
 
 
 @runtime_checkable
@@ -67,6 +71,21 @@ class SnapshotStore(Protocol):
         The store learns which from its own write (``SET NX``, ``ON CONFLICT``), so
         no read-back is needed in the usual case. Raises ``CorruptDocumentError``
         if the earlier one cannot be read.
+        """
+        ...
+
+
+@runtime_checkable
+class SessionEndStore(Protocol):
+    async def record_session_end(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """Freeze ``snapshot`` (write-once) and store ``fold(frozen, current_state)``, as one atomic step.
+
+        ``frozen`` is ``snapshot`` when this call wrote it, else the one written
+        before. Returns ``(frozen, state stored after)``. ``fold`` follows the
+        rules of ``AtomicStateStore``'s ``mutate``: pure, may run more than
+        once, may raise (nothing of the state is written then).
         """
         ...
 
