@@ -55,6 +55,8 @@ def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
             ttl_s=cfg.get("REDIS_TTL_S"),
             cluster=cfg.get("REDIS_CLUSTER", False),
             max_connections=cfg.get("REDIS_MAX_CONNECTIONS", 64),
+            scripts=cfg.get("REDIS_SCRIPTS", True),
+            state_cache_size=cfg.get("REDIS_STATE_CACHE", 4096),
         )
     if kind == "memory":  # one store per process, shared by every loop (tests, throwaway demos)
         global _shared_memory

@@ -165,6 +165,10 @@ AUTOPLAY_STORAGE = {
     "REDIS_CLUSTER": env_bool("AUTOPLAY_REDIS_CLUSTER", False),
     "REDIS_TTL_S": int(os.environ["AUTOPLAY_REDIS_TTL_S"]) if os.environ.get("AUTOPLAY_REDIS_TTL_S") else None,
     "REDIS_MAX_CONNECTIONS": int(os.environ.get("AUTOPLAY_REDIS_MAX_CONNECTIONS", 64)),
+    # Compare-and-set scripts (Redis 7+); 0: WATCH/MULTI transactions (older servers).
+    "REDIS_SCRIPTS": env_bool("AUTOPLAY_REDIS_SCRIPTS", True),
+    # States remembered per worker as the base of the next write (0: read before every write).
+    "REDIS_STATE_CACHE": int(os.environ.get("AUTOPLAY_REDIS_STATE_CACHE", 4096)),
     "SUMMARIZER": os.environ.get("AUTOPLAY_SUMMARIZER", "autoplay_storage.summarizers.template_summarizer"),
     "SUMMARIZER_TIMEOUT_S": float(os.environ.get("AUTOPLAY_SUMMARIZER_TIMEOUT_S", 30)),
     # autoplay_storage.summarizers.llm_summarizer: any OpenAI-compatible chat endpoint.

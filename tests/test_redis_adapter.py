@@ -38,6 +38,14 @@ async def adapter(redis_url: str):
     await a.aclose()
 
 
+@pytest.fixture(params=[True, False], ids=["compare-and-set", "watch-multi"])
+async def either(redis_url: str, request):
+    """The adapter on each of its atomic paths: the script, and WATCH/MULTI (cluster mode, older servers)."""
+    a = RedisStorageAdapter(redis_url, scripts=request.param)
+    yield a
+    await a.aclose()
+
+
 @pytest.fixture
 def raw(redis_url: str):
     """A plain synchronous client for looking at what is really stored."""
@@ -183,6 +191,20 @@ async def test_server_error_is_unavailable_not_missing(adapter, raw):
     assert raw.get("autoplay:user:p:u:state") is None
 
 
+async def test_a_full_server_refuses_a_whole_session_end_not_half_of_it(either, raw):
+    storage = StorageManager([either])
+    state, _ = await on_session_start("p", "u", "s1", storage)
+    before = raw.get("autoplay:user:p:u:state")
+    raw.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StorageUnavailableError):
+            await on_session_end("p", "u", snapshot_for(state, "s1", started_at=1.0, now=2.0), storage)
+    finally:
+        raw.config_set("maxmemory", "0")
+    assert raw.get("autoplay:user:p:u:state") == before
+    assert raw.exists("autoplay:user:p:u:session:s1", "autoplay:user:p:u:sessions") == 0
+
+
 async def test_a_stalled_server_times_out_as_unavailable(redis_url, raw):
     a = RedisStorageAdapter(redis_url, socket_timeout_s=0.3)
     try:
@@ -228,7 +250,8 @@ async def test_corrupt_snapshot_is_reported(adapter, raw):
 # --- atomic, idempotent, bursts --------------------------------------------------------
 
 
-async def test_fifty_racing_session_ends_lose_nothing(adapter):
+async def test_fifty_racing_session_ends_lose_nothing(either):
+    adapter = either
     storage = StorageManager([adapter])
     state, _ = await on_session_start("p", "racer", "s_first", storage)
 
@@ -262,11 +285,10 @@ async def test_update_retries_mutate_on_conflict(adapter, raw):
     assert (await adapter.get_user_state("p", "u"))["n"] == 11
 
 
-async def test_the_watch_issued_with_the_snapshot_write_still_guards_the_update(adapter, raw):
-    """A session end pipelines WATCH+GET of the state with the snapshot write; a change after it is caught."""
+async def test_a_stale_guess_is_refused_and_mutate_reruns_on_what_is_stored(adapter, raw):
+    """The adapter computes from the state it last saw; another writer's change makes the script refuse it."""
     await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
-    await adapter.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 2.0, "started_at": 1.0})
-    raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 10}))  # after that WATCH
+    raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 10}))  # another process, the SDK...
     seen: list[int] = []
 
     def mutate(doc):
@@ -274,32 +296,98 @@ async def test_the_watch_issued_with_the_snapshot_write_still_guards_the_update(
         return {**doc, "n": doc["n"] + 1}
 
     assert (await adapter.update_user_state("p", "u", mutate))["n"] == 11
-    assert seen == [0, 10]  # the pre-read value was used, and EXEC refused it
+    assert seen == [0, 10]  # the guess was refused without a write, then the stored state was used
+    assert json.loads(raw.get("autoplay:user:p:u:state"))["n"] == 11
 
 
-async def test_an_unclaimed_pre_read_gives_its_connection_back_unwatched(redis_url, raw):
-    a = RedisStorageAdapter(redis_url, max_connections=1, pool_timeout_s=2.0)
+async def test_a_stale_guess_never_writes_over_a_deleted_or_expired_state(adapter, raw):
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 3})
+    raw.delete("autoplay:user:p:u:state")
+    seen: list[object] = []
+
+    def mutate(doc):
+        seen.append(doc if doc is None else doc["n"])
+        return {"_v": 1, "user_id": "u", "n": 0 if doc is None else doc["n"] + 1}
+
+    assert (await adapter.update_user_state("p", "u", mutate))["n"] == 0
+    assert seen == [3, None]
+
+
+async def test_the_script_is_sent_again_after_a_script_flush(adapter, raw):
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+    raw.script_flush()  # a restarted or failed-over server has an empty script cache
+    await adapter.update_user_state("p", "u", lambda doc: {**doc, "n": 1})
+    assert json.loads(raw.get("autoplay:user:p:u:state"))["n"] == 1
+
+
+async def test_the_last_seen_states_are_bounded(redis_url):
+    a = RedisStorageAdapter(redis_url, state_cache_size=3)
     try:
-        await a.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
-        await a.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 2.0, "started_at": 1.0})
-        # Another task cannot claim it; with one connection it must come back to the pool.
-        assert (await asyncio.create_task(a.get_user_state("p", "u")))["n"] == 0
-        raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 5}))
-        calls: list[int] = []
-
-        def mutate(doc):
-            calls.append(doc["n"])
-            return {**doc, "n": doc["n"] + 1}
-
-        # A WATCH left on the connection would fail this EXEC once and run mutate twice.
-        await asyncio.create_task(a.update_user_state("p", "u", mutate))
-        assert calls == [5]
+        for i in range(10):
+            await a.save_user_state("p", f"u{i}", {"_v": 1, "user_id": f"u{i}"})
+        assert len(a._seen) == 3
     finally:
         await a.aclose()
 
 
-async def test_round_trips_per_lifecycle(adapter, monkeypatch):
-    """Four round trips for a whole session, new or returning user (the SDK needs five, without atomicity)."""
+async def test_an_unreadable_guess_is_dropped_so_a_repaired_key_is_read_again(adapter, raw):
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+    raw.set("autoplay:user:p:u:state", "{broken")
+    with pytest.raises(CorruptDocumentError):
+        await adapter.update_user_state("p", "u", lambda doc: {**doc, "n": 1})
+    assert raw.get("autoplay:user:p:u:state") == b"{broken"
+    raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 7}))  # repaired by hand
+    assert (await adapter.update_user_state("p", "u", lambda doc: {**doc, "n": doc["n"] + 1}))["n"] == 8
+
+
+async def test_a_session_end_writes_snapshot_and_state_together_or_not_at_all(adapter, raw):
+    """One script: when the fold fails, not even the snapshot is frozen (the agent's retry starts clean)."""
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
+
+    def boom(frozen, doc):
+        raise RuntimeError("fold failed")
+
+    with pytest.raises(RuntimeError):
+        await adapter.record_session_end("p", "u", "s1", {"session_id": "s1", "captured_at": 2.0}, boom)
+    assert raw.exists("autoplay:user:p:u:session:s1") == 0
+    assert raw.zcard("autoplay:user:p:u:sessions") == 0
+
+
+async def test_a_session_end_folds_the_snapshot_frozen_before(adapter, raw):
+    """Written before by another writer: nothing is overwritten, and the state folds the frozen one."""
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "folded": []})
+    frozen = {"session_id": "s1", "captured_at": 5.0, "by": "sdk"}
+    raw.set("autoplay:user:p:u:session:s1", compact(frozen))
+
+    def fold(snapshot, doc):
+        return {**doc, "folded": [*doc["folded"], snapshot.get("by", "us")]}
+
+    got, state = await adapter.record_session_end("p", "u", "s1", {"session_id": "s1", "captured_at": 9.0}, fold)
+    assert got == frozen and state["folded"] == ["sdk"]
+    assert json.loads(raw.get("autoplay:user:p:u:session:s1")) == frozen
+    assert raw.zscore("autoplay:user:p:u:sessions", "s1") == 5.0
+
+
+async def test_scripts_off_still_guards_updates_with_watch(redis_url, raw):
+    """The WATCH/MULTI path (servers without script shebangs, cluster mode) refuses a stale read too."""
+    a = RedisStorageAdapter(redis_url, scripts=False)
+    try:
+        await a.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+        seen: list[int] = []
+
+        def mutate(doc):
+            seen.append(doc["n"])
+            if len(seen) == 1:  # the concurrent writer sneaks in while we hold the WATCH
+                raw.set("autoplay:user:p:u:state", compact({"_v": 1, "user_id": "u", "n": 10}))
+            return {**doc, "n": doc["n"] + 1}
+
+        assert (await a.update_user_state("p", "u", mutate))["n"] == 11
+        assert seen == [0, 10]
+    finally:
+        await a.aclose()
+
+
+def _count_sends(monkeypatch) -> list[int]:
     from redis.asyncio.connection import AbstractConnection
 
     sends: list[int] = []
@@ -310,21 +398,55 @@ async def test_round_trips_per_lifecycle(adapter, monkeypatch):
         await original(conn, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
-    storage = StorageManager([adapter])
-    await adapter.get_user_state("p", "nobody")  # open the (one) pooled connection: its handshake is not counted
-    for n, session_id in enumerate(["s1", "s2", "s3"]):
+    return sends
+
+
+@pytest.mark.parametrize(
+    ("options", "warm", "cold"),
+    [({}, [3, 2, 2], 4), ({"scripts": False}, [5, 5, 5], 5)],
+    ids=["compare-and-set", "watch-multi"],
+)
+async def test_round_trips_per_lifecycle(redis_url, monkeypatch, options, warm, cold):
+    """Two round trips for a whole session while the adapter saw the user last, four when another process did.
+
+    A user this process never saw costs one read more. (The SDK needs five or six,
+    without atomicity.) The WATCH/MULTI fallback needs five.
+    """
+    sends = _count_sends(monkeypatch)
+    a = RedisStorageAdapter(redis_url, **options)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        storage = StorageManager([a])
+        await a.get_user_state("p", "nobody")  # open the (one) pooled connection: its handshake is not counted
+        if a.scripts:
+            await a.update_user_state("p", "nobody", lambda doc: None)  # load the script once
+        for n, session_id in enumerate(["s1", "s2", "s3"]):
+            sends.clear()
+            state, onboarding = await on_session_start("p", "u", session_id, storage)
+            assert (onboarding is None) == (n == 0)
+            if onboarding is not None:
+                assert onboarding.session_id == "s1"
+            snapshot = snapshot_for(state, session_id, started_at=10.0 * n, now=10.0 * n + 5)
+            await on_session_end("p", "u", snapshot, storage)
+            assert len(sends) == warm[n], (session_id, len(sends))
+        # Another process wrote this user last, before the start and again before the end:
+        # each step's first try is refused, and the refusal carries the state to retry on.
+        key = "autoplay:user:p:u:state"
+        raw.set(key, raw.get(key).replace(b'"welcomed":false', b'"welcomed":true'))
         sends.clear()
-        state, onboarding = await on_session_start("p", "u", session_id, storage)
-        assert (onboarding is None) == (n == 0)
-        if onboarding is not None:
-            assert onboarding.session_id == "s1"
-        await on_session_end("p", "u", snapshot_for(state, session_id, started_at=10.0 * n, now=10.0 * n + 5), storage)
-        assert len(sends) == 4, (session_id, len(sends))
-    doc = await adapter.get_user_state("p", "u")
-    assert doc["sessions"]["count"] == 3 and doc["sessions"]["current_session_id"] is None
+        state, _ = await on_session_start("p", "u", "s4", storage)
+        raw.set(key, raw.get(key).replace(b'"welcomed":true', b'"welcomed":false'))
+        await on_session_end("p", "u", snapshot_for(state, "s4", started_at=40.0, now=45.0), storage)
+        assert len(sends) == cold
+        doc = await a.get_user_state("p", "u")
+        assert doc["sessions"]["count"] == 4 and doc["sessions"]["current_session_id"] is None
+    finally:
+        raw.close()
+        await a.aclose()
 
 
-async def test_mutate_returning_none_or_raising_writes_nothing(adapter, raw):
+async def test_mutate_returning_none_or_raising_writes_nothing(either, raw):
+    adapter = either
     await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
     before = raw.get("autoplay:user:p:u:state")
     assert await adapter.update_user_state("p", "u", lambda doc: None) == {"_v": 1, "user_id": "u"}
@@ -340,7 +462,8 @@ async def test_mutate_returning_none_or_raising_writes_nothing(adapter, raw):
     assert (await adapter.get_user_state("p", "u"))["x"] == 1
 
 
-async def test_same_end_sent_five_times_records_once(adapter, raw):
+async def test_same_end_sent_five_times_records_once(either, raw):
+    adapter = either
     storage = StorageManager([adapter])
     state, _ = await on_session_start("p", "u", "s1", storage)
     snap = snapshot_for(state, "s1", started_at=10.0, now=20.0)

@@ -3,21 +3,25 @@
 Install with ``pip install "redis[hiredis]"``; the client is imported lazily so
 the engine stays importable without it.
 
-Atomicity: every state write is an optimistic transaction (WATCH the state
-key, GET it, call ``mutate``, then MULTI/SET/.../EXEC); a concurrent writer
-makes EXEC return nil and we retry with the fresh document. We chose WATCH/MULTI
-over a Lua script because ``mutate`` is arbitrary Python (the lifecycle's
-merge rules) that cannot run inside Redis. ``mutate`` may therefore run more
-than once and must be pure.
+Atomicity (standalone, Redis 7+): every state write is a compare-and-set in
+one server-side script (``_CAS_SCRIPT``). The adapter computes the new
+document from the state it last saw for that user (kept in a bounded
+per-process cache, ``state_cache_size``), and the script writes it together
+with the browsing-index changes only if the stored state still has that
+SHA-1; otherwise it writes nothing and returns the current state, and the
+adapter runs ``mutate`` again on it. ``mutate`` is arbitrary Python (the
+lifecycle's merge rules) that cannot run inside Redis, so it may run more
+than once and must be pure. A session end freezes its snapshot (``SET NX``)
+and folds it into the state in the same script, so a whole session costs two
+round trips while the cache is warm and at most four when it is not (another
+process wrote the user since).
 
-Standalone mode sends each step as one pipelined write on a pooled connection
-(WATCH+GET, then MULTI..EXEC), so a state update costs two round trips and the
-browsing indexes change in the same MULTI as the document; a session end's
-WATCH+GET rides along with its snapshot write, so a whole session costs four. Cluster mode
-(``cluster=True``) uses hash-tagged keys so the state, snapshots and session
-history of one user share a slot; the product indexes live in the product's
-slot and are updated right after the user's transaction (idempotently). Key
-layout: README section "Redis keys".
+``scripts=False`` (or a server without script shebangs) and cluster mode use
+optimistic WATCH/MULTI transactions instead (WATCH+GET, then MULTI..EXEC).
+Cluster mode (``cluster=True``) uses hash-tagged keys so the state, snapshots
+and session history of one user share a slot; the product indexes live in the
+product's slot and are updated right after the user's transaction
+(idempotently). Key layout: README section "Redis keys".
 
 Errors: a connection, timeout or server error raises
 ``StorageUnavailableError``; ``None`` means only "no such key"; a value that is
@@ -29,14 +33,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from .. import codec
 from ..browse import (
     MAX_PAGE_SIZE,
     Page,
@@ -50,7 +57,7 @@ from ..browse import (
 )
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..keys import PREFIX, session_key, user_state_key
-from ..protocol import StateDoc, StateMutation
+from ..protocol import SessionFold, StateDoc, StateMutation
 from ..user_adoption_state import JourneyState, MasteryLevel
 
 # Optimistic transactions retried on a write conflict before giving up. 50
@@ -60,14 +67,49 @@ _SCAN_BATCH = 1000
 # Read-your-write of a snapshot just written (write-once, so it cannot have changed).
 FRESH_SNAPSHOT_S = 1.0
 FRESH_SNAPSHOT_MAX = 1024
-# How long a session end's pre-issued WATCH+GET waits for the state update that follows.
-PRIMED_S = 0.05
 _SEARCH_SEP = "\x00"  # between the search term and the user id in the lex index
+_MAX_MEMBERS = 500  # members per ZADD/ZREM: a Lua unpack() and a reply stay small
+
+# The compare-and-set step of every standalone state write (module docstring).
+# The shebang (Redis 7+) makes the server refuse the whole script up front when
+# it is out of memory, rather than fail between two of its writes.
+_CAS_SCRIPT = """#!lua
+-- KEYS: every key the step touches, the user's state first (cluster-safe declaration).
+-- ARGV[1]: SHA-1 of the state the caller computed from ('' = it saw none)
+-- ARGV[2]: a snapshot key being frozen ('' = none); if it exists, nothing is written
+-- ARGV[3]: a key to read back after the writes ('' = none)
+-- ARGV[4..]: the writes, each as its argument count followed by its arguments
+local state = redis.call('GET', KEYS[1])
+if ARGV[2] ~= '' then
+  local frozen = redis.call('GET', ARGV[2])
+  if frozen then return {2, state or false, frozen} end
+end
+if ARGV[1] == '' then
+  if state then return {0, state} end
+elseif not state or redis.sha1hex(state) ~= ARGV[1] then
+  return {0, state or false}
+end
+local i = 4
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + argc + 1
+end
+if ARGV[3] ~= '' then return {1, redis.call('GET', ARGV[3])} end
+return {1}
+"""
+_CAS_SHA = hashlib.sha1(_CAS_SCRIPT.encode()).hexdigest()
+_STALE, _WRITTEN, _FROZEN = 0, 1, 2
 
 
-def _dumps(doc: dict[str, Any]) -> str:
-    """Compact JSON, as the SDK writes it (UTF-8, no NaN)."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, as the SDK reads it (no NaN)."""
+    return codec.dumps(doc)
+
+
+def _digest(raw: bytes | None) -> str:
+    """What the script compares: SHA-1 of the stored bytes ('' for no document)."""
+    return "" if raw is None else hashlib.sha1(raw).hexdigest()
 
 
 def _text(raw: bytes | str) -> str:
@@ -79,7 +121,7 @@ def _parse(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
+        doc = codec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -100,7 +142,7 @@ def _arg(value: Any) -> bytes:
     raise TypeError(f"cannot send {kind.__name__} to Redis")
 
 
-def _pack(commands: Iterable[tuple[Any, ...]]) -> bytes:
+def _pack_python(commands: Iterable[tuple[Any, ...]]) -> bytes:
     """RESP-encode a batch of commands into one buffer (one socket write, one round trip)."""
     parts: list[bytes] = []
     for cmd in commands:
@@ -109,6 +151,30 @@ def _pack(commands: Iterable[tuple[Any, ...]]) -> bytes:
             data = _arg(value)
             parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+try:  # hiredis encodes the same bytes three times faster
+    from hiredis import pack_command as _pack_one
+except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+    _pack = _pack_python
+else:
+
+    def _pack(commands: Iterable[tuple[Any, ...]]) -> bytes:
+        return b"".join([_pack_one(cmd) for cmd in commands])
+
+
+def _script_call(keys: list[str], expected: str, freeze: str, read: str, writes: list[tuple[Any, ...]]) -> list[Any]:
+    """The EVALSHA arguments after the script name: keys, then ARGV as ``_CAS_SCRIPT`` reads it."""
+    args: list[Any] = [len(keys), *keys, expected, freeze, read]
+    for cmd in writes:
+        args.append(len(cmd))
+        args.extend(cmd)
+    return args
+
+
+def _keys_of(writes: list[tuple[Any, ...]]) -> list[str]:
+    """The key of every write (each command here names exactly one key, second)."""
+    return [cmd[1] for cmd in writes]
 
 
 # --- our keys (README "Redis keys") ------------------------------------------
@@ -257,11 +323,14 @@ def index_commands(
     for key in new_filters:
         cmds.append(("ZADD", key, score, user_id))
     new_terms = _search_members(user_id, new)
+    search = search_key(product_id)
     if old is not None:
-        stale = _search_members(user_id, old) - new_terms
-        if stale:
-            cmds.append(("ZREM", search_key(product_id), *sorted(stale)))
-    cmds.append(("ZADD", search_key(product_id), *[x for m in sorted(new_terms) for x in (0, m)]))
+        stale = sorted(_search_members(user_id, old) - new_terms)
+        for i in range(0, len(stale), _MAX_MEMBERS):
+            cmds.append(("ZREM", search, *stale[i : i + _MAX_MEMBERS]))
+    members = sorted(new_terms)
+    for i in range(0, len(members), _MAX_MEMBERS):
+        cmds.append(("ZADD", search, *[x for m in members[i : i + _MAX_MEMBERS] for x in (0, m)]))
     return cmds
 
 
@@ -307,14 +376,6 @@ def _split_user_part(part: str, user_id_hint: str | None) -> tuple[str, str]:
     return product_id, user_id
 
 
-class _Primed(NamedTuple):
-    """A pooled connection with a WATCH on a state key and the value read under it."""
-
-    connection: Any
-    raw: bytes | None
-    handle: asyncio.TimerHandle
-
-
 def _first_session_on_start(old: StateDoc | None, new: StateDoc) -> str | None:
     """The id of session number 1 when this write starts a session for a returning user."""
     sessions = new.get("sessions")
@@ -328,6 +389,56 @@ def _first_session_on_start(old: StateDoc | None, new: StateDoc) -> str | None:
         if isinstance(entry, dict) and entry.get("session_number") == 1 and isinstance(entry.get("session_id"), str):
             return entry["session_id"]
     return None
+
+
+class _FastPool:
+    """A bounded LIFO pool of redis-py connections for the pipelined fast path; waits when all are busy.
+
+    redis-py's BlockingConnectionPool spends, per checkout, a Condition, a
+    timeout context, metrics hooks and a zero-timeout socket read probing the
+    connection's health. On this path every reply is read in full, or the
+    connection is dropped, so a pooled connection is clean unless the server
+    closed it, and its stream already knows that without a read.
+    """
+
+    def __init__(self, template: Any, max_connections: int, timeout_s: float) -> None:
+        self._template = template  # a redis-py pool: it parsed the URL and makes connections
+        self._idle: list[Any] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self._timeout_s = timeout_s
+
+    async def get_connection(self) -> Any:
+        if self._slots.locked():  # a burst: queue for a connection instead of failing
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise RedisConnectionError("No connection available.") from exc
+        else:
+            await self._slots.acquire()
+        try:
+            connection = self._idle.pop() if self._idle else self._template.make_connection()
+            stream = getattr(connection, "_reader", None)
+            if not connection.is_connected:
+                await connection.connect()
+            elif stream is not None and (stream.at_eof() or stream.exception() is not None):
+                await connection.disconnect()  # the server closed it while idle (restart, timeout)
+                await connection.connect()
+        except BaseException:
+            self._slots.release()
+            raise
+        return connection
+
+    def release(self, connection: Any) -> None:
+        self._idle.append(connection)
+        self._slots.release()
+
+    async def disconnect(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
 
 
 class RedisStorageAdapter:
@@ -345,6 +456,8 @@ class RedisStorageAdapter:
         pool_timeout_s: float = 30.0,
         socket_timeout_s: float = 5.0,
         connect_timeout_s: float = 2.0,
+        scripts: bool = True,
+        state_cache_size: int = 4096,
     ) -> None:
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
@@ -379,13 +492,16 @@ class RedisStorageAdapter:
             # exchange carries its own deadline (a redis-py socket timeout would
             # cost a task per send); listings and maintenance use the second,
             # through the ordinary client and its socket timeout.
-            self._pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=max_connections,
-                timeout=pool_timeout_s,
-                socket_timeout=None,
-                socket_connect_timeout=connect_timeout_s,
-                retry=no_retry,
+            self._pool: _FastPool | None = _FastPool(
+                aioredis.ConnectionPool.from_url(
+                    redis_url,
+                    max_connections=max_connections,
+                    socket_timeout=None,
+                    socket_connect_timeout=connect_timeout_s,
+                    retry=no_retry,
+                ),
+                max_connections,
+                pool_timeout_s,
             )
             self._browse_pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
@@ -397,10 +513,18 @@ class RedisStorageAdapter:
             )
             self._client = aioredis.Redis(connection_pool=self._browse_pool)
             self._gate = None
+        # The compare-and-set path: standalone only (the product indexes live in
+        # other cluster slots than the user's keys).
+        self.scripts = scripts and not cluster
+        # The last state bytes seen per state key: the base a write computes from.
+        # Only ever a guess: the script checks it against the stored bytes.
+        self._seen: OrderedDict[str, bytes | None] = OrderedDict()
+        self.state_cache_size = max(0, state_cache_size)
         self._fresh_snapshots: dict[str, tuple[float, str]] = {}
-        self._primed: dict[tuple[int, str], _Primed] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._errors = self._error_types()
+        from redis.exceptions import NoScriptError
+
+        self._noscript = NoScriptError
 
     @staticmethod
     def _error_types() -> tuple[type[BaseException], ...]:
@@ -477,7 +601,7 @@ class RedisStorageAdapter:
             await connection.disconnect()  # replies may be unread: never reuse it
             raise
         finally:
-            await self._pool.release(connection)
+            self._pool.release(connection)
 
     def _ex(self) -> tuple[Any, ...]:
         return ("EX", self.ttl_s) if self.ttl_s else ()
@@ -485,7 +609,11 @@ class RedisStorageAdapter:
     # -- the four wire methods --
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        """Replace the document; the index diff needs the old one, so this is a transaction too."""
+        """Replace the document; the index diff needs the old one, so this is a transaction too.
+
+        The document may come from anywhere (a copy, a script): NaN is refused here, not nulled.
+        """
+        codec.dumps_strict(state)
         await self.update_user_state(product_id, user_id, lambda _old: state)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
@@ -495,7 +623,20 @@ class RedisStorageAdapter:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
+        codec.dumps_strict(snapshot)  # from anywhere: NaN is refused, not nulled
         await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
+
+    def _freeze_commands(
+        self, key: str, history: str, session_id: str, snapshot: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """``SET NX`` of the snapshot and its history entry: the first write wins, a retry changes nothing."""
+        cmds: list[tuple[Any, ...]] = [
+            ("SET", key, _dumps(snapshot), "NX", *self._ex()),
+            ("ZADD", history, "NX", _captured_at(session_id, snapshot), session_id),
+        ]
+        if self.ttl_s:
+            cmds.append(("EXPIRE", history, self.ttl_s))
+        return cmds
 
     async def create_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
@@ -507,89 +648,19 @@ class RedisStorageAdapter:
         """
         key = self.snapshot_key(product_id, user_id, session_id)
         history = self.history_key(product_id, user_id)
-        cmds: list[tuple[Any, ...]] = [
-            ("SET", key, _dumps(snapshot), "NX", *self._ex()),
-            ("ZADD", history, "NX", _captured_at(session_id, snapshot), session_id),
-        ]
-        if self.ttl_s:
-            cmds.append(("EXPIRE", history, self.ttl_s))
-        if self._pool is not None:
-            results = await self._call(self._snapshot_and_prime(product_id, user_id, cmds))
-        else:
-            results = await self._transaction(cmds)
+        results = await self._transaction(self._freeze_commands(key, history, session_id, snapshot))
         if results[0] is not None:
             return snapshot
         # Already there (a retry, or written by another writer such as the SDK):
         # return the frozen one, and make the history order it by its capture time.
-        existing = await self._get(key)
-        doc = _parse(key, existing)  # a corrupt one raises: the caller must not fold a guess
+        doc = _parse(key, await self._get(key))  # a corrupt one raises: the caller must not fold a guess
         if doc is None:  # deleted between the two calls (a TTL ran out): nothing is frozen
             return snapshot
-        await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, doc)}))
+        await self._reorder_history(history, session_id, doc)
         return doc
 
-    async def _snapshot_and_prime(self, product_id: str, user_id: str, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        """The snapshot's MULTI/EXEC plus WATCH+GET of the user's state, in one round trip.
-
-        A session end writes the snapshot and then updates the state; the
-        update's first step (WATCH+GET) rides along here and the connection is
-        handed to that update if it comes from this task without delay
-        (``PRIMED_S``). Otherwise it is unwatched and returned to the pool.
-        WATCH is what makes the update safe, whenever it was issued.
-        """
-        assert self._pool is not None
-        state_key = self.state_key(product_id, user_id)
-        connection = await self._pool.get_connection()
-        try:
-            replies = await self._exchange(
-                connection, [("MULTI",), *cmds, ("EXEC",), ("WATCH", state_key), ("GET", state_key)]
-            )
-            results = self._exec_results(replies[:-2])
-            for reply in replies[-2:]:
-                if isinstance(reply, Exception):
-                    raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
-        except BaseException:
-            await connection.disconnect()  # a WATCH may be active or replies unread
-            await self._pool.release(connection)
-            raise
-        self._prime(state_key, connection, replies[-1])
-        return results
-
-    def _prime(self, state_key: str, connection: Any, raw: bytes | None) -> None:
-        owner = (id(asyncio.current_task()), state_key)
-        stale = self._primed.pop(owner, None)
-        if stale is not None:
-            self._unprime(stale)
-        handle = asyncio.get_running_loop().call_later(PRIMED_S, self._expire_primed, owner)
-        self._primed[owner] = _Primed(connection, raw, handle)
-
-    def _claim_primed(self, state_key: str) -> _Primed | None:
-        primed = self._primed.pop((id(asyncio.current_task()), state_key), None)
-        if primed is not None:
-            primed.handle.cancel()
-        return primed
-
-    def _expire_primed(self, owner: tuple[int, str]) -> None:
-        primed = self._primed.pop(owner, None)
-        if primed is not None:
-            self._unprime(primed)
-
-    def _unprime(self, primed: _Primed) -> None:
-        primed.handle.cancel()
-        task = asyncio.get_running_loop().create_task(self._unwatch_and_release(primed.connection))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _unwatch_and_release(self, connection: Any) -> None:
-        assert self._pool is not None
-        try:
-            await self._exchange(connection, [("UNWATCH",)])
-        except BaseException as exc:
-            await connection.disconnect()  # cleanup only: a failure just costs this connection
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            await self._pool.release(connection)
+    async def _reorder_history(self, history: str, session_id: str, frozen: dict[str, Any]) -> None:
+        await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, frozen)}))
 
     def _remember_snapshot(self, key: str, payload: str) -> None:
         """Keep a snapshot fetched ahead of time for the read that usually follows.
@@ -642,8 +713,10 @@ class RedisStorageAdapter:
     # -- atomic update --
 
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
-        """WATCH/GET → ``mutate`` → MULTI/SET+indexes/EXEC, retried on conflict (``mutate`` must be pure)."""
+        """Compare-and-set (or WATCH/MULTI) of ``mutate(current)``, retried on conflict (``mutate`` must be pure)."""
         key = self.state_key(product_id, user_id)
+        if self.scripts:
+            return await self._cas_update(key, product_id, user_id, mutate)
         for attempt in range(MAX_TX_ATTEMPTS):
             if self._pool is not None:
                 outcome = await self._call(self._try_update_standalone(key, product_id, user_id, mutate))
@@ -653,9 +726,122 @@ class RedisStorageAdapter:
                 return outcome
             # Someone else won this round: back off a little so the herd spreads out.
             await asyncio.sleep(random.uniform(0, min(0.001 * (attempt + 1), 0.02)))
-        raise StorageUnavailableError(
-            f"redis: {key} kept changing under {MAX_TX_ATTEMPTS} optimistic transactions; try again"
-        )
+        raise _gave_up(key)
+
+    async def record_session_end(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """Freeze the snapshot and fold it into the state in one step (``SessionEndStore``).
+
+        One script call: ``SET NX`` of the snapshot, its history entry, the new
+        state and its index changes, all or nothing. When the snapshot is
+        already frozen (a retry, or another writer), nothing is written and the
+        frozen one is folded instead.
+        """
+        if not self.scripts:
+            frozen = await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
+            return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
+        key = self.state_key(product_id, user_id)
+        snap_key = self.snapshot_key(product_id, user_id, session_id)
+        freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
+        for _attempt in range(MAX_TX_ATTEMPTS):
+            raw = await self._last_seen(key)
+            current, new, payload, writes = self._prepare_cas(
+                key, product_id, user_id, raw, lambda doc: fold(snapshot, doc)
+            )
+            reply = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key)
+            if reply[0] == _WRITTEN:
+                if payload is not None:
+                    self._see(key, payload)
+                return snapshot, (current if new is None else new)
+            if reply[0] == _STALE:
+                self._see(key, reply[1])
+                continue
+            # Frozen before: fold what is frozen, as a plain update (rare: retries).
+            self._see(key, reply[1])
+            return await self._fold_frozen(product_id, user_id, session_id, _parse(snap_key, reply[2]), fold)
+        raise _gave_up(key)
+
+    async def _fold_frozen(
+        self, product_id: str, user_id: str, session_id: str, frozen: dict[str, Any] | None, fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        assert frozen is not None  # the script saw it exist
+        await self._reorder_history(self.history_key(product_id, user_id), session_id, frozen)
+        return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
+
+    async def _last_seen(self, key: str) -> bytes | None:
+        """The state bytes last seen for ``key``, read now if this process has not seen them.
+
+        A guess is never "absent" unless Redis said so: ``mutate(None)`` must
+        mean there is no state, not that this process does not know it.
+        """
+        raw = self._seen.get(key, _UNSEEN)
+        if raw is _UNSEEN:
+            raw = await self._get(key)
+            self._see(key, raw)
+        return raw  # type: ignore[return-value]
+
+    def _see(self, key: str, raw: bytes | None) -> None:
+        """Remember the state bytes last seen for ``key`` (bounded, least recently used out)."""
+        if not self.state_cache_size:
+            return
+        seen = self._seen
+        seen[key] = raw
+        seen.move_to_end(key)
+        if len(seen) > self.state_cache_size:
+            seen.popitem(last=False)
+
+    def _prepare_cas(
+        self, key: str, product_id: str, user_id: str, raw: bytes | None, mutate: StateMutation
+    ) -> tuple[StateDoc | None, StateDoc | None, bytes | None, list[tuple[Any, ...]]]:
+        """(current, new, its bytes, the writes: index changes, then the state last); ``new is None``: no write."""
+        try:
+            current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+        except BaseException:
+            # Unreadable (corrupt, a newer _v) or a mutate that failed: never trust
+            # this guess again without asking Redis.
+            self._seen.pop(key, None)
+            raise
+        if new is None:
+            return current, None, None, []
+        payload = _dumps(new)
+        return current, new, payload, [*idx, ("SET", key, payload, *self._ex())]
+
+    async def _cas_update(self, key: str, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+        for _attempt in range(MAX_TX_ATTEMPTS):
+            raw = await self._last_seen(key)
+            current, new, payload, writes = self._prepare_cas(key, product_id, user_id, raw, mutate)
+            read = ""
+            if new is not None:
+                onboarding = _first_session_on_start(current, new)
+                if onboarding is not None:
+                    # A session starts for a returning user: the lifecycle reads the
+                    # first session's snapshot next (spec 6); fetch it in this round trip.
+                    read = self.snapshot_key(product_id, user_id, onboarding)
+            reply = await self._cas(key, raw, writes, read=read)
+            if reply[0] == _STALE:
+                self._see(key, reply[1])
+                continue
+            if payload is not None:
+                self._see(key, payload)
+            if read and len(reply) > 1 and isinstance(reply[1], bytes):
+                self._remember_snapshot(read, _text(reply[1]))
+            return current if new is None else new
+        raise _gave_up(key)
+
+    async def _cas(
+        self, key: str, raw: bytes | None, writes: list[tuple[Any, ...]], *, freeze: str = "", read: str = ""
+    ) -> list[Any]:
+        """One run of ``_CAS_SCRIPT``: ``writes`` happen only if the state still is ``raw``."""
+        keys = list(dict.fromkeys([key, *([freeze] if freeze else []), *([read] if read else []), *_keys_of(writes)]))
+        args = _script_call(keys, _digest(raw), freeze, read, writes)
+        (reply,) = await self._call(self._raw([("EVALSHA", _CAS_SHA, *args)]))
+        if isinstance(reply, self._noscript):
+            # First use on this server (or after SCRIPT FLUSH / a restart): send the body once.
+            (reply,) = await self._call(self._raw([("EVAL", _CAS_SCRIPT, *args)]))
+        if isinstance(reply, Exception):
+            raise StorageUnavailableError(f"redis: state write failed: {reply}") from reply
+        return reply
 
     def _prepare(
         self, key: str, product_id: str, user_id: str, raw: bytes | None, mutate: StateMutation
@@ -673,16 +859,12 @@ class RedisStorageAdapter:
         self, key: str, product_id: str, user_id: str, mutate: StateMutation
     ) -> Any:
         assert self._pool is not None
-        primed = self._claim_primed(key)
-        connection = primed.connection if primed else await self._pool.get_connection()
+        connection = await self._pool.get_connection()
         try:
-            if primed is not None:
-                raw = primed.raw
-            else:
-                watched, raw = await self._exchange(connection, [("WATCH", key), ("GET", key)])
-                for reply in (watched, raw):
-                    if isinstance(reply, Exception):
-                        raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
+            watched, raw = await self._exchange(connection, [("WATCH", key), ("GET", key)])
+            for reply in (watched, raw):
+                if isinstance(reply, Exception):
+                    raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
             current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
             if new is None:
                 await self._exchange(connection, [("UNWATCH",)])
@@ -699,7 +881,7 @@ class RedisStorageAdapter:
             await connection.disconnect()
             raise
         finally:
-            await self._pool.release(connection)
+            self._pool.release(connection)
         if onboarding is not None:
             fetched = replies.pop()
             if isinstance(fetched, bytes):
@@ -1080,10 +1262,6 @@ class RedisStorageAdapter:
 
     async def aclose(self) -> None:
         """Close the pool (pooled connections belong to the event loop that made them)."""
-        for owner in list(self._primed):
-            self._expire_primed(owner)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         with contextlib.suppress(*self._errors):
             await self._client.aclose()
         if self._pool is not None:
@@ -1092,6 +1270,13 @@ class RedisStorageAdapter:
 
 
 _CONFLICT = object()
+_UNSEEN = object()
+
+
+def _gave_up(key: str) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"redis: {key} kept changing under {MAX_TX_ATTEMPTS} optimistic transactions; try again"
+    )
 
 
 def _matches(row: UserSummary, query: UserQuery, needle: str) -> bool:
