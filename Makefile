@@ -54,5 +54,9 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install system-deps
+$(VENV)/.bench-installed: pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: install system-deps $(VENV)/.bench-installed
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

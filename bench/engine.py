@@ -54,6 +54,8 @@ class Backend:
     memory_bytes: Callable[[], Awaitable[int]] | None = None  # storage memory in use now
     server_cpu_s: Callable[[], Awaitable[float]] | None = None  # CPU seconds the server has used so far
     notes: list[str] = field(default_factory=list)
+    # What one session does on this backend; default: this engine's ``lifecycle`` below.
+    lifecycle: Callable[[Any, str, str, str, int], Awaitable[None]] | None = None
 
 
 BackendFactory = Callable[[argparse.Namespace], contextlib.AbstractAsyncContextManager[Backend]]
@@ -113,13 +115,11 @@ async def _key_batches(client: Any) -> AsyncIterator[list[bytes]]:
             return
 
 
-@backend("redis")
 @contextlib.asynccontextmanager
-async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
-    """RedisStorageAdapter on a private redis-server (or ``--redis-url``)."""
+async def _private_redis(args: argparse.Namespace) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A redis-server of the benchmark's own (or ``--redis-url``), with the probes every Redis backend reports."""
     import redis.asyncio as aioredis
 
-    from autoplay_storage.adapters.redis import RedisStorageAdapter
     from tests.support.redis_server import start_redis
 
     server = None
@@ -128,75 +128,135 @@ async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     if not url:
         server = start_redis(directory)
         url = server.url
-    adapter = RedisStorageAdapter(url, max_connections=args.max_connections)
     probe = aioredis.Redis.from_url(url)
     counter = _RoundTripCounter()
     probe_trips = 0
 
-    async def server_count(section: str, name: str) -> int:
+    async def probed(awaitable: Awaitable[Any]) -> Any:
         # Probe traffic is excluded from the client-side round-trip count.
         nonlocal probe_trips
         before = counter.count
-        value = await _redis_info_int(probe, section, name)
-        probe_trips += counter.count - before
-        return value
+        try:
+            return await awaitable
+        finally:
+            probe_trips += counter.count - before
 
     async def data_bytes() -> int:
         # MEMORY USAGE of every key (documents + indexes): unlike INFO used_memory it
         # does not move with client buffers and allocator state.
-        before = counter.count
-        total = 0
-        async for keys in _key_batches(probe):
-            async with probe.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.memory_usage(key, samples=0)
-                total += sum(n or 0 for n in await pipe.execute())
-        nonlocal probe_trips
-        probe_trips += counter.count - before
-        return total
+        async def total() -> int:
+            n = 0
+            async for keys in _key_batches(probe):
+                async with probe.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.memory_usage(key, samples=0)
+                    n += sum(m or 0 for m in await pipe.execute())
+            return n
+
+        return await probed(total())
 
     async def commands() -> int:
         # The INFO that reads this counts in the next reading; run_serial subtracts it.
-        return await server_count("stats", "total_commands_processed")
+        return await probed(_redis_info_int(probe, "stats", "total_commands_processed"))
 
     async def server_cpu() -> float:
-        before = counter.count
-        info = await probe.info("cpu")
-        nonlocal probe_trips
-        probe_trips += counter.count - before
+        info = await probed(probe.info("cpu"))
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     async def reset() -> None:
-        before = counter.count
-        await probe.flushall()
-        nonlocal probe_trips
-        probe_trips += counter.count - before
+        await probed(probe.flushall())
 
+    probes = {
+        "reset": reset,
+        "round_trips": lambda: counter.count - probe_trips,
+        "commands": commands,
+        "memory_bytes": data_bytes,
+        "server_cpu_s": server_cpu,
+    }
     try:
-        yield Backend(
-            name="redis",
-            storage=StorageManager([adapter]),
-            reset=reset,
-            round_trips=lambda: counter.count - probe_trips,
-            commands=commands,
-            memory_bytes=data_bytes,
-            server_cpu_s=server_cpu,
-            notes=[
-                f"redis-server {'at ' + args.redis_url if args.redis_url else 'private, on a free loopback port'};"
-                f" pool of {args.max_connections} connections",
-                "round trips: socket sends counted on the client (pipelined commands share one);"
-                " commands: INFO stats total_commands_processed delta (MULTI/EXEC/WATCH count as commands)",
-                "memory: MEMORY USAGE summed over every key after FLUSHALL, divided by users (documents + indexes)",
-                "server CPU: INFO cpu used_cpu_user + used_cpu_sys delta over the serial phase",
-            ],
-        )
+        yield url, probes
     finally:
         counter.restore()
-        await adapter.aclose()
         await probe.aclose()
         if server is not None:
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _redis_notes(args: argparse.Namespace) -> list[str]:
+    return [
+        f"redis-server {'at ' + args.redis_url if args.redis_url else 'private, on a free loopback port'}",
+        "round trips: socket sends counted on the client (pipelined commands share one);"
+        " commands: INFO stats total_commands_processed delta (MULTI/EXEC/WATCH and commands run by a script count)",
+        "memory: MEMORY USAGE summed over every key after FLUSHALL, divided by users (documents + indexes)",
+        "server CPU: INFO cpu used_cpu_user + used_cpu_sys delta over the serial phase",
+    ]
+
+
+@backend("redis")
+@contextlib.asynccontextmanager
+async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
+    """RedisStorageAdapter on a private redis-server (or ``--redis-url``)."""
+    from autoplay_storage.adapters.redis import RedisStorageAdapter
+
+    async with _private_redis(args) as (url, probes):
+        adapter = RedisStorageAdapter(url, max_connections=args.max_connections)
+        try:
+            yield Backend(
+                name="redis",
+                storage=StorageManager([adapter]),
+                notes=[*_redis_notes(args), f"pool of {args.max_connections} connections"],
+                **probes,
+            )
+        finally:
+            await adapter.aclose()
+
+
+async def sdk_lifecycle(storage: Any, product_id: str, user_id: str, session_id: str, n: int) -> None:
+    """The same session as ``lifecycle``, through the published SDK's own lifecycle helpers."""
+    from autoplay_sdk.storage.lifecycle import on_session_end as sdk_end
+    from autoplay_sdk.storage.lifecycle import on_session_start as sdk_start
+    from autoplay_sdk.user_adoption_state import SessionSnapshot as SdkSnapshot
+    from autoplay_sdk.user_adoption_state import WorkflowStatus as SdkStatus
+
+    state, _onboarding = await sdk_start(product_id, user_id, session_id, storage)
+    state.metadata.update({"email": f"{user_id}@example.com", "role": "analyst"})
+    state.onboarding.upsert_workflow_progress(
+        CATALOG[n % len(CATALOG)], status=SdkStatus.COMPLETED if n % 3 == 0 else SdkStatus.IN_PROGRESS,
+        confidence=0.8, evidence="clicked through the tour", source="activity",
+    )
+    state.record_discovered_features([f"feature_{n % 12}"])
+    snapshot = SdkSnapshot.from_adoption_state(
+        state,
+        session_id=session_id,
+        session_number=state.sessions_count + 1,
+        started_at=state.last_updated_at,
+        catalog_workflow_ids=CATALOG,
+    )
+    await sdk_end(product_id, user_id, snapshot, storage)
+
+
+@backend("sdk-redis")
+@contextlib.asynccontextmanager
+async def sdk_redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
+    """The baseline: the published autoplay-sdk 0.13 (``pip install .[bench]``) on the same kind of Redis."""
+    from autoplay_sdk.storage.adapters.redis import RedisStorageAdapter as SdkRedisAdapter
+
+    async with _private_redis(args) as (url, probes):
+        adapter = SdkRedisAdapter(url)
+        try:
+            yield Backend(
+                name="sdk-redis",
+                storage=adapter,
+                lifecycle=sdk_lifecycle,
+                notes=[
+                    "autoplay-sdk 0.13's RedisStorageAdapter and lifecycle: not atomic, no indexes,"
+                    " errors swallowed; the baseline the issue measures against",
+                ],
+                **probes,
+            )
+        finally:
+            await adapter._redis.aclose()
 
 
 @backend("memory")
@@ -269,8 +329,9 @@ class Result:
 async def run_serial(b: Backend, n: int, users: int, result: Result) -> None:
     """One lifecycle at a time; also the per-lifecycle costs (round trips, commands, CPU on each side)."""
     await b.reset()
+    run_one = b.lifecycle or lifecycle
     for i in range(min(n, 50)):  # warm up: connections, code paths
-        await lifecycle(b.storage, "warm", f"w{i}", f"s{i}", i)
+        await run_one(b.storage, "warm", f"w{i}", f"s{i}", i)
     trips0 = b.round_trips() if b.round_trips else None
     cmds0 = await b.commands() if b.commands else None
     server0 = await b.server_cpu_s() if b.server_cpu_s else None
@@ -280,7 +341,7 @@ async def run_serial(b: Backend, n: int, users: int, result: Result) -> None:
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
-        await lifecycle(b.storage, "bench", f"u{i % users}", f"s{i}", i // users)
+        await run_one(b.storage, "bench", f"u{i % users}", f"s{i}", i // users)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     result.client_cpu_us = (time.process_time() - cpu0) / n * 1e6
@@ -298,10 +359,11 @@ async def run_serial(b: Backend, n: int, users: int, result: Result) -> None:
 async def run_concurrent(b: Backend, concurrency: int, total: int) -> float:
     await b.reset()
     per_user = max(1, total // concurrency)
+    run_one = b.lifecycle or lifecycle
 
     async def user(u: int) -> None:
         for k in range(per_user):
-            await lifecycle(b.storage, "bench", f"c{u}", f"c{u}_s{k}", k)
+            await run_one(b.storage, "bench", f"c{u}", f"c{u}_s{k}", k)
 
     start = time.perf_counter()
     await asyncio.gather(*(user(u) for u in range(concurrency)))
@@ -312,10 +374,11 @@ async def run_memory(b: Backend, users: int, sessions: int) -> float | None:
     if b.memory_bytes is None:
         return None
     await b.reset()
+    run_one = b.lifecycle or lifecycle
     before = await b.memory_bytes()
     for u in range(users):
         for k in range(sessions):
-            await lifecycle(b.storage, "mem", f"m{u}", f"m{u}_s{k}", k)
+            await run_one(b.storage, "mem", f"m{u}", f"m{u}_s{k}", k)
     return (await b.memory_bytes() - before) / users
 
 
@@ -381,6 +444,13 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
     for name, lines in notes.items():
         for note in lines:
             print(f"[{name}] {note}")
+    by_name = {r.backend: r for r in results}
+    ours, sdk = by_name.get("redis"), by_name.get("sdk-redis")
+    if ours and sdk and sdk.serial_rate and sdk.concurrent_rate:
+        print(
+            f"redis vs the published SDK, same machine, same run: {ours.serial_rate / sdk.serial_rate:.2f}x serial,"
+            f" {ours.concurrent_rate / sdk.concurrent_rate:.2f}x with {args.concurrency} users"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -399,10 +469,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _sdk_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("autoplay_sdk") is not None
+
+
 async def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results, notes = [], {}
-    for name in args.backend or sorted(BACKENDS):
+    names = args.backend or [n for n in sorted(BACKENDS) if n != "sdk-redis" or _sdk_installed()]
+    if "sdk-redis" not in names:
+        print("(the sdk-redis baseline is skipped: `pip install -e .[bench]` installs the published SDK)")
+    for name in names:
         result, backend_notes = await bench_backend(name, args)
         results.append(result)
         notes[name] = backend_notes
