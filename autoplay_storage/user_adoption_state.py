@@ -291,6 +291,26 @@ class WorkflowProgress:
     def from_dict(cls, data: Any, workflow_id: str = "") -> WorkflowProgress:
         data = _dict(data)
         steps = data.get("steps")
+        wid, status, confidence = data.get("workflow_id"), data.get("status"), data.get("confidence")
+        evidence, source, last = data.get("evidence"), data.get("source"), data.get("last_evaluated_at")
+        first, completed = data.get("first_detected_at"), data.get("completed_at")
+        if (  # what this engine writes, with no steps: nothing to repair, so no helper calls
+            type(wid) is str
+            and wid
+            and type(status) is str
+            and status in _WORKFLOW_STATUSES
+            and type(confidence) is float
+            and 0.0 <= confidence <= 1.0
+            and type(evidence) is str
+            and type(source) is str
+            and source
+            and type(last) is float
+            and last - last == 0.0
+            and (first is None or (type(first) is float and first - first == 0.0))
+            and (completed is None or (type(completed) is float and completed - completed == 0.0))
+            and (steps is None or (type(steps) is dict and not steps))
+        ):
+            return cls(wid, _WORKFLOW_STATUSES[status], confidence, evidence, source, first, completed, last, {})
         return cls(
             workflow_id=_str(data.get("workflow_id"), workflow_id) or workflow_id,
             status=_enum(WorkflowStatus, data.get("status"), WorkflowStatus.NOT_STARTED),
@@ -304,6 +324,9 @@ class WorkflowProgress:
             if type(steps) is dict and steps
             else {},
         )
+
+
+_WORKFLOW_STATUSES: dict[str, WorkflowStatus] = {status.value: status for status in WorkflowStatus}
 
 
 def _read_progress_map(value: Any) -> dict[str, WorkflowProgress]:

@@ -76,25 +76,35 @@ def backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
 
 
 class _RoundTripCounter:
-    """Counts writes to Redis sockets: every send is one request/response round trip.
+    """Counts requests written to Redis sockets: each is one request/response round trip.
 
-    The adapter pipelines several commands into one send (WATCH+GET; MULTI..EXEC),
-    so this counts network round trips, not commands.
+    The adapter pipelines several commands into one write (a script call,
+    MULTI..EXEC), so this counts network round trips, not commands. redis-py
+    connections (the SDK, listings) are counted by wrapping their send; the
+    adapter's own connections count their writes themselves.
     """
 
     def __init__(self) -> None:
         from redis.asyncio.connection import AbstractConnection
 
-        self.count = 0
+        from autoplay_storage.adapters.redis import _RespConnection
+
+        self._redis_py = 0
+        self._ours = _RespConnection
+        self._ours_start = _RespConnection.sends
         self._cls = AbstractConnection
         self._original = AbstractConnection.send_packed_command
         counter = self
 
         async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            counter.count += 1
+            counter._redis_py += 1
             await counter._original(conn, command, check_health)
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+    @property
+    def count(self) -> int:
+        return self._redis_py + self._ours.sends - self._ours_start
 
     def restore(self) -> None:
         self._cls.send_packed_command = self._original  # type: ignore[method-assign]

@@ -388,16 +388,25 @@ async def test_scripts_off_still_guards_updates_with_watch(redis_url, raw):
 
 
 def _count_sends(monkeypatch) -> list[int]:
+    """One entry per request written to Redis (redis-py's connections and the adapter's own)."""
     from redis.asyncio.connection import AbstractConnection
+
+    from autoplay_storage.adapters.redis import _RespConnection
 
     sends: list[int] = []
     original = AbstractConnection.send_packed_command
+    exchange = _RespConnection.exchange
 
     async def counted(conn, command, check_health=True):
         sends.append(1)
         await original(conn, command, check_health)
 
+    async def counted_exchange(conn, packed, expected, timeout_s):
+        sends.append(1)
+        return await exchange(conn, packed, expected, timeout_s)
+
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    monkeypatch.setattr(_RespConnection, "exchange", counted_exchange)
     return sends
 
 
@@ -724,3 +733,44 @@ def test_any_write_sequence_lists_like_the_reference(redis_server, writes, queri
             await a.aclose()
 
     asyncio.run(check())
+
+
+async def test_a_user_another_writer_wrote_is_fully_filed_on_our_first_write(adapter, raw):
+    """A state the SDK wrote has no index entries: the first write files the product and search terms too."""
+    raw.set("autoplay:user:sdkprod:u1:state", compact({"_v": 1, "user_id": "u1", "metadata": {"email": "a@b.c"}}))
+    await adapter.update_user_state("sdkprod", "u1", lambda doc: {**doc, "journey_state": "onboarded"})
+    assert b"sdkprod" in raw.smembers("autoplay:idx:products")
+    page = await adapter.list_users("sdkprod", UserQuery(search="a@b"))
+    assert [row.user_id for row in page.items] == ["u1"]
+    # Our own later writes skip what is filed already, and the listing stays right.
+    await adapter.update_user_state("sdkprod", "u1", lambda doc: {**doc, "journey_state": "onboarding"})
+    page = await adapter.list_users("sdkprod", UserQuery(search="a@b", journey_state="onboarding"))
+    assert [row.user_id for row in page.items] == ["u1"]
+
+
+async def test_urls_with_a_user_password_and_database_are_honoured(redis_url, raw):
+    raw.execute_command("ACL", "SETUSER", "console_test", "on", ">s3cret", "~*", "+@all")
+    base = redis_url.rsplit("/", 1)[0].replace("redis://", "redis://console_test:s3cret@")
+    a = RedisStorageAdapter(f"{base}/5")
+    try:
+        await a.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
+        db5 = redis.Redis.from_url(f"{redis_url.rsplit('/', 1)[0]}/5")
+        assert db5.exists("autoplay:user:p:u:state") == 1 and raw.exists("autoplay:user:p:u:state") == 0
+        db5.flushdb()
+        db5.close()
+        wrong = RedisStorageAdapter(base.replace("s3cret", "wrong") + "/0")
+        with pytest.raises(StorageUnavailableError):
+            await wrong.get_user_state("p", "u")
+        await wrong.aclose()
+    finally:
+        await a.aclose()
+        raw.execute_command("ACL", "DELUSER", "console_test")
+
+
+async def test_connections_the_server_closed_while_idle_are_replaced(adapter, raw):
+    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "n": 0})
+    raw.client_kill_filter(_type="normal", skipme=True)  # a restart, an idle timeout...
+    await asyncio.sleep(0.05)  # the adapter's loop sees the close
+    assert (await adapter.get_user_state("p", "u"))["n"] == 0
+    await adapter.update_user_state("p", "u", lambda doc: {**doc, "n": 1})
+    assert json.loads(raw.get("autoplay:user:p:u:state"))["n"] == 1

@@ -39,7 +39,7 @@ import math
 import random
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -308,14 +308,19 @@ def _search_members(user_id: str, entry: IndexEntry) -> set[str]:
 
 
 def index_commands(
-    product_id: str, user_id: str, old: IndexEntry | None, new: IndexEntry
+    product_id: str, user_id: str, old: IndexEntry | None, new: IndexEntry, *, filed: bool = False
 ) -> list[tuple[Any, ...]]:
-    """Commands that move one user's index entries from ``old`` to ``new`` (idempotent)."""
+    """Commands that move one user's index entries from ``old`` to ``new`` (idempotent).
+
+    ``old`` is the entry of the document being replaced (``None``: there is none).
+    ``filed`` says this adapter filed ``old`` itself when it wrote those very
+    bytes: then the product and unchanged search terms are not filed again.
+    Otherwise (another writer, such as the SDK) everything is filed, so the
+    indexes heal.
+    """
     score = new.score
-    cmds: list[tuple[Any, ...]] = [
-        ("SADD", PRODUCTS_KEY, product_id),
-        ("ZADD", users_key(product_id), score, user_id),
-    ]
+    cmds: list[tuple[Any, ...]] = [] if filed else [("SADD", PRODUCTS_KEY, product_id)]
+    cmds.append(("ZADD", users_key(product_id), score, user_id))
     new_filters = _filter_keys(product_id, new)
     if old is not None:
         for key in set(_filter_keys(product_id, old)) - set(new_filters):
@@ -328,6 +333,8 @@ def index_commands(
         stale = sorted(_search_members(user_id, old) - new_terms)
         for i in range(0, len(stale), _MAX_MEMBERS):
             cmds.append(("ZREM", search, *stale[i : i + _MAX_MEMBERS]))
+    if filed and old is not None and old.terms == new.terms:
+        return cmds  # filed under these terms already (search scores are all 0)
     members = sorted(new_terms)
     for i in range(0, len(members), _MAX_MEMBERS):
         cmds.append(("ZADD", search, *[x for m in members[i : i + _MAX_MEMBERS] for x in (0, m)]))
@@ -391,18 +398,158 @@ def _first_session_on_start(old: StateDoc | None, new: StateDoc) -> str | None:
     return None
 
 
-class _FastPool:
-    """A bounded LIFO pool of redis-py connections for the pipelined fast path; waits when all are busy.
+class _RespConnection(asyncio.Protocol):
+    """One Redis connection on a bare asyncio Protocol: pipelined requests, replies parsed by hiredis.
 
-    redis-py's BlockingConnectionPool spends, per checkout, a Condition, a
-    timeout context, metrics hooks and a zero-timeout socket read probing the
-    connection's health. On this path every reply is read in full, or the
-    connection is dropped, so a pooled connection is clean unless the server
-    closed it, and its stream already knows that without a read.
+    redis-py's asyncio connection reads through a StreamReader, a parser
+    wrapper and a timeout context per reply, several event-loop turns per
+    round trip; on a machine where every syscall is dear that doubled the
+    cost of a round trip (bench/engine.py). Here a request is one
+    ``transport.write`` and one future that ``data_received`` completes.
+    Plain TCP and Unix sockets only; ``rediss://`` uses redis-py's connections.
     """
 
-    def __init__(self, template: Any, max_connections: int, timeout_s: float) -> None:
-        self._template = template  # a redis-py pool: it parsed the URL and makes connections
+    sends = 0  # every request written, all connections: one round trip each (benchmarks read it)
+
+    def __init__(self, params: dict[str, Any], connect_timeout_s: float) -> None:
+        import hiredis
+        from redis.exceptions import ResponseError
+
+        self._params = params
+        self._connect_timeout_s = connect_timeout_s
+        self._reader = hiredis.Reader(replyError=ResponseError)  # one object per connection: never reconnected
+        self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        self._transport: asyncio.Transport | None = None
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiting = self._waiting
+        while waiting:
+            reply = self._reader.gets()
+            if reply is False:
+                return
+            future, expected, replies = waiting[0]
+            replies.append(reply)
+            if len(replies) == expected:
+                waiting.popleft()
+                if not future.done():
+                    future.set_result(replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self._transport = None
+        while self._waiting:
+            future, _, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    # -- what the pool and the adapter use --
+
+    @property
+    def is_connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    async def connect(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        loop = asyncio.get_running_loop()
+        params = self._params
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                if "path" in params:
+                    await loop.create_unix_connection(lambda: self, params["path"])
+                else:  # asyncio sets TCP_NODELAY on TCP sockets
+                    host, port = params.get("host", "localhost"), params.get("port", 6379)
+                    await loop.create_connection(lambda: self, host, port)
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc or type(exc).__name__}") from exc
+        handshake: list[tuple[Any, ...]] = []
+        if params.get("password") is not None:
+            user = params.get("username")
+            handshake.append(("AUTH", user, params["password"]) if user else ("AUTH", params["password"]))
+        if params.get("db"):
+            handshake.append(("SELECT", params["db"]))
+        if handshake:
+            try:
+                replies = await self.exchange(_pack(handshake), len(handshake), self._connect_timeout_s)
+            except BaseException:
+                await self.disconnect()
+                raise
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    await self.disconnect()
+                    raise RedisConnectionError(f"Redis refused the connection: {reply}")
+
+    async def disconnect(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()  # replies may be pending: nothing of this connection is reused
+        self.connection_lost(None)
+
+    async def exchange(self, packed: bytes, expected: int, timeout_s: float) -> list[Any]:
+        """Write one request of ``expected`` commands; their replies (error replies as exception objects)."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise RedisConnectionError("connection to Redis is closed")
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((future, expected, []))
+        transport.write(packed)
+        _RespConnection.sends += 1
+        async with asyncio.timeout(timeout_s):
+            return await future
+
+
+class _RedisPyConnection:
+    """A redis-py connection behind ``exchange``: ``rediss://``, which ``_RespConnection`` does not speak."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    @property
+    def is_connected(self) -> bool:
+        stream = getattr(self._connection, "_reader", None)
+        if not self._connection.is_connected:
+            return False
+        return stream is None or not (stream.at_eof() or stream.exception() is not None)
+
+    async def connect(self) -> None:
+        await self._connection.connect()
+
+    async def disconnect(self) -> None:
+        await self._connection.disconnect()
+
+    async def exchange(self, packed: bytes, expected: int, timeout_s: float) -> list[Any]:
+        from redis.exceptions import ResponseError
+
+        replies: list[Any] = []
+        async with asyncio.timeout(timeout_s):
+            await self._connection.send_packed_command(packed, check_health=False)
+            for _ in range(expected):
+                try:
+                    replies.append(await self._connection.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
+        return replies
+
+
+class _FastPool:
+    """A bounded LIFO pool for the pipelined fast path; callers wait when every connection is busy.
+
+    A pooled connection is clean: every reply is read, or the connection is
+    dropped. One the server closed while idle (restart, timeout) is replaced
+    on checkout, with no probe of the socket.
+    """
+
+    def __init__(self, factory: Callable[[], Any], max_connections: int, timeout_s: float) -> None:
+        self._factory = factory  # an unconnected connection with connect/exchange/disconnect
         self._idle: list[Any] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._timeout_s = timeout_s
@@ -419,20 +566,21 @@ class _FastPool:
         else:
             await self._slots.acquire()
         try:
-            connection = self._idle.pop() if self._idle else self._template.make_connection()
-            stream = getattr(connection, "_reader", None)
-            if not connection.is_connected:
-                await connection.connect()
-            elif stream is not None and (stream.at_eof() or stream.exception() is not None):
-                await connection.disconnect()  # the server closed it while idle (restart, timeout)
-                await connection.connect()
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.is_connected:
+                    return connection
+                await connection.disconnect()
+            connection = self._factory()
+            await connection.connect()
         except BaseException:
             self._slots.release()
             raise
         return connection
 
     def release(self, connection: Any) -> None:
-        self._idle.append(connection)
+        if connection.is_connected:
+            self._idle.append(connection)
         self._slots.release()
 
     async def disconnect(self) -> None:
@@ -493,15 +641,7 @@ class RedisStorageAdapter:
             # cost a task per send); listings and maintenance use the second,
             # through the ordinary client and its socket timeout.
             self._pool: _FastPool | None = _FastPool(
-                aioredis.ConnectionPool.from_url(
-                    redis_url,
-                    max_connections=max_connections,
-                    socket_timeout=None,
-                    socket_connect_timeout=connect_timeout_s,
-                    retry=no_retry,
-                ),
-                max_connections,
-                pool_timeout_s,
+                self._connection_factory(redis_url, connect_timeout_s, no_retry), max_connections, pool_timeout_s
             )
             self._browse_pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
@@ -518,7 +658,8 @@ class RedisStorageAdapter:
         self.scripts = scripts and not cluster
         # The last state bytes seen per state key: the base a write computes from.
         # Only ever a guess: the script checks it against the stored bytes.
-        self._seen: OrderedDict[str, bytes | None] = OrderedDict()
+        # Each with the index entry this adapter filed when it wrote those bytes (else None).
+        self._seen: OrderedDict[str, tuple[bytes | None, IndexEntry | None]] = OrderedDict()
         self.state_cache_size = max(0, state_cache_size)
         self._fresh_snapshots: dict[str, tuple[float, str]] = {}
         self._errors = self._error_types()
@@ -579,17 +720,21 @@ class RedisStorageAdapter:
         Error replies come back as exception objects in the list: a MULTI block
         must be read to its EXEC before the connection can be reused.
         """
-        from redis.exceptions import ResponseError
+        return await connection.exchange(_pack(commands), len(commands), self.socket_timeout_s)
 
-        replies: list[Any] = []
-        async with asyncio.timeout(self.socket_timeout_s):
-            await connection.send_packed_command(_pack(commands), check_health=False)
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response(timeout=math.inf))
-                except ResponseError as exc:
-                    replies.append(exc)
-        return replies
+    @staticmethod
+    def _connection_factory(redis_url: str, connect_timeout_s: float, retry: Any) -> Callable[[], Any]:
+        """Bare-protocol connections for ``redis://`` and ``unix://``; redis-py's for the rest (TLS)."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.connection import parse_url
+
+        params = parse_url(redis_url)
+        if params.get("connection_class") in (None, aioredis.UnixDomainSocketConnection):
+            return lambda: _RespConnection(params, connect_timeout_s)
+        template = aioredis.ConnectionPool.from_url(
+            redis_url, socket_timeout=None, socket_connect_timeout=connect_timeout_s, retry=retry
+        )
+        return lambda: _RedisPyConnection(template.make_connection())
 
     async def _raw(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Standalone fast path: one round trip on one pooled connection."""
@@ -745,14 +890,14 @@ class RedisStorageAdapter:
         snap_key = self.snapshot_key(product_id, user_id, session_id)
         freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
         for _attempt in range(MAX_TX_ATTEMPTS):
-            raw = await self._last_seen(key)
-            current, new, payload, writes = self._prepare_cas(
-                key, product_id, user_id, raw, lambda doc: fold(snapshot, doc)
+            raw, filed = await self._last_seen(key)
+            current, new, payload, writes, entry = self._prepare_cas(
+                key, product_id, user_id, raw, lambda doc: fold(snapshot, doc), filed
             )
             reply = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key)
             if reply[0] == _WRITTEN:
                 if payload is not None:
-                    self._see(key, payload)
+                    self._see(key, payload, entry)
                 return snapshot, (current if new is None else new)
             if reply[0] == _STALE:
                 self._see(key, reply[1])
@@ -769,48 +914,57 @@ class RedisStorageAdapter:
         await self._reorder_history(self.history_key(product_id, user_id), session_id, frozen)
         return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
 
-    async def _last_seen(self, key: str) -> bytes | None:
+    async def _last_seen(self, key: str) -> tuple[bytes | None, IndexEntry | None]:
         """The state bytes last seen for ``key``, read now if this process has not seen them.
 
         A guess is never "absent" unless Redis said so: ``mutate(None)`` must
         mean there is no state, not that this process does not know it.
         """
-        raw = self._seen.get(key, _UNSEEN)
-        if raw is _UNSEEN:
-            raw = await self._get(key)
-            self._see(key, raw)
-        return raw  # type: ignore[return-value]
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = (await self._get(key), None)
+            self._see(key, *seen)
+        return seen
 
-    def _see(self, key: str, raw: bytes | None) -> None:
+    def _see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None) -> None:
         """Remember the state bytes last seen for ``key`` (bounded, least recently used out)."""
         if not self.state_cache_size:
             return
         seen = self._seen
-        seen[key] = raw
+        seen[key] = (raw, filed)
         seen.move_to_end(key)
         if len(seen) > self.state_cache_size:
             seen.popitem(last=False)
 
     def _prepare_cas(
-        self, key: str, product_id: str, user_id: str, raw: bytes | None, mutate: StateMutation
-    ) -> tuple[StateDoc | None, StateDoc | None, bytes | None, list[tuple[Any, ...]]]:
-        """(current, new, its bytes, the writes: index changes, then the state last); ``new is None``: no write."""
+        self,
+        key: str,
+        product_id: str,
+        user_id: str,
+        raw: bytes | None,
+        mutate: StateMutation,
+        filed: IndexEntry | None,
+    ) -> tuple[StateDoc | None, StateDoc | None, bytes | None, list[tuple[Any, ...]], IndexEntry | None]:
+        """(current, new, its bytes, the writes: index changes then the state, new's index entry).
+
+        ``new is None``: nothing to write.
+        """
         try:
-            current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+            current, new, idx, entry = self._prepare(key, product_id, user_id, raw, mutate, filed)
         except BaseException:
             # Unreadable (corrupt, a newer _v) or a mutate that failed: never trust
             # this guess again without asking Redis.
             self._seen.pop(key, None)
             raise
         if new is None:
-            return current, None, None, []
+            return current, None, None, [], None
         payload = _dumps(new)
-        return current, new, payload, [*idx, ("SET", key, payload, *self._ex())]
+        return current, new, payload, [*idx, ("SET", key, payload, *self._ex())], entry
 
     async def _cas_update(self, key: str, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         for _attempt in range(MAX_TX_ATTEMPTS):
-            raw = await self._last_seen(key)
-            current, new, payload, writes = self._prepare_cas(key, product_id, user_id, raw, mutate)
+            raw, filed = await self._last_seen(key)
+            current, new, payload, writes, entry = self._prepare_cas(key, product_id, user_id, raw, mutate, filed)
             read = ""
             if new is not None:
                 onboarding = _first_session_on_start(current, new)
@@ -823,7 +977,7 @@ class RedisStorageAdapter:
                 self._see(key, reply[1])
                 continue
             if payload is not None:
-                self._see(key, payload)
+                self._see(key, payload, entry)
             if read and len(reply) > 1 and isinstance(reply[1], bytes):
                 self._remember_snapshot(read, _text(reply[1]))
             return current if new is None else new
@@ -836,7 +990,7 @@ class RedisStorageAdapter:
         keys = list(dict.fromkeys([key, *([freeze] if freeze else []), *([read] if read else []), *_keys_of(writes)]))
         args = _script_call(keys, _digest(raw), freeze, read, writes)
         (reply,) = await self._call(self._raw([("EVALSHA", _CAS_SHA, *args)]))
-        if isinstance(reply, self._noscript):
+        if isinstance(reply, self._noscript) or (isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")):
             # First use on this server (or after SCRIPT FLUSH / a restart): send the body once.
             (reply,) = await self._call(self._raw([("EVAL", _CAS_SCRIPT, *args)]))
         if isinstance(reply, Exception):
@@ -844,16 +998,26 @@ class RedisStorageAdapter:
         return reply
 
     def _prepare(
-        self, key: str, product_id: str, user_id: str, raw: bytes | None, mutate: StateMutation
-    ) -> tuple[StateDoc | None, StateDoc | None, list[tuple[Any, ...]]]:
-        """(current, new, index commands); ``new is None`` means nothing to write."""
+        self,
+        key: str,
+        product_id: str,
+        user_id: str,
+        raw: bytes | None,
+        mutate: StateMutation,
+        filed: IndexEntry | None = None,
+    ) -> tuple[StateDoc | None, StateDoc | None, list[tuple[Any, ...]], IndexEntry | None]:
+        """(current, new, index commands, new's entry); ``new is None`` means nothing to write.
+
+        ``filed``: the entry this adapter filed when it wrote ``raw`` (see ``index_commands``).
+        """
         current = _parse(key, raw)
         # Before mutate runs: it may change the document it is given in place.
-        old_entry = None if current is None else index_entry(product_id, user_id, current)
+        old_entry = filed if filed is not None or current is None else index_entry(product_id, user_id, current)
         new = mutate(current)
         if new is None:
-            return _parse(key, raw), None, []
-        return current, new, index_commands(product_id, user_id, old_entry, index_entry(product_id, user_id, new))
+            return _parse(key, raw), None, [], None
+        entry = index_entry(product_id, user_id, new)
+        return current, new, index_commands(product_id, user_id, old_entry, entry, filed=filed is not None), entry
 
     async def _try_update_standalone(
         self, key: str, product_id: str, user_id: str, mutate: StateMutation
@@ -865,7 +1029,7 @@ class RedisStorageAdapter:
             for reply in (watched, raw):
                 if isinstance(reply, Exception):
                     raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
-            current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+            current, new, idx, _entry = self._prepare(key, product_id, user_id, raw, mutate)
             if new is None:
                 await self._exchange(connection, [("UNWATCH",)])
                 return current
@@ -897,7 +1061,7 @@ class RedisStorageAdapter:
             async with self._client.pipeline(transaction=True) as pipe:
                 await pipe.watch(key)
                 raw = await pipe.get(key)
-                current, new, idx = self._prepare(key, product_id, user_id, raw, mutate)
+                current, new, idx, _entry = self._prepare(key, product_id, user_id, raw, mutate)
                 if new is None:
                     await pipe.unwatch()
                     return current, None, []
