@@ -38,10 +38,6 @@ def dumps(doc: Any) -> bytes:
     return dumps_strict(doc)
 
 
-def dumps_text(doc: Any) -> str:
-    return dumps(doc).decode()
-
-
 # 20 digits in a row may be an integer beyond 64 bits, which orjson would read
 # as a float; the standard library keeps it exact. (Digits in a string also
 # count: that only costs the slower parser.) translate+find is ~15x faster

@@ -200,11 +200,14 @@ async def end_session(
         return frozen
 
     resolved: str | None = summary
+    stored_snapshot: dict[str, Any] | None = None
+    parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
     if summary is None and summarizer is not None:
         # The summarizer is slow: freeze first, then summarize what is frozen,
         # outside the atomic step (which may retry), unless already recorded.
         stored_snapshot = await create_snapshot(storage, product_id, user_id, session_id, sent)
         session_snapshot = frozen_snapshot(stored_snapshot)
+        parsed.append((stored_snapshot, session_snapshot))
         current = await storage.get_user_state(product_id, user_id)
         if current is not None:
             state = load_state(current, user_id)
@@ -214,7 +217,6 @@ async def end_session(
 
     captured_now = time.time()
     attempts: list[tuple[UserAdoptionState, StateDoc | None, SessionSnapshot]] = []
-    parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
 
     def fold(frozen_doc: dict[str, Any], doc: StateDoc | None) -> StateDoc | None:
         if parsed and parsed[0][0] is frozen_doc:
@@ -230,7 +232,11 @@ async def end_session(
         attempts.append((state, new, snapshot))
         return new
 
-    _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
+    if stored_snapshot is None:  # freeze and fold in one step
+        _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
+    else:  # frozen already, above: only the fold is left
+        frozen_doc = stored_snapshot
+        stored = await atomic_update(storage, product_id, user_id, lambda doc: fold(frozen_doc, doc))
     state, written, session_snapshot = attempts[-1]  # the last attempt is what is stored: no second parse
     if stored is None:  # nothing was stored and nothing written: the primary lost it under us
         raise StorageUnavailableError(f"the state of {product_id}/{user_id} vanished during a session end")

@@ -13,8 +13,8 @@ adapter runs ``mutate`` again on it. ``mutate`` is arbitrary Python (the
 lifecycle's merge rules) that cannot run inside Redis, so it may run more
 than once and must be pure. A session end freezes its snapshot (``SET NX``)
 and folds it into the state in the same script, so a whole session costs two
-round trips while the cache is warm and at most four when it is not (another
-process wrote the user since).
+round trips while the cache is warm, four when another process wrote the user
+since, and one ``GET`` more for a user this process never saw.
 
 ``scripts=False`` (or a server without script shebangs) and cluster mode use
 optimistic WATCH/MULTI transactions instead (WATCH+GET, then MULTI..EXEC).
