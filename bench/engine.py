@@ -14,6 +14,10 @@ measurement code. Usage::
 
     .venv/bin/python bench/engine.py                       # every registered backend
     .venv/bin/python bench/engine.py --backend redis --serial 5000 --concurrent-sessions 4000
+    .venv/bin/python bench/engine.py --backend redis --backend sdk-redis --loop asyncio
+
+Every backend runs on the same event loop: uvloop by default (granian serves
+the API on it when installed), or asyncio's own with ``--loop asyncio``.
 """
 
 from __future__ import annotations
@@ -475,7 +479,7 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
     print(
         f"serial: {args.serial} lifecycles over {args.serial_users} users; concurrent: {args.concurrency} users x "
         f"{max(1, args.concurrent_sessions // args.concurrency)} sessions; memory: {args.memory_users} users x "
-        f"{args.sessions_per_user} sessions"
+        f"{args.sessions_per_user} sessions; event loop: {args.loop} (the same for every backend)"
     )
     print(line)
     print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
@@ -520,7 +524,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions-per-user", type=int, default=10)
     parser.add_argument("--max-connections", type=int, default=64, help="Redis pool size")
     parser.add_argument("--redis-url", default="", help="use this Redis instead of starting one (it is FLUSHALLed!)")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop" if _uvloop_installed() else "asyncio",
+        help="event loop every backend runs on (default: uvloop, as granian picks it when installed)",
+    )
     return parser.parse_args(argv)
+
+
+def _uvloop_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _sdk_installed() -> bool:
@@ -543,4 +559,9 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if parse_args().loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

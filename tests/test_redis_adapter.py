@@ -223,6 +223,41 @@ async def test_a_stalled_server_times_out_as_unavailable(redis_url, raw):
         await a.aclose()
 
 
+def test_the_fast_path_holds_on_uvloop(redis_url, raw):
+    """granian serves the API on uvloop (a dependency): the bare-protocol connections must hold there too.
+
+    Racing ends, a killed connection and a stalled server, on uvloop's transports.
+    """
+    import uvloop
+
+    async def scenario() -> None:
+        a = RedisStorageAdapter(redis_url, socket_timeout_s=0.3, max_connections=8)
+        storage = StorageManager([a])
+        try:
+            state, _ = await on_session_start("p", "u", "s_first", storage)
+
+            async def end(i: int) -> None:
+                snap = snapshot_for(state, f"s_{i:02d}", started_at=1000.0 + i, now=2000.0 + i)
+                await on_session_end("p", "u", snap, storage)
+
+            await asyncio.gather(*(end(i) for i in range(20)))
+            assert (await a.get_user_state("p", "u"))["sessions"]["count"] == 20
+            raw.client_kill_filter(_type="normal", skipme=True)  # every pooled connection dies while idle
+            await asyncio.sleep(0.05)
+            await end(20)  # replaced on checkout
+            raw.client_pause(1000)
+            try:
+                with pytest.raises(StorageUnavailableError):
+                    await a.get_user_state("p", "u")
+            finally:
+                raw.client_unpause()
+            assert (await a.get_user_state("p", "u"))["sessions"]["count"] == 21
+        finally:
+            await a.aclose()
+
+    uvloop.run(scenario())
+
+
 @pytest.mark.parametrize("bad", [b"{not json", b"[1, 2, 3]", b"\xff\xfe", b'"a string"'])
 async def test_corrupt_state_is_reported_and_left_untouched(adapter, raw, bad):
     key = "autoplay:user:p:u:state"
