@@ -418,8 +418,10 @@ class _RespConnection(asyncio.Protocol):
         self._params = params
         self._connect_timeout_s = connect_timeout_s
         self._reader = hiredis.Reader(replyError=ResponseError)  # one object per connection: never reconnected
-        self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        # Requests in flight: (future, replies expected, replies so far, deadline on the loop's clock).
+        self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None  # armed for the oldest request's deadline
 
     # -- asyncio.Protocol --
 
@@ -433,7 +435,7 @@ class _RespConnection(asyncio.Protocol):
             reply = self._reader.gets()
             if reply is False:
                 return
-            future, expected, replies = waiting[0]
+            future, expected, replies, _deadline = waiting[0]
             replies.append(reply)
             if len(replies) == expected:
                 waiting.popleft()
@@ -443,11 +445,37 @@ class _RespConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        self._transport = None
+        self._fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        """Drop the connection and fail every request in flight on it."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()  # replies may be pending: nothing of this connection is reused
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiting:
-            future, _, _ = self._waiting.popleft()
+            future, _, _, _ = self._waiting.popleft()
             if not future.done():
-                future.set_exception(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+                future.set_exception(exc)
+
+    def _check_deadline(self) -> None:
+        """The timer fired: fail the connection if its oldest request is overdue, else wait for that one.
+
+        One timer per connection, re-armed lazily, instead of a timeout context
+        per request (5% of the client's CPU per lifecycle, bench/engine.py):
+        most requests are answered long before their connection's timer runs.
+        """
+        self._timer = None
+        if not self._waiting:
+            return
+        deadline = self._waiting[0][3]
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            self._fail(TimeoutError("Redis did not answer in time"))
+        else:
+            self._timer = loop.call_at(deadline, self._check_deadline)
 
     # -- what the pool and the adapter use --
 
@@ -487,10 +515,9 @@ class _RespConnection(asyncio.Protocol):
                     raise RedisConnectionError(f"Redis refused the connection: {reply}")
 
     async def disconnect(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.abort()  # replies may be pending: nothing of this connection is reused
-        self.connection_lost(None)
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self._fail(RedisConnectionError("connection to Redis closed"))
 
     async def exchange(self, packed: bytes, expected: int, timeout_s: float) -> list[Any]:
         """Write one request of ``expected`` commands; their replies (error replies as exception objects)."""
@@ -499,12 +526,15 @@ class _RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise RedisConnectionError("connection to Redis is closed")
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((future, expected, []))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        deadline = loop.time() + timeout_s
+        self._waiting.append((future, expected, [], deadline))
         transport.write(packed)
         _RespConnection.sends += 1
-        async with asyncio.timeout(timeout_s):
-            return await future
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadline)
+        return await future
 
 
 class _RedisPyConnection:
