@@ -13,8 +13,8 @@ adapter runs ``mutate`` again on it. ``mutate`` is arbitrary Python (the
 lifecycle's merge rules) that cannot run inside Redis, so it may run more
 than once and must be pure. A session end freezes its snapshot (``SET NX``)
 and folds it into the state in the same script, so a whole session costs two
-round trips while the cache is warm, four when another process wrote the user
-since, and one ``GET`` more for a user this process never saw.
+round trips while the cache is warm (a new user's first session too: its first
+write guesses "no state"), four when another process wrote the user since.
 
 ``scripts=False`` (or a server without script shebangs) and cluster mode use
 optimistic WATCH/MULTI transactions instead (WATCH+GET, then MULTI..EXEC).
@@ -919,10 +919,9 @@ class RedisStorageAdapter:
         key = self.state_key(product_id, user_id)
         snap_key = self.snapshot_key(product_id, user_id, session_id)
         freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
-        for _attempt in range(MAX_TX_ATTEMPTS):
-            raw, filed = await self._last_seen(key)
-            current, new, payload, writes, entry = self._prepare_cas(
-                key, product_id, user_id, raw, lambda doc: fold(snapshot, doc), filed
+        for attempt in range(MAX_TX_ATTEMPTS):
+            raw, (current, new, payload, writes, entry) = await self._base(
+                key, product_id, user_id, lambda doc: fold(snapshot, doc), guess_new=attempt == 0
             )
             reply = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key)
             if reply[0] == _WRITTEN:
@@ -944,11 +943,34 @@ class RedisStorageAdapter:
         await self._reorder_history(self.history_key(product_id, user_id), session_id, frozen)
         return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
 
+    async def _base(
+        self, key: str, product_id: str, user_id: str, mutate: StateMutation, *, guess_new: bool
+    ) -> tuple[bytes | None, tuple[StateDoc | None, StateDoc | None, bytes | None, list[tuple[Any, ...]], Any]]:
+        """The state bytes a write computes from, and ``_prepare_cas`` on them.
+
+        Those last seen for ``key``. For a user this process never saw, with
+        ``guess_new``: no state at all, when ``mutate(None)`` writes something.
+        The script checks that guess like any other (a stored state makes it
+        stale, and the next attempt starts from the state it returns), so a
+        new user's first write costs one round trip instead of a read and a
+        write. If ``mutate(None)`` writes nothing or refuses (an edit of a
+        user that must exist), nothing is assumed: the state is read first.
+        """
+        if guess_new and key not in self._seen:
+            try:
+                prepared = self._prepare_cas(key, product_id, user_id, None, mutate, None)
+            except Exception:  # its answer for "no state" is not needed yet: ask Redis
+                prepared = None
+            if prepared is not None and prepared[1] is not None:
+                return None, prepared
+        raw, filed = await self._last_seen(key)
+        return raw, self._prepare_cas(key, product_id, user_id, raw, mutate, filed)
+
     async def _last_seen(self, key: str) -> tuple[bytes | None, IndexEntry | None]:
         """The state bytes last seen for ``key``, read now if this process has not seen them.
 
-        A guess is never "absent" unless Redis said so: ``mutate(None)`` must
-        mean there is no state, not that this process does not know it.
+        Never "absent" unless Redis said so: a ``mutate(None)`` whose result
+        is kept means there is no state, not that this process does not know it.
         """
         seen = self._seen.get(key)
         if seen is None:
@@ -992,9 +1014,10 @@ class RedisStorageAdapter:
         return current, new, payload, [*idx, ("SET", key, payload, *self._ex())], entry
 
     async def _cas_update(self, key: str, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
-        for _attempt in range(MAX_TX_ATTEMPTS):
-            raw, filed = await self._last_seen(key)
-            current, new, payload, writes, entry = self._prepare_cas(key, product_id, user_id, raw, mutate, filed)
+        for attempt in range(MAX_TX_ATTEMPTS):
+            raw, (current, new, payload, writes, entry) = await self._base(
+                key, product_id, user_id, mutate, guess_new=attempt == 0
+            )
             read = ""
             if new is not None:
                 onboarding = _first_session_on_start(current, new)
