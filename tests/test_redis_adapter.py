@@ -361,15 +361,21 @@ async def test_a_user_this_process_never_saw_is_guessed_new_but_never_overwritte
             return {**doc, "journey_state": "onboarded"}
 
         fresh, reader = RedisStorageAdapter(redis_url), RedisStorageAdapter(redis_url)
+        uncached = RedisStorageAdapter(redis_url, state_cache_size=0)
         try:
             sends.clear()
             assert (await fresh.update_user_state("p", "u", edit))["journey_state"] == "onboarded"
             assert seen == [None, 3] and len(sends) == 2  # asked Redis (GET), then wrote
+            # Without a cache nothing is guessed: a refused guess could not be remembered.
+            sends.clear()
+            await on_session_start("p", "u", "s4", StorageManager([uncached]))
+            assert len(sends) == 2  # GET, then the script
             # One that writes nothing for "no state" is not guessed either: it is read first.
             assert (await reader.update_user_state("p", "u", lambda d: None))["user_id"] == "u"
         finally:
             await fresh.aclose()
             await reader.aclose()
+            await uncached.aclose()
         # A truly new user: one round trip, and the edit's refusal is the real answer.
         sends.clear()
         state, onboarding = await on_session_start("p", "new", "s0", StorageManager([ours]))

@@ -956,7 +956,7 @@ class RedisStorageAdapter:
         write. If ``mutate(None)`` writes nothing or refuses (an edit of a
         user that must exist), nothing is assumed: the state is read first.
         """
-        if guess_new and key not in self._seen:
+        if guess_new and self.state_cache_size and key not in self._seen:  # 0: always read first
             try:
                 prepared = self._prepare_cas(key, product_id, user_id, None, mutate, None)
             except Exception:  # its answer for "no state" is not needed yet: ask Redis
