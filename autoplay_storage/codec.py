@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .errors import CorruptDocumentError
+
 try:  # optional speed-up: the engine must import without it
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised where orjson is absent
@@ -66,3 +68,20 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
+
+
+def parse_document(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
+    """A stored value as a document: ``None`` for none, else a JSON object or ``CorruptDocumentError``.
+
+    Every store reads its documents through this, so a corrupt value is
+    reported the same way (with its raw text) whichever primary holds it.
+    """
+    if raw is None:
+        return None
+    try:
+        doc = loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptDocumentError(key, raw, f"not a JSON object but {type(doc).__name__}")
+    return doc

@@ -107,3 +107,19 @@ def test_index_entry_fast_path_matches_the_general_rule(session_id, number, star
     count = max(0, int(number)) if _is_number(number) else 0
     assert entry.session_number == max(1, count)
     assert entry.session_number <= max(1, _FLOAT_MAX)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"{truncated", "invalid JSON"), ("[1, 2]", "not a JSON object but list"), (b"\xff\xfe", "invalid JSON")],
+)
+def test_every_store_reports_an_unreadable_document_the_same_way(raw, reason):
+    """``parse_document`` is the one reader of stored values (memory, database and Redis primaries)."""
+    from autoplay_storage.errors import CorruptDocumentError
+
+    with pytest.raises(CorruptDocumentError) as info:
+        codec.parse_document("k", raw)
+    assert info.value.key == "k" and reason in info.value.reason
+    assert info.value.raw == (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw)
+    assert codec.parse_document("k", None) is None
+    assert codec.parse_document("k", '{"a": 1}') == {"a": 1}

@@ -51,6 +51,7 @@ from ..browse import (
     search_terms,
     session_summary_from_doc,
 )
+from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import StateDoc, StateMutation
 
@@ -207,16 +208,6 @@ def _state_key(product_id: str, user_id: str) -> str:
 
 def _snapshot_key(product_id: str, user_id: str, session_id: str) -> str:
     return f"db:{product_id}/{user_id}/{session_id}"
-
-
-def _parse(key: str, raw: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CorruptDocumentError(key, raw)
-    return doc
 
 
 def _user_summary(product_id: str, user_id: str, doc: Any) -> UserSummary:

@@ -19,22 +19,10 @@ from ..browse import (
     session_summary_from_doc,
     user_summary_from_doc,
 )
+from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError
 from ..keys import session_key, user_state_key
 from ..protocol import StateDoc, StateMutation
-
-
-def _parse(key: str, raw: str | None) -> dict[str, Any] | None:
-    """Stored text as a document; text that is not a JSON object is reported, as every store does."""
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CorruptDocumentError(key, raw)
-    return doc
 
 
 def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:

@@ -55,6 +55,7 @@ from ..browse import (
     session_summary_from_doc,
     user_summary_from_doc,
 )
+from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..keys import PREFIX, session_key, user_state_key
 from ..protocol import SessionFold, StateDoc, StateMutation
@@ -114,19 +115,6 @@ def _digest(raw: bytes | None) -> str:
 
 def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-
-
-def _parse(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
-    """``None`` for a missing key; the document; or ``CorruptDocumentError`` with the raw text."""
-    if raw is None:
-        return None
-    try:
-        doc = codec.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptDocumentError(key, raw, f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CorruptDocumentError(key, raw, f"not a JSON object but {type(doc).__name__}")
-    return doc
 
 
 def _arg(value: Any) -> bytes:
