@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
 from .manager import atomic_update, create_snapshot, record_session_end
-from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc
+from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc, StoredState, WrittenDocument, memo_taking
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
 
 logger = logging.getLogger("autoplay_storage.lifecycle")
@@ -33,16 +33,32 @@ def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> 
     return UserAdoptionState(user_id=user_id, metadata=dict(metadata or {}))
 
 
-def load_state(doc: StateDoc | None, user_id: str) -> UserAdoptionState:
+def load_state(doc: StateDoc | StoredState | None, user_id: str) -> UserAdoptionState:
     """Parse a stored document, or start a new state when there is none.
 
     Raises ``UnsupportedVersionError`` for an unknown ``_v``: the caller must
-    see it rather than overwrite a newer writer's data.
+    see it rather than overwrite a newer writer's data. A state the store
+    hands over with the typed state it was written from (``StoredState``) is
+    read from that memo, taken once: no parse at all.
     """
     if doc is None:
         return init_user_state(user_id)
-    state = UserAdoptionState.from_dict(doc, user_id=user_id)
-    return state
+    if type(doc) is StoredState:
+        memo = doc.take_memo()
+        if type(memo) is UserAdoptionState:
+            return memo
+        doc = doc.document()
+    return UserAdoptionState.from_dict(doc, user_id=user_id)
+
+
+def state_document(state: UserAdoptionState) -> WrittenDocument:
+    """The document to store for ``state``, with a private copy of it for the store's memo.
+
+    The copy is what reading the stored document back gives (``clone`` writes
+    free-form bags as ``to_dict`` does), for a state built by the engine's own
+    rules; the lifecycle's next step for this user starts from it unparsed.
+    """
+    return WrittenDocument(state.to_dict(), state.clone())
 
 
 async def on_session_start(
@@ -60,13 +76,14 @@ async def on_session_start(
 
     parsed: list[UserAdoptionState] = []
 
-    def mutate(doc: StateDoc | None) -> StateDoc:
+    @memo_taking
+    def mutate(doc: StateDoc | StoredState | None) -> StateDoc:
         state = load_state(doc, user_id)
         if metadata:
             state.merge_metadata(metadata)
         state.mark_session_started(session_id)
         parsed.append(state)
-        return state.to_dict()
+        return state_document(state)
 
     await atomic_update(storage, product_id, user_id, mutate)
     state = parsed[-1]  # the last attempt is the one stored: no need to parse it again
@@ -218,7 +235,8 @@ async def end_session(
     captured_now = time.time()
     attempts: list[tuple[UserAdoptionState, StateDoc | None, SessionSnapshot]] = []
 
-    def fold(frozen_doc: dict[str, Any], doc: StateDoc | None) -> StateDoc | None:
+    @memo_taking
+    def fold(frozen_doc: dict[str, Any], doc: StateDoc | StoredState | None) -> StateDoc | None:
         if parsed and parsed[0][0] is frozen_doc:
             snapshot = parsed[0][1]
         else:
@@ -228,7 +246,7 @@ async def end_session(
         if not apply_session_end(state, snapshot, resolved, now=captured_now):
             attempts.append((state, None, snapshot))
             return None
-        new = state.to_dict()
+        new = state_document(state)
         attempts.append((state, new, snapshot))
         return new
 
@@ -236,7 +254,7 @@ async def end_session(
         _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
     else:  # frozen already, above: only the fold is left
         frozen_doc = stored_snapshot
-        stored = await atomic_update(storage, product_id, user_id, lambda doc: fold(frozen_doc, doc))
+        stored = await atomic_update(storage, product_id, user_id, memo_taking(lambda doc: fold(frozen_doc, doc)))
     state, written, session_snapshot = attempts[-1]  # the last attempt is what is stored: no second parse
     if stored is None:  # nothing was stored and nothing written: the primary lost it under us
         raise StorageUnavailableError(f"the state of {product_id}/{user_id} vanished during a session end")

@@ -26,6 +26,7 @@ from .protocol import (
     SnapshotStore,
     StateDoc,
     StateMutation,
+    memo_taking,
 )
 
 logger = logging.getLogger("autoplay_storage.manager")
@@ -115,6 +116,7 @@ class StorageManager:
             wrote.append(result is not None)
             return result
 
+        memo_taking(tracked, like=mutate)
         doc = await self._primary_call(atomic_update(self.primary, product_id, user_id, tracked))
         if wrote and wrote[-1] and doc is not None:
             await self._fan_out("save_user_state", product_id, user_id, doc)
@@ -139,6 +141,7 @@ class StorageManager:
             wrote.append(result is not None)
             return result
 
+        memo_taking(tracked, like=fold)
         frozen, doc = await self._primary_call(
             record_session_end(self.primary, product_id, user_id, session_id, snapshot, tracked)
         )
@@ -265,7 +268,8 @@ async def record_session_end(
     if _supports(adapter, SessionEndStore):
         return await adapter.record_session_end(product_id, user_id, session_id, snapshot, fold)  # type: ignore[attr-defined]
     frozen = await create_snapshot(adapter, product_id, user_id, session_id, snapshot)
-    return frozen, await atomic_update(adapter, product_id, user_id, lambda doc: fold(frozen, doc))
+    mutate = memo_taking(lambda doc: fold(frozen, doc), like=fold)
+    return frozen, await atomic_update(adapter, product_id, user_id, mutate)
 
 
 async def atomic_update(

@@ -19,11 +19,73 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from .browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
+from .codec import parse_document
 
 StateDoc = dict[str, Any]
 StateMutation = Callable[[StateDoc | None], StateDoc | None]
 # (the frozen snapshot, the current state) -> the state to store, or None to leave it.
 SessionFold = Callable[[dict[str, Any], StateDoc | None], StateDoc | None]
+
+
+class WrittenDocument(dict[str, Any]):
+    """A document a mutation returns with ``memo``: the typed object it was written from.
+
+    Parsing a state back into typed form costs more than the rest of a session
+    end, and the process that wrote it usually handles the next session too.
+    A store that remembers the bytes it last wrote for a key may keep the memo
+    beside them and hand it back with those bytes (``StoredState``). Stores
+    that know nothing of it simply write the dict. The memo must be a private
+    copy that nothing changes afterwards.
+    """
+
+    __slots__ = ("memo",)
+
+    def __init__(self, doc: dict[str, Any], memo: object) -> None:
+        super().__init__(doc)
+        self.memo = memo
+
+
+class StoredState:
+    """The stored state as the store knows it: its bytes, and the typed state they were written from.
+
+    Offered instead of the document to a mutation that takes it
+    (``takes_memo``), which reads it only through the engine's ``load_state``.
+    The memo is handed out once: the first reader owns it; a second read
+    parses the bytes. Not a dict on purpose: a mutation that claims
+    ``takes_memo`` but reads its argument as a document fails loudly instead
+    of seeing an empty state.
+    """
+
+    __slots__ = ("_memo", "key", "raw")
+
+    def __init__(self, key: str, raw: bytes, memo: object) -> None:
+        self.key = key
+        self.raw = raw
+        self._memo = memo
+
+    def take_memo(self) -> object:
+        memo, self._memo = self._memo, None
+        return memo
+
+    def document(self) -> dict[str, Any]:
+        """The stored document, parsed (``CorruptDocumentError`` if it is not one)."""
+        doc = parse_document(self.key, self.raw)
+        assert doc is not None  # bytes are never "no document"
+        return doc
+
+
+def takes_memo(mutate: Callable[..., Any]) -> bool:
+    """Whether ``mutate`` accepts a ``StoredState`` in place of the current document."""
+    return getattr(mutate, "takes_memo", False)
+
+
+def memo_taking(fn: Callable[..., Any], like: Callable[..., Any] | None = None) -> Any:
+    """Mark ``fn`` as taking a ``StoredState`` (or, with ``like``, as doing so when ``like`` does).
+
+    Wrappers of a mutation pass the mark on, or the store falls back to parsing.
+    """
+    fn.takes_memo = True if like is None else takes_memo(like)  # type: ignore[attr-defined]
+    return fn
 
 
 @runtime_checkable

@@ -343,6 +343,11 @@ class StepInAssessment:
     reason: str = ""
     suggested_workflow_ids: list[str] = field(default_factory=list)
 
+    def clone(self) -> StepInAssessment:
+        return StepInAssessment(
+            self.decided_at, self.should_step_in, self.timing_assessment, self.reason, list(self.suggested_workflow_ids)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "decided_at": self.decided_at,
@@ -379,6 +384,22 @@ class OnboardingState:
     onboarding_completed_at: float | None = None
     summary: str | None = None
     completion_rate: float = 0.0
+
+    def clone(self) -> OnboardingState:
+        return OnboardingState(
+            self.welcomed,
+            self.exploration_started_at,
+            self.distinct_features_seen,
+            self.explore_gate_passed,
+            {wid: wp.clone() for wid, wp in self.workflow_progress.items()},
+            self.last_step_in.clone() if self.last_step_in is not None else None,
+            self.last_reasoned_at,
+            self.last_welcome_at,
+            self.proactive_support_count,
+            self.onboarding_completed_at,
+            self.summary,
+            self.completion_rate,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -423,6 +444,9 @@ class SessionIndexEntry:
     started_at: float
     captured_at: float
 
+    def clone(self) -> SessionIndexEntry:
+        return SessionIndexEntry(self.session_id, self.session_number, self.started_at, self.captured_at)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
@@ -466,6 +490,9 @@ class SessionsState:
     count: int = 0
     current_session_id: str | None = None
     index: list[SessionIndexEntry] = field(default_factory=list)
+
+    def clone(self) -> SessionsState:
+        return SessionsState(self.count, self.current_session_id, [entry.clone() for entry in self.index])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -515,6 +542,26 @@ class UserAdoptionState:
     last_judged_at: float | None = None
     sessions: SessionsState = field(default_factory=SessionsState)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def clone(self) -> UserAdoptionState:
+        """A deep copy, typed: what a store's memo of this state hands out instead of a new parse.
+
+        Free-form bags are copied as ``to_dict`` writes them (NaN as null), so
+        the clone is what reading the written document back would give.
+        """
+        return UserAdoptionState(
+            self.user_id,
+            _json_safe(self.metadata),
+            self.journey_state,
+            self.mastery.clone(),
+            list(self.discovered_features),
+            self.onboarding.clone(),
+            self.first_seen_at,
+            self.last_updated_at,
+            self.last_judged_at,
+            self.sessions.clone(),
+            _json_safe(self.extra),
+        )
 
     # -- wire --
 

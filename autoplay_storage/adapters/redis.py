@@ -15,6 +15,10 @@ than once and must be pure. A session end freezes its snapshot (``SET NX``)
 and folds it into the state in the same script, so a whole session costs two
 round trips while the cache is warm (a new user's first session too: its first
 write guesses "no state"), four when another process wrote the user since.
+Next to the bytes it wrote, the cache keeps the typed state they were written
+from (``WrittenDocument.memo``) and hands it, once, to the next mutation that
+reads states typed (``StoredState``): the lifecycle's next step for that user
+then parses nothing.
 
 ``scripts=False`` (or a server without script shebangs) and cluster mode use
 optimistic WATCH/MULTI transactions instead (WATCH+GET, then MULTI..EXEC).
@@ -58,7 +62,7 @@ from ..browse import (
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..keys import PREFIX, session_key, user_state_key
-from ..protocol import SessionFold, StateDoc, StateMutation
+from ..protocol import SessionFold, StateDoc, StateMutation, StoredState, WrittenDocument, memo_taking, takes_memo
 from ..user_adoption_state import JourneyState, MasteryLevel
 
 # Optimistic transactions retried on a write conflict before giving up. 50
@@ -372,7 +376,11 @@ def _split_user_part(part: str, user_id_hint: str | None) -> tuple[str, str]:
 
 
 def _first_session_on_start(old: StateDoc | None, new: StateDoc) -> str | None:
-    """The id of session number 1 when this write starts a session for a returning user."""
+    """The id of session number 1 when this write starts a session for a returning user.
+
+    ``old`` is the state replaced, ``None`` when there was none or it was not
+    parsed (a memo): then any write with a current session counts.
+    """
     sessions = new.get("sessions")
     if not isinstance(sessions, dict) or not sessions.get("current_session_id"):
         return None
@@ -410,6 +418,7 @@ class _RespConnection(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None  # armed for the oldest request's deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by connect()
 
     # -- asyncio.Protocol --
 
@@ -459,7 +468,7 @@ class _RespConnection(asyncio.Protocol):
         if not self._waiting:
             return
         deadline = self._waiting[0][3]
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() >= deadline:
             self._fail(TimeoutError("Redis did not answer in time"))
         else:
@@ -474,7 +483,7 @@ class _RespConnection(asyncio.Protocol):
     async def connect(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         params = self._params
         try:
             async with asyncio.timeout(self._connect_timeout_s):
@@ -514,7 +523,8 @@ class _RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise RedisConnectionError("connection to Redis is closed")
-        loop = asyncio.get_running_loop()
+        # The loop this connection was made on (asyncio.get_running_loop() costs a getpid() syscall).
+        loop = self._loop
         future: asyncio.Future[list[Any]] = loop.create_future()
         deadline = loop.time() + timeout_s
         self._waiting.append((future, expected, [], deadline))
@@ -569,20 +579,17 @@ class _FastPool:
     def __init__(self, factory: Callable[[], Any], max_connections: int, timeout_s: float) -> None:
         self._factory = factory  # an unconnected connection with connect/exchange/disconnect
         self._idle: list[Any] = []
-        self._slots = asyncio.Semaphore(max_connections)
+        # Slots counted by hand, not with asyncio.Semaphore: its locked() walks
+        # the waiters on every acquire, a measurable share of a round trip.
+        self._free = max_connections
+        self._waiters: deque[asyncio.Future[None]] = deque()  # first come, first served
         self._timeout_s = timeout_s
 
     async def get_connection(self) -> Any:
-        if self._slots.locked():  # a burst: queue for a connection instead of failing
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise RedisConnectionError("No connection available.") from exc
-        else:
-            await self._slots.acquire()
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:  # a burst: queue for a connection instead of failing
+            await self._wait_for_slot()
         try:
             while self._idle:
                 connection = self._idle.pop()
@@ -592,14 +599,40 @@ class _FastPool:
             connection = self._factory()
             await connection.connect()
         except BaseException:
-            self._slots.release()
+            self._release_slot()
             raise
         return connection
+
+    async def _wait_for_slot(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await slot
+        except BaseException as exc:
+            if slot.done() and not slot.cancelled():
+                self._release_slot()  # handed over just as this caller gave up: pass it on
+            else:
+                slot.cancel()  # _release_slot skips it
+            if isinstance(exc, TimeoutError):
+                raise RedisConnectionError("No connection available.") from exc
+            raise
+
+    def _release_slot(self) -> None:
+        """Hand the slot to the oldest waiter still waiting, else free it."""
+        while self._waiters:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+        self._free += 1
 
     def release(self, connection: Any) -> None:
         if connection.is_connected:
             self._idle.append(connection)
-        self._slots.release()
+        self._release_slot()
 
     async def disconnect(self) -> None:
         idle, self._idle = self._idle, []
@@ -676,8 +709,7 @@ class RedisStorageAdapter:
         self.scripts = scripts and not cluster
         # The last state bytes seen per state key: the base a write computes from.
         # Only ever a guess: the script checks it against the stored bytes.
-        # Each with the index entry this adapter filed when it wrote those bytes (else None).
-        self._seen: OrderedDict[str, tuple[bytes | None, IndexEntry | None]] = OrderedDict()
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self.state_cache_size = max(0, state_cache_size)
         self._fresh_snapshots: dict[str, tuple[float, str]] = {}
         self._errors = self._error_types()
@@ -903,18 +935,18 @@ class RedisStorageAdapter:
         """
         if not self.scripts:
             frozen = await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
-            return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
+            return frozen, await self.update_user_state(product_id, user_id, _fold_into(fold, frozen))
         key = self.state_key(product_id, user_id)
         snap_key = self.snapshot_key(product_id, user_id, session_id)
         freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
         for attempt in range(MAX_TX_ATTEMPTS):
             raw, (current, new, payload, writes, entry) = await self._base(
-                key, product_id, user_id, lambda doc: fold(snapshot, doc), guess_new=attempt == 0
+                key, product_id, user_id, _fold_into(fold, snapshot), guess_new=attempt == 0
             )
             reply = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key)
             if reply[0] == _WRITTEN:
                 if payload is not None:
-                    self._see(key, payload, entry)
+                    self._see(key, payload, entry, _memo_of(new))
                 return snapshot, (current if new is None else new)
             if reply[0] == _STALE:
                 self._see(key, reply[1])
@@ -929,7 +961,7 @@ class RedisStorageAdapter:
     ) -> tuple[dict[str, Any], StateDoc | None]:
         assert frozen is not None  # the script saw it exist
         await self._reorder_history(self.history_key(product_id, user_id), session_id, frozen)
-        return frozen, await self.update_user_state(product_id, user_id, lambda doc: fold(frozen, doc))
+        return frozen, await self.update_user_state(product_id, user_id, _fold_into(fold, frozen))
 
     async def _base(
         self, key: str, product_id: str, user_id: str, mutate: StateMutation, *, guess_new: bool
@@ -946,15 +978,15 @@ class RedisStorageAdapter:
         """
         if guess_new and self.state_cache_size and key not in self._seen:  # 0: always read first
             try:
-                prepared = self._prepare_cas(key, product_id, user_id, None, mutate, None)
+                prepared = self._prepare_cas(key, product_id, user_id, _NOTHING_SEEN, mutate)
             except Exception:  # its answer for "no state" is not needed yet: ask Redis
                 prepared = None
             if prepared is not None and prepared[1] is not None:
                 return None, prepared
-        raw, filed = await self._last_seen(key)
-        return raw, self._prepare_cas(key, product_id, user_id, raw, mutate, filed)
+        seen = await self._last_seen(key)
+        return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
 
-    async def _last_seen(self, key: str) -> tuple[bytes | None, IndexEntry | None]:
+    async def _last_seen(self, key: str) -> _Seen:
         """The state bytes last seen for ``key``, read now if this process has not seen them.
 
         Never "absent" unless Redis said so: a ``mutate(None)`` whose result
@@ -962,16 +994,16 @@ class RedisStorageAdapter:
         """
         seen = self._seen.get(key)
         if seen is None:
-            seen = (await self._get(key), None)
-            self._see(key, *seen)
+            seen = _Seen(await self._get(key))
+            self._see(key, seen.raw)
         return seen
 
-    def _see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None) -> None:
+    def _see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None, memo: object = None) -> None:
         """Remember the state bytes last seen for ``key`` (bounded, least recently used out)."""
         if not self.state_cache_size:
             return
         seen = self._seen
-        seen[key] = (raw, filed)
+        seen[key] = _Seen(raw, filed, memo)
         seen.move_to_end(key)
         if len(seen) > self.state_cache_size:
             seen.popitem(last=False)
@@ -981,16 +1013,15 @@ class RedisStorageAdapter:
         key: str,
         product_id: str,
         user_id: str,
-        raw: bytes | None,
+        seen: _Seen,
         mutate: StateMutation,
-        filed: IndexEntry | None,
     ) -> tuple[StateDoc | None, StateDoc | None, bytes | None, list[tuple[Any, ...]], IndexEntry | None]:
         """(current, new, its bytes, the writes: index changes then the state, new's index entry).
 
         ``new is None``: nothing to write.
         """
         try:
-            current, new, idx, entry = self._prepare(key, product_id, user_id, raw, mutate, filed)
+            current, new, idx, entry = self._prepare(key, product_id, user_id, seen, mutate)
         except BaseException:
             # Unreadable (corrupt, a newer _v) or a mutate that failed: never trust
             # this guess again without asking Redis.
@@ -1018,7 +1049,7 @@ class RedisStorageAdapter:
                 self._see(key, reply[1])
                 continue
             if payload is not None:
-                self._see(key, payload, entry)
+                self._see(key, payload, entry, _memo_of(new))
             if read and len(reply) > 1 and isinstance(reply[1], bytes):
                 self._remember_snapshot(read, _text(reply[1]))
             return current if new is None else new
@@ -1043,14 +1074,22 @@ class RedisStorageAdapter:
         key: str,
         product_id: str,
         user_id: str,
-        raw: bytes | None,
+        seen: _Seen,
         mutate: StateMutation,
-        filed: IndexEntry | None = None,
     ) -> tuple[StateDoc | None, StateDoc | None, list[tuple[Any, ...]], IndexEntry | None]:
         """(current, new, index commands, new's entry); ``new is None`` means nothing to write.
 
-        ``filed``: the entry this adapter filed when it wrote ``raw`` (see ``index_commands``).
+        ``seen.filed``: the entry this adapter filed when it wrote ``seen.raw`` (see ``index_commands``).
         """
+        raw, filed = seen.raw, seen.filed
+        if seen.memo is not None and raw is not None and filed is not None and takes_memo(mutate):
+            # The state this adapter wrote, to a mutation that reads it typed: no parse at all.
+            self._seen[key] = _Seen(raw, filed)  # the memo is handed out once: the reader owns it now
+            new = mutate(StoredState(key, raw, seen.memo))
+            if new is None:
+                return _parse(key, raw), None, [], None
+            entry = index_entry(product_id, user_id, new)
+            return None, new, index_commands(product_id, user_id, filed, entry, filed=True), entry
         current = _parse(key, raw)
         # Before mutate runs: it may change the document it is given in place.
         old_entry = filed if filed is not None or current is None else index_entry(product_id, user_id, current)
@@ -1070,7 +1109,7 @@ class RedisStorageAdapter:
             for reply in (watched, raw):
                 if isinstance(reply, Exception):
                     raise StorageUnavailableError(f"redis: WATCH/GET failed: {reply}") from reply
-            current, new, idx, _entry = self._prepare(key, product_id, user_id, raw, mutate)
+            current, new, idx, _entry = self._prepare(key, product_id, user_id, _Seen(raw), mutate)
             if new is None:
                 await self._exchange(connection, [("UNWATCH",)])
                 return current
@@ -1102,7 +1141,7 @@ class RedisStorageAdapter:
             async with self._client.pipeline(transaction=True) as pipe:
                 await pipe.watch(key)
                 raw = await pipe.get(key)
-                current, new, idx, _entry = self._prepare(key, product_id, user_id, raw, mutate)
+                current, new, idx, _entry = self._prepare(key, product_id, user_id, _Seen(raw), mutate)
                 if new is None:
                     await pipe.unwatch()
                     return current, None, []
@@ -1475,7 +1514,26 @@ class RedisStorageAdapter:
 
 
 _CONFLICT = object()
-_UNSEEN = object()
+
+
+class _Seen(NamedTuple):
+    """What this process last saw of one state key: the base its next write computes from."""
+
+    raw: bytes | None
+    filed: IndexEntry | None = None  # the index entry this adapter filed when it wrote ``raw``
+    memo: object = None  # the typed state ``raw`` was written from (``WrittenDocument``)
+
+
+_NOTHING_SEEN = _Seen(None)
+
+
+def _memo_of(doc: StateDoc | None) -> object:
+    return doc.memo if type(doc) is WrittenDocument else None
+
+
+def _fold_into(fold: SessionFold, frozen: dict[str, Any]) -> StateMutation:
+    """``fold`` as a state mutation with the frozen snapshot bound (taking memos when ``fold`` does)."""
+    return memo_taking(lambda doc: fold(frozen, doc), like=fold)
 
 
 def _gave_up(key: str) -> StorageUnavailableError:

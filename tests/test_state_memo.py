@@ -1,0 +1,198 @@
+"""The typed-state memo: a store hands the next mutation the state it last wrote, unparsed.
+
+What must hold: a memo reads exactly as parsing the stored bytes would, it is
+handed out once (its reader owns it), and it is never used for bytes another
+writer stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import redis
+
+from autoplay_storage import codec, lifecycle
+from autoplay_storage.adapters.redis import RedisStorageAdapter
+from autoplay_storage.keys import user_state_key
+from autoplay_storage.lifecycle import load_state, on_session_end, on_session_start, state_document
+from autoplay_storage.manager import StorageManager
+from autoplay_storage.protocol import StoredState, WrittenDocument, takes_memo
+from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState, WorkflowStatus
+
+CATALOG = ["wf_a", "wf_b", "wf_c"]
+
+
+def busy_state() -> UserAdoptionState:
+    state = UserAdoptionState(user_id="u_1", metadata={"email": "a@example.com", "team": {"name": "Ops", "size": 3}})
+    state.merge_metadata({"score": math.nan, "tags": ("x", "y"), "é": "ü"})
+    state.extra["future_field"] = {"nested": [1, math.inf, "z"]}
+    state.upsert_workflow_progress("wf_a", status=WorkflowStatus.COMPLETED, confidence=0.9, evidence="tour")
+    state.upsert_step_progress("wf_b", "step_1", status=WorkflowStatus.IN_PROGRESS, confidence=0.4)
+    state.record_step_in(should_step_in=True, reason="stuck", suggested_workflow_ids=["wf_b"])
+    state.record_discovered_features(["search", "export"])
+    state.set_mastery(4, "beginner", "getting there")
+    state.onboarding.summary = "Knows search."
+    for n in range(1, 4):
+        state.mark_session_started(f"s{n}")
+        lifecycle.apply_session_end(
+            state,
+            SessionSnapshot.from_adoption_state(
+                state, session_id=f"s{n}", session_number=n, started_at=1.7e9 + n, catalog_workflow_ids=CATALOG
+            ),
+            None,
+        )
+    return state
+
+
+def reread(state: UserAdoptionState) -> UserAdoptionState:
+    """What a store that parses gives back after writing ``state``."""
+    return UserAdoptionState.from_dict(codec.loads(codec.dumps(state.to_dict())))
+
+
+def test_clone_reads_as_the_written_document(sdk_fixtures) -> None:
+    states = [busy_state()]
+    states += [UserAdoptionState.from_dict(doc) for name, doc in sdk_fixtures.items() if "state" in name]
+    assert len(states) > 1
+    for state in states:
+        assert state.clone() == reread(state)
+        # state_document's memo too, and the dict it writes is the state's own.
+        written = state_document(state)
+        assert written.memo == reread(state)
+        assert dict(written) == state.to_dict()
+
+
+def test_clone_shares_nothing_mutable() -> None:
+    state = busy_state()
+    before = state.to_dict()
+    copy = state.clone()
+    copy.metadata["team"]["name"] = "changed"
+    copy.extra["future_field"]["nested"].append(9)
+    copy.discovered_features.append("new")
+    copy.onboarding.workflow_progress["wf_b"].steps["step_1"].confidence = 1.0
+    copy.onboarding.workflow_progress["wf_a"].evidence = "changed"
+    copy.onboarding.last_step_in.suggested_workflow_ids.append("wf_c")
+    copy.sessions.index[0].session_number = 99
+    copy.sessions.index.pop()
+    copy.mastery.rating = 10
+    assert state.to_dict() == before
+
+
+def test_a_stored_state_memo_is_handed_out_once() -> None:
+    state = busy_state()
+    stored = StoredState("k", codec.dumps(state.to_dict()), state_document(state).memo)
+    first = load_state(stored, "u_1")
+    first.metadata["team"] = "edited by the first reader"
+    second = load_state(stored, "u_1")  # parsed from the bytes: the first reader's edits are not in it
+    assert second == reread(state)
+    assert second is not first
+
+
+def test_a_stored_state_is_not_a_document() -> None:
+    """A mutation that claims to take memos but reads a dict fails loudly, never sees an empty state."""
+    stored = StoredState("k", b"{}", None)
+    with pytest.raises((AttributeError, TypeError)):
+        stored.get("sessions")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        dict(stored)  # type: ignore[call-overload]
+
+
+def test_a_written_document_is_never_read_from_its_memo() -> None:
+    """Only a store vouches for a memo: a document a caller got back may have been edited since."""
+    state = busy_state()
+    written = state_document(state)
+    written["journey_state"] = "onboarded"
+    assert load_state(written, "u_1").journey_state.value == "onboarded"
+
+
+@pytest.fixture
+def checked_loads(monkeypatch):
+    """Every memo the lifecycle reads is compared with parsing the very bytes it came with."""
+    used: list[int] = []
+    real = lifecycle.load_state
+
+    def load_and_compare(doc, user_id):
+        if type(doc) is StoredState:
+            memo = doc.take_memo()
+            assert memo == UserAdoptionState.from_dict(codec.loads(doc.raw), user_id=user_id)
+            used.append(1)
+            doc = StoredState(doc.key, doc.raw, memo)
+        return real(doc, user_id)
+
+    monkeypatch.setattr(lifecycle, "load_state", load_and_compare)
+    return used
+
+
+def test_the_lifecycle_marks_its_mutations_and_wrappers_pass_the_mark_on() -> None:
+    from autoplay_storage.protocol import memo_taking
+
+    def plain(doc):
+        return doc
+
+    assert not takes_memo(plain)
+    assert takes_memo(memo_taking(lambda doc: doc))
+    assert takes_memo(memo_taking(lambda doc: doc, like=memo_taking(lambda doc: doc)))
+    assert not takes_memo(memo_taking(lambda doc: doc, like=plain))
+
+
+async def one_session(storage, user_id: str, session_id: str, n: int) -> None:
+    state, _ = await on_session_start(
+        "p", user_id, session_id, storage, metadata={"email": f"{user_id}@example.com", "n": n}
+    )
+    state.upsert_workflow_progress(CATALOG[n % 3], status=WorkflowStatus.IN_PROGRESS, confidence=0.5)
+    state.record_discovered_features([f"f{n % 4}"])
+    snapshot = SessionSnapshot.from_adoption_state(
+        state,
+        session_id=session_id,
+        session_number=state.sessions.count + 1,
+        started_at=state.last_updated_at,
+        catalog_workflow_ids=CATALOG,
+    )
+    await on_session_end("p", user_id, snapshot, storage)
+
+
+async def test_redis_memo_reads_as_the_stored_bytes(redis_url: str, checked_loads) -> None:
+    adapter = RedisStorageAdapter(redis_url)
+    storage = StorageManager([adapter])
+    other = redis.Redis.from_url(redis_url)
+    try:
+        for n in range(6):
+            await one_session(storage, "u_memo", f"s{n}", n)
+        assert checked_loads, "the memo was never used"
+        # Another writer (the SDK, a hand edit) replaces the state: its bytes come with no memo.
+        key = user_state_key("p", "u_memo")
+        doc = codec.loads(other.get(key))
+        doc["metadata"]["plan"] = "enterprise"
+        other.set(key, codec.dumps(doc))
+        await one_session(storage, "u_memo", "s_after_edit", 7)
+        stored = codec.loads(other.get(key))
+        assert stored["metadata"]["plan"] == "enterprise"
+        assert stored["sessions"]["count"] == 7
+        # Racing ends: conflicts hand back fresh bytes (no memo); every session is still recorded.
+        await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))
+        await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))  # retried
+        raced = codec.loads(other.get(user_state_key("p", "u_race")))
+        assert raced["sessions"]["count"] == 20
+        assert len({e["session_id"] for e in raced["sessions"]["index"]}) == 20
+    finally:
+        other.close()
+        await adapter.aclose()
+
+
+async def test_redis_without_a_cache_keeps_no_memo(redis_url: str, checked_loads) -> None:
+    adapter = RedisStorageAdapter(redis_url, state_cache_size=0)
+    try:
+        for n in range(3):
+            await one_session(StorageManager([adapter]), "u_nocache", f"s{n}", n)
+        assert not checked_loads
+    finally:
+        await adapter.aclose()
+
+
+def test_written_and_stored_documents_are_plain_json_objects() -> None:
+    state = busy_state()
+    doc = state_document(state)
+    assert isinstance(doc, dict)
+    assert isinstance(doc, WrittenDocument)
+    assert codec.loads(codec.dumps(doc)) == codec.loads(codec.dumps(state.to_dict()))
