@@ -3,7 +3,11 @@
 One lifecycle = ``on_session_start`` + ``SessionSnapshot.from_adoption_state``
 + ``on_session_end``, as an agent runs it. For every backend it prints:
 
-- sessions/s serial (one lifecycle at a time) with p50/p99 latency;
+- sessions/s serial (one lifecycle at a time) with p50/p99 latency. The
+  serial phase runs in ``--rounds`` rounds that alternate the backends, so
+  each is measured in the same minutes: on a shared VM the machine's speed
+  drifts by ±25% between runs, and a ratio of two runs minutes apart measures
+  that drift as much as the backends;
 - sessions/s with ``--concurrency`` users (default 200) each running sessions back to back;
 - round trips per lifecycle and commands per lifecycle, where the backend can count them;
 - storage memory per user holding ``--sessions-per-user`` sessions (default 10).
@@ -357,6 +361,7 @@ class Result:
     serial_rate: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    round_rates: list[float] = field(default_factory=list)  # serial sessions/s of each round
     concurrent_rate: float = 0.0
     concurrent_recorded: int = 0  # sessions the store holds after the concurrent phase
     concurrent_attempted: int = 0
@@ -367,34 +372,78 @@ class Result:
     server_cpu_us: float | None = None
 
 
-async def run_serial(b: Backend, n: int, users: int, result: Result) -> None:
-    """One lifecycle at a time; also the per-lifecycle costs (round trips, commands, CPU on each side)."""
-    await b.reset()
+@dataclass
+class _SerialTally:
+    """One backend's serial phase, summed over its rounds."""
+
+    done: int = 0
+    elapsed: float = 0.0
+    cpu: float = 0.0
+    trips: int = 0
+    commands: int = 0
+    server_cpu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+async def run_serial(backends: list[Backend], n: int, users: int, rounds: int, results: dict[str, Result]) -> None:
+    """One lifecycle at a time, in rounds that alternate the backends; also the per-lifecycle costs.
+
+    Each round runs the next ``n / rounds`` lifecycles of every backend, the
+    order reversed every other round. A backend's rate is its lifecycles over
+    its time summed across rounds; its round rates say how far the machine
+    drifted meanwhile.
+    """
+    rounds = max(1, min(rounds, n))
+    tallies = {b.name: _SerialTally() for b in backends}
+    for b in backends:
+        await b.reset()
+        run_one = b.lifecycle or lifecycle
+        for i in range(min(n, 50)):  # warm up: connections, code paths
+            await run_one(b.storage, "warm", f"w{i}", f"s{i}", i)
+    for r in range(rounds):
+        first, last = n * r // rounds, n * (r + 1) // rounds
+        for b in backends if r % 2 == 0 else list(reversed(backends)):
+            tally = tallies[b.name]
+            elapsed = await _serial_segment(b, range(first, last), users, tally)
+            results[b.name].round_rates.append((last - first) / elapsed)
+    for b in backends:
+        tally, result = tallies[b.name], results[b.name]
+        result.serial_rate = tally.done / tally.elapsed
+        result.client_cpu_us = tally.cpu / tally.done * 1e6
+        result.p50_ms = statistics.median(tally.latencies) * 1000
+        result.p99_ms = statistics.quantiles(tally.latencies, n=100)[98] * 1000
+        if b.round_trips:
+            result.round_trips = tally.trips / tally.done
+        if b.commands:
+            result.commands = tally.commands / tally.done
+        if b.server_cpu_s:
+            result.server_cpu_us = tally.server_cpu / tally.done * 1e6
+
+
+async def _serial_segment(b: Backend, span: range, users: int, tally: _SerialTally) -> float:
+    """Lifecycles ``span`` of the serial workload on one backend; returns their wall time."""
     run_one = b.lifecycle or lifecycle
-    for i in range(min(n, 50)):  # warm up: connections, code paths
-        await run_one(b.storage, "warm", f"w{i}", f"s{i}", i)
-    trips0 = b.round_trips() if b.round_trips else None
-    cmds0 = await b.commands() if b.commands else None
-    server0 = await b.server_cpu_s() if b.server_cpu_s else None
-    latencies = []
+    trips0 = b.round_trips() if b.round_trips else 0
+    cmds0 = await b.commands() if b.commands else 0
+    server0 = await b.server_cpu_s() if b.server_cpu_s else 0.0
     gc.collect()
     cpu0 = time.process_time()
     start = time.perf_counter()
-    for i in range(n):
+    for i in span:
         t0 = time.perf_counter()
         await run_one(b.storage, "bench", f"u{i % users}", f"s{i}", i // users)
-        latencies.append(time.perf_counter() - t0)
+        tally.latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
-    result.client_cpu_us = (time.process_time() - cpu0) / n * 1e6
-    result.serial_rate = n / elapsed
-    result.p50_ms = statistics.median(latencies) * 1000
-    result.p99_ms = statistics.quantiles(latencies, n=100)[98] * 1000
-    if b.round_trips and trips0 is not None:
-        result.round_trips = (b.round_trips() - trips0) / n
-    if b.commands and cmds0 is not None:
-        result.commands = ((await b.commands()) - cmds0 - 1) / n
-    if b.server_cpu_s and server0 is not None:
-        result.server_cpu_us = ((await b.server_cpu_s()) - server0) / n * 1e6
+    tally.cpu += time.process_time() - cpu0
+    tally.elapsed += elapsed
+    tally.done += len(span)
+    if b.round_trips:
+        tally.trips += b.round_trips() - trips0
+    if b.commands:
+        tally.commands += await b.commands() - cmds0 - 1  # the INFO that read cmds0 counts in this reading
+    if b.server_cpu_s:
+        tally.server_cpu += await b.server_cpu_s() - server0
+    return elapsed
 
 
 async def run_concurrent(b: Backend, concurrency: int, total: int, result: Result) -> None:
@@ -430,13 +479,16 @@ async def run_memory(b: Backend, users: int, sessions: int) -> float | None:
     return (await b.memory_bytes() - before) / users
 
 
-async def bench_backend(name: str, args: argparse.Namespace) -> tuple[Result, list[str]]:
-    async with BACKENDS[name](args) as b:
-        result = Result(backend=b.name)
-        await run_serial(b, args.serial, args.serial_users, result)
-        await run_concurrent(b, args.concurrency, args.concurrent_sessions, result)
-        result.memory_per_user = await run_memory(b, args.memory_users, args.sessions_per_user)
-        return result, b.notes
+async def bench_backends(names: list[str], args: argparse.Namespace) -> tuple[list[Result], dict[str, list[object]]]:
+    """Every chosen backend open at once: serial rounds interleaved, then each one's concurrent and memory phases."""
+    async with contextlib.AsyncExitStack() as stack:
+        backends = [await stack.enter_async_context(BACKENDS[name](args)) for name in names]
+        results = {b.name: Result(backend=b.name) for b in backends}
+        await run_serial(backends, args.serial, args.serial_users, args.rounds, results)
+        for b in backends:
+            await run_concurrent(b, args.concurrency, args.concurrent_sessions, results[b.name])
+            results[b.name].memory_per_user = await run_memory(b, args.memory_users, args.sessions_per_user)
+        return [results[b.name] for b in backends], {b.name: b.notes for b in backends}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -477,7 +529,8 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
     line = "+".join("-" * (w + 2) for w in widths)
     print("\nFull lifecycle (on_session_start + SessionSnapshot.from_adoption_state + on_session_end)")
     print(
-        f"serial: {args.serial} lifecycles over {args.serial_users} users; concurrent: {args.concurrency} users x "
+        f"serial: {args.serial} lifecycles over {args.serial_users} users in {args.rounds} interleaved rounds;"
+        f" concurrent: {args.concurrency} users x "
         f"{max(1, args.concurrent_sessions // args.concurrency)} sessions; memory: {args.memory_users} users x "
         f"{args.sessions_per_user} sessions; event loop: {args.loop} (the same for every backend)"
     )
@@ -495,12 +548,18 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
     for name, lines in notes.items():
         for note in lines:
             print(f"[{name}] {note}")
+    for r in results:
+        if len(r.round_rates) > 1:
+            print(f"[{r.backend}] serial sess/s by round: {', '.join(f'{x:,.0f}' for x in r.round_rates)}")
     by_name = {r.backend: r for r in results}
     ours, sdk = by_name.get("redis"), by_name.get("sdk-redis")
     if ours and sdk and sdk.serial_rate and sdk.concurrent_recorded:
+        ratios = sorted(o / s for o, s in zip(ours.round_rates, sdk.round_rates, strict=True))
         print(
-            f"redis vs the published SDK, same machine, same run: {ours.serial_rate / sdk.serial_rate:.2f}x serial;"
-            f" with {args.concurrency} users {_recorded_rate(ours) / _recorded_rate(sdk):.2f}x in sessions recorded/s"
+            f"redis vs the published SDK, same machine, same rounds: {ours.serial_rate / sdk.serial_rate:.2f}x serial"
+            f" (round by round: median {statistics.median(ratios):.2f}x, lowest {ratios[0]:.2f}x,"
+            f" highest {ratios[-1]:.2f}x); with {args.concurrency} users"
+            f" {_recorded_rate(ours) / _recorded_rate(sdk):.2f}x in sessions recorded/s"
             f" ({_recorded_rate(ours):,.0f} vs {_recorded_rate(sdk):,.0f}: the SDK kept {sdk.concurrent_recorded:,}"
             f" of {sdk.concurrent_attempted:,})"
         )
@@ -518,6 +577,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--serial", type=int, default=3000, help="lifecycles run one at a time")
     parser.add_argument("--serial-users", type=int, default=300, help="users the serial lifecycles rotate over")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="serial rounds alternating the backends (same conditions for each)"
+    )
     parser.add_argument("--concurrency", type=int, default=200, help="users running sessions at the same time")
     parser.add_argument("--concurrent-sessions", type=int, default=2000, help="lifecycles in the concurrent phase")
     parser.add_argument("--memory-users", type=int, default=200, help="users for the memory measurement")
@@ -547,14 +609,10 @@ def _sdk_installed() -> bool:
 
 async def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    results, notes = [], {}
     names = args.backend or [n for n in sorted(BACKENDS) if n != "sdk-redis" or _sdk_installed()]
     if "sdk-redis" not in names:
         print("(the sdk-redis baseline is skipped: `pip install -e .[bench]` installs the published SDK)")
-    for name in names:
-        result, backend_notes = await bench_backend(name, args)
-        results.append(result)
-        notes[name] = backend_notes
+    results, notes = await bench_backends(names, args)
     print_table(results, args, notes)
 
 
