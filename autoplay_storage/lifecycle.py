@@ -18,7 +18,15 @@ from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
 from .manager import atomic_update, create_snapshot, record_session_end
-from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc, StoredState, WrittenDocument, memo_taking
+from .protocol import (
+    AutoplayStorageAdapter,
+    BrowsableStorage,
+    FrozenDocument,
+    StateDoc,
+    StoredState,
+    WrittenDocument,
+    memo_taking,
+)
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
 
 logger = logging.getLogger("autoplay_storage.lifecycle")
@@ -117,7 +125,28 @@ async def load_onboarding_snapshot(
         return None
     if doc is None:
         return None
+    return read_snapshot(doc, session_id, user_id)
+
+
+def read_snapshot(doc: dict[str, Any], session_id: str, user_id: str) -> SessionSnapshot:
+    """A stored snapshot, typed: from the store's memo when it has one for these bytes (``FrozenDocument``)."""
+    if type(doc) is FrozenDocument and type(doc.memo) is SessionSnapshot:
+        return doc.memo.clone()
     return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+
+
+def snapshot_document(snapshot: SessionSnapshot, user_id: str) -> dict[str, Any]:
+    """The document to freeze for ``snapshot``.
+
+    The first session's snapshot is read back at every later session start
+    (``load_onboarding_snapshot``), so it carries a memo of how it reads
+    (``WrittenDocument``) for a store that keeps one: parsed here once, not
+    at every start.
+    """
+    doc = snapshot.to_dict()
+    if snapshot.session_number != 1:
+        return doc
+    return WrittenDocument(doc, SessionSnapshot.from_dict(doc, session_id=snapshot.session_id, user_id=user_id))
 
 
 async def resolve_summary(
@@ -206,13 +235,13 @@ async def end_session(
     if not session_snapshot.user_id:
         session_snapshot.user_id = user_id
     session_id = session_snapshot.session_id
-    sent = session_snapshot.to_dict()
+    sent = snapshot_document(session_snapshot, user_id)
 
     def frozen_snapshot(doc: dict[str, Any]) -> SessionSnapshot:
         """The snapshot as stored: written before (a retry, another writer) when it is not ours."""
         if doc is sent:
             return session_snapshot
-        frozen = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+        frozen = read_snapshot(doc, session_id, user_id)
         frozen.session_id = session_id  # the key names the session, whatever a hand edit says
         return frozen
 

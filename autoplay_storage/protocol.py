@@ -45,6 +45,21 @@ class WrittenDocument(dict[str, Any]):
         self.memo = memo
 
 
+class FrozenDocument(dict[str, Any]):
+    """A frozen snapshot as parsed from storage, with ``memo``: the typed snapshot those very bytes were written from.
+
+    Snapshots never change, and a session start reads the user's first one
+    every time; a reader clones the memo instead of reading the dict field
+    by field. The memo is shared: never change it.
+    """
+
+    __slots__ = ("memo",)
+
+    def __init__(self, doc: dict[str, Any], memo: object) -> None:
+        super().__init__(doc)
+        self.memo = memo
+
+
 class StoredState:
     """The stored state as the store knows it: its bytes, and the typed state they were written from.
 

@@ -854,6 +854,32 @@ class SessionSnapshot:
     version: Any = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def clone(self) -> SessionSnapshot:
+        """A deep copy, typed (free-form fields copied as ``to_dict`` writes them)."""
+        return SessionSnapshot(
+            self.session_id,
+            self.user_id,
+            self.session_number,
+            self.started_at,
+            self.captured_at,
+            self.duration_s,
+            self.journey_state,
+            self.mastery.clone(),
+            self.proactive_support_count,
+            self.distinct_features_seen,
+            list(self.discovered_features),
+            self.reached_onboarding_complete,
+            self.completion_rate,
+            self.completion_rate_denominator,
+            self.total_catalog_workflows,
+            list(self.completed_workflow_ids),
+            list(self.in_progress_workflow_ids),
+            list(self.untouched_workflow_ids),
+            {wid: wp.clone() for wid, wp in self.workflow_progress.items()},
+            self.version,
+            _json_safe(self.extra),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         doc = _json_safe(self.extra)
         doc.update(

@@ -196,3 +196,87 @@ def test_written_and_stored_documents_are_plain_json_objects() -> None:
     assert isinstance(doc, dict)
     assert isinstance(doc, WrittenDocument)
     assert codec.loads(codec.dumps(doc)) == codec.loads(codec.dumps(state.to_dict()))
+
+
+# --- the first session's snapshot, read back at every session start ---------------------------
+
+
+def test_snapshot_clone_is_an_independent_equal_copy() -> None:
+    state = busy_state()
+    snapshot = SessionSnapshot.from_adoption_state(
+        state, session_id="s9", session_number=1, started_at=1.7e9, catalog_workflow_ids=CATALOG
+    )
+    snapshot.extra["future"] = {"x": [1, 2]}
+    before = snapshot.to_dict()
+    copy = snapshot.clone()
+    assert copy == snapshot
+    copy.workflow_progress["wf_b"].steps["step_1"].evidence = "changed"
+    copy.discovered_features.append("new")
+    copy.untouched_workflow_ids.clear()
+    copy.extra["future"]["x"].append(3)
+    copy.mastery.rating = 10
+    assert snapshot.to_dict() == before
+
+
+def test_only_the_first_session_snapshot_carries_a_memo_and_it_reads_as_written() -> None:
+    state = busy_state()
+    for number in (1, 2):
+        snapshot = SessionSnapshot.from_adoption_state(
+            state, session_id=f"s{number}", session_number=number, started_at=1.7e9, catalog_workflow_ids=CATALOG
+        )
+        doc = lifecycle.snapshot_document(snapshot, "u_1")
+        assert doc == snapshot.to_dict()
+        if number == 1:
+            assert type(doc) is WrittenDocument
+            assert doc.memo == SessionSnapshot.from_dict(codec.loads(codec.dumps(doc)), session_id="s1", user_id="u_1")
+        else:
+            assert type(doc) is dict
+
+
+@pytest.fixture
+def checked_snapshot_reads(monkeypatch):
+    """Every snapshot memo the lifecycle reads is compared with parsing the document it came with."""
+    from autoplay_storage.protocol import FrozenDocument
+
+    used: list[int] = []
+    real = lifecycle.read_snapshot
+
+    def read_and_compare(doc, session_id, user_id):
+        snapshot = real(doc, session_id, user_id)
+        if type(doc) is FrozenDocument:
+            assert snapshot == SessionSnapshot.from_dict(dict(doc), session_id=session_id, user_id=user_id)
+            assert snapshot is not doc.memo  # readers get their own copy
+            used.append(1)
+        return snapshot
+
+    monkeypatch.setattr(lifecycle, "read_snapshot", read_and_compare)
+    return used
+
+
+async def test_redis_onboarding_snapshot_from_memo_reads_as_stored(redis_url: str, checked_snapshot_reads) -> None:
+    from autoplay_storage.keys import session_key
+
+    adapter = RedisStorageAdapter(redis_url)
+    storage = StorageManager([adapter])
+    other = redis.Redis.from_url(redis_url)
+    try:
+        for n in range(4):
+            await one_session(storage, "u_snap", f"s{n}", n)
+        assert len(checked_snapshot_reads) == 3  # every returning start, from the memo
+        state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
+        assert onboarding is not None and onboarding.session_id == "s0"
+        onboarding.discovered_features.append("the agent's own edit")
+        _, again = await on_session_start("p", "u_snap", "s_next", storage)
+        assert "the agent's own edit" not in again.discovered_features
+        # A hand edit of the frozen bytes: read from what is stored now, not from the memo.
+        key = session_key("p", "u_snap", "s0")
+        doc = codec.loads(other.get(key))
+        doc["discovered_features"] = ["edited by hand"]
+        other.set(key, codec.dumps(doc))
+        used = len(checked_snapshot_reads)
+        _, edited = await on_session_start("p", "u_snap", "s_after", storage)
+        assert edited.discovered_features == ["edited by hand"]
+        assert len(checked_snapshot_reads) == used
+    finally:
+        other.close()
+        await adapter.aclose()

@@ -62,7 +62,16 @@ from ..browse import (
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..keys import PREFIX, session_key, user_state_key
-from ..protocol import SessionFold, StateDoc, StateMutation, StoredState, WrittenDocument, memo_taking, takes_memo
+from ..protocol import (
+    FrozenDocument,
+    SessionFold,
+    StateDoc,
+    StateMutation,
+    StoredState,
+    WrittenDocument,
+    memo_taking,
+    takes_memo,
+)
 from ..user_adoption_state import JourneyState, MasteryLevel
 
 # Optimistic transactions retried on a write conflict before giving up. 50
@@ -711,7 +720,10 @@ class RedisStorageAdapter:
         # Only ever a guess: the script checks it against the stored bytes.
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self.state_cache_size = max(0, state_cache_size)
-        self._fresh_snapshots: dict[str, tuple[float, str]] = {}
+        self._fresh_snapshots: dict[str, tuple[float, bytes]] = {}
+        # Frozen snapshots this process wrote with a memo (the lifecycle's first
+        # sessions): their bytes and how they read, for the start that fetches them.
+        self._frozen: OrderedDict[str, tuple[bytes, object]] = OrderedDict()
         self._errors = self._error_types()
         from redis.exceptions import NoScriptError
 
@@ -843,12 +855,14 @@ class RedisStorageAdapter:
         """
         key = self.snapshot_key(product_id, user_id, session_id)
         history = self.history_key(product_id, user_id)
-        results = await self._transaction(self._freeze_commands(key, history, session_id, snapshot))
+        freeze = self._freeze_commands(key, history, session_id, snapshot)
+        results = await self._transaction(freeze)
         if results[0] is not None:
+            self._keep_frozen(key, freeze[0][2], snapshot)
             return snapshot
         # Already there (a retry, or written by another writer such as the SDK):
         # return the frozen one, and make the history order it by its capture time.
-        doc = _parse(key, await self._get(key))  # a corrupt one raises: the caller must not fold a guess
+        doc = self._frozen_document(key, await self._get(key))  # a corrupt one raises: never fold a guess
         if doc is None:  # deleted between the two calls (a TTL ran out): nothing is frozen
             return snapshot
         await self._reorder_history(history, session_id, doc)
@@ -857,7 +871,26 @@ class RedisStorageAdapter:
     async def _reorder_history(self, history: str, session_id: str, frozen: dict[str, Any]) -> None:
         await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, frozen)}))
 
-    def _remember_snapshot(self, key: str, payload: str) -> None:
+    def _keep_frozen(self, key: str, payload: bytes, snapshot: dict[str, Any]) -> None:
+        """Keep the memo a frozen snapshot was written with (``WrittenDocument``), for its reads."""
+        if type(snapshot) is not WrittenDocument or not self.state_cache_size:
+            return
+        frozen = self._frozen
+        frozen[key] = (payload, snapshot.memo)
+        frozen.move_to_end(key)
+        if len(frozen) > self.state_cache_size:
+            frozen.popitem(last=False)
+
+    def _frozen_document(self, key: str, raw: bytes | str | None) -> dict[str, Any] | None:
+        """A stored snapshot parsed, with the memo it was written with when these are its very bytes."""
+        doc = _parse(key, raw)
+        kept = self._frozen.get(key)
+        if doc is None or kept is None or kept[0] != raw:
+            return doc
+        self._frozen.move_to_end(key)  # the first session's snapshot is read at every start: keep it
+        return FrozenDocument(doc, kept[1])
+
+    def _remember_snapshot(self, key: str, payload: bytes) -> None:
         """Keep a snapshot fetched ahead of time for the read that usually follows.
 
         Session start fetches a returning user's first-session snapshot in its
@@ -875,8 +908,8 @@ class RedisStorageAdapter:
         key = self.snapshot_key(product_id, user_id, session_id)
         fresh = self._fresh_snapshots.pop(key, None)
         if fresh is not None and fresh[0] > time.monotonic():
-            return _parse(key, fresh[1])
-        return _parse(key, await self._get(key))
+            return self._frozen_document(key, fresh[1])
+        return self._frozen_document(key, await self._get(key))
 
     async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI/EXEC of single-slot commands, without WATCH; the EXEC results."""
@@ -947,13 +980,15 @@ class RedisStorageAdapter:
             if reply[0] == _WRITTEN:
                 if payload is not None:
                     self._see(key, payload, entry, _memo_of(new))
+                self._keep_frozen(snap_key, freeze[0][2], snapshot)
                 return snapshot, (current if new is None else new)
             if reply[0] == _STALE:
                 self._see(key, reply[1])
                 continue
             # Frozen before: fold what is frozen, as a plain update (rare: retries).
             self._see(key, reply[1])
-            return await self._fold_frozen(product_id, user_id, session_id, _parse(snap_key, reply[2]), fold)
+            frozen = self._frozen_document(snap_key, reply[2])
+            return await self._fold_frozen(product_id, user_id, session_id, frozen, fold)
         raise _gave_up(key)
 
     async def _fold_frozen(
@@ -1051,7 +1086,7 @@ class RedisStorageAdapter:
             if payload is not None:
                 self._see(key, payload, entry, _memo_of(new))
             if read and len(reply) > 1 and isinstance(reply[1], bytes):
-                self._remember_snapshot(read, _text(reply[1]))
+                self._remember_snapshot(read, reply[1])
             return current if new is None else new
         raise _gave_up(key)
 
@@ -1129,7 +1164,7 @@ class RedisStorageAdapter:
         if onboarding is not None:
             fetched = replies.pop()
             if isinstance(fetched, bytes):
-                self._remember_snapshot(self.snapshot_key(product_id, user_id, onboarding), _text(fetched))
+                self._remember_snapshot(self.snapshot_key(product_id, user_id, onboarding), fetched)
         if self._exec_results(replies) is None:
             return _CONFLICT
         return new
