@@ -185,7 +185,7 @@ def _extras(data: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
 # --- nested documents --------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Mastery:
     rating: int = 0
     level: MasteryLevel = MasteryLevel.NOVICE
@@ -210,7 +210,7 @@ class Mastery:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class StepProgress:
     step_id: str
     status: WorkflowStatus = WorkflowStatus.NOT_STARTED
@@ -248,7 +248,7 @@ class StepProgress:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class WorkflowProgress:
     workflow_id: str
     status: WorkflowStatus = WorkflowStatus.NOT_STARTED
@@ -333,7 +333,7 @@ def _read_progress_map(value: Any) -> dict[str, WorkflowProgress]:
     return {str(wid): WorkflowProgress.from_dict(wp, str(wid)) for wid, wp in _dict(value).items()}
 
 
-@dataclass
+@dataclass(slots=True)
 class StepInAssessment:
     """The agent's last "should I step in?" decision."""
 
@@ -370,7 +370,7 @@ class StepInAssessment:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class OnboardingState:
     welcomed: bool = False
     exploration_started_at: float = field(default_factory=_now)
@@ -437,7 +437,7 @@ class OnboardingState:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionIndexEntry:
     session_id: str
     session_number: int
@@ -485,7 +485,7 @@ class SessionIndexEntry:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionsState:
     count: int = 0
     current_session_id: str | None = None
@@ -527,7 +527,7 @@ _STATE_KEYS = frozenset((
 ))
 
 
-@dataclass
+@dataclass(slots=True)
 class UserAdoptionState:
     """The mutable, per-(product, user) record; overwritten every session."""
 
@@ -828,7 +828,7 @@ _SNAPSHOT_KEYS = frozenset((
 ))
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionSnapshot:
     """One frozen, write-once record of a finished session."""
 

@@ -7,8 +7,8 @@ Atomicity (standalone, Redis 7+): every state write is a compare-and-set in
 one server-side script (``_CAS_SCRIPT``). The adapter computes the new
 document from the state it last saw for that user (kept in a bounded
 per-process cache, ``state_cache_size``), and the script writes it together
-with the browsing-index changes only if the stored state still has that
-SHA-1; otherwise it writes nothing and returns the current state, and the
+with the browsing-index changes only if the stored state still is those
+very bytes; otherwise it writes nothing and returns the current state, and the
 adapter runs ``mutate`` again on it. ``mutate`` is arbitrary Python (the
 lifecycle's merge rules) that cannot run inside Redis, so it may run more
 than once and must be pure. A session end freezes its snapshot (``SET NX``)
@@ -89,7 +89,7 @@ _MAX_MEMBERS = 500  # members per ZADD/ZREM: a Lua unpack() and a reply stay sma
 # it is out of memory, rather than fail between two of its writes.
 _CAS_SCRIPT = """#!lua
 -- KEYS: every key the step touches, the user's state first (cluster-safe declaration).
--- ARGV[1]: SHA-1 of the state the caller computed from ('' = it saw none)
+-- ARGV[1]: the state the caller computed from, byte for byte ('' = it saw none)
 -- ARGV[2]: a snapshot key being frozen ('' = none); if it exists, nothing is written
 -- ARGV[3]: a key to read back after the writes ('' = none)
 -- ARGV[4..]: the writes, each as its argument count followed by its arguments
@@ -100,7 +100,7 @@ if ARGV[2] ~= '' then
 end
 if ARGV[1] == '' then
   if state then return {0, state} end
-elseif not state or redis.sha1hex(state) ~= ARGV[1] then
+elseif state ~= ARGV[1] then
   return {0, state or false}
 end
 local i = 4
@@ -121,9 +121,13 @@ def _dumps(doc: dict[str, Any]) -> bytes:
     return codec.dumps(doc)
 
 
-def _digest(raw: bytes | None) -> str:
-    """What the script compares: SHA-1 of the stored bytes ('' for no document)."""
-    return "" if raw is None else hashlib.sha1(raw).hexdigest()
+def _expected(raw: bytes | None) -> bytes:
+    """What the script compares the stored state with: the very bytes (b'' for no document).
+
+    Sending them costs a memory copy on each side; hashing them (SHA-1 here and
+    ``redis.sha1hex`` in the script) cost more than the rest of the script's checks.
+    """
+    return b"" if raw is None else raw
 
 
 def _text(raw: bytes | str) -> str:
@@ -164,7 +168,7 @@ else:
         return b"".join([_pack_one(cmd) for cmd in commands])
 
 
-def _script_call(keys: list[str], expected: str, freeze: str, read: str, writes: list[tuple[Any, ...]]) -> list[Any]:
+def _script_call(keys: list[str], expected: bytes, freeze: str, read: str, writes: list[tuple[Any, ...]]) -> list[Any]:
     """The EVALSHA arguments after the script name: keys, then ARGV as ``_CAS_SCRIPT`` reads it."""
     args: list[Any] = [len(keys), *keys, expected, freeze, read]
     for cmd in writes:
@@ -323,19 +327,19 @@ def index_commands(
     cmds: list[tuple[Any, ...]] = [] if filed else [("SADD", PRODUCTS_KEY, product_id)]
     cmds.append(("ZADD", users_key(product_id), score, user_id))
     new_filters = _filter_keys(product_id, new)
-    if old is not None:
+    if old is not None and old[:3] != new[:3]:  # journey, mastery or onboarded changed
         for key in set(_filter_keys(product_id, old)) - set(new_filters):
             cmds.append(("ZREM", key, user_id))
     for key in new_filters:
         cmds.append(("ZADD", key, score, user_id))
+    if filed and old is not None and old.terms == new.terms:
+        return cmds  # filed under these terms already (search scores are all 0)
     new_terms = _search_members(user_id, new)
     search = search_key(product_id)
-    if old is not None:
+    if old is not None and old.terms != new.terms:
         stale = sorted(_search_members(user_id, old) - new_terms)
         for i in range(0, len(stale), _MAX_MEMBERS):
             cmds.append(("ZREM", search, *stale[i : i + _MAX_MEMBERS]))
-    if filed and old is not None and old.terms == new.terms:
-        return cmds  # filed under these terms already (search scores are all 0)
     members = sorted(new_terms)
     for i in range(0, len(members), _MAX_MEMBERS):
         cmds.append(("ZADD", search, *[x for m in members[i : i + _MAX_MEMBERS] for x in (0, m)]))
@@ -1095,7 +1099,7 @@ class RedisStorageAdapter:
     ) -> list[Any]:
         """One run of ``_CAS_SCRIPT``: ``writes`` happen only if the state still is ``raw``."""
         keys = list(dict.fromkeys([key, *([freeze] if freeze else []), *([read] if read else []), *_keys_of(writes)]))
-        args = _script_call(keys, _digest(raw), freeze, read, writes)
+        args = _script_call(keys, _expected(raw), freeze, read, writes)
         (reply,) = await self._call(self._raw([("EVALSHA", _CAS_SHA, *args)]))
         if isinstance(reply, self._noscript) or (isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")):
             # First use on this server (or after SCRIPT FLUSH / a restart): send the body once.
