@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -193,6 +194,7 @@ def _product_part(product_id: str) -> str:
     return f"{PREFIX}:idx:{{{product_id}}}"
 
 
+@functools.lru_cache(maxsize=4096)  # built on every state write: once per product instead
 def users_key(product_id: str) -> str:
     return f"{_product_part(product_id)}:users"
 
@@ -209,6 +211,7 @@ def onboarded_key(product_id: str, onboarded: bool) -> str:
     return f"{_product_part(product_id)}:onboarded:{int(onboarded)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def search_key(product_id: str) -> str:
     return f"{_product_part(product_id)}:search"
 
@@ -292,12 +295,17 @@ def _captured_at(session_id: str, doc: dict[str, Any]) -> float:
     return session_summary_from_doc(session_id, doc).captured_at
 
 
-def _filter_keys(product_id: str, entry: IndexEntry) -> list[str]:
-    return [
-        journey_key(product_id, entry.journey_state),
-        mastery_key(product_id, entry.mastery_level),
-        onboarded_key(product_id, entry.onboarded),
-    ]
+def _filter_keys(product_id: str, entry: IndexEntry) -> tuple[str, str, str]:
+    return _filter_keys_of(product_id, entry.journey_state, entry.mastery_level, entry.onboarded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _filter_keys_of(product_id: str, journey_state: str, mastery_level: str, onboarded: bool) -> tuple[str, str, str]:
+    return (
+        journey_key(product_id, journey_state),
+        mastery_key(product_id, mastery_level),
+        onboarded_key(product_id, onboarded),
+    )
 
 
 def _all_filter_keys(product_id: str) -> list[str]:
@@ -598,6 +606,14 @@ class _FastPool:
         self._waiters: deque[asyncio.Future[None]] = deque()  # first come, first served
         self._timeout_s = timeout_s
 
+    def checkout(self) -> Any | None:
+        """An idle connection at once, or ``None``: then ``await get_connection()`` (it may connect or queue)."""
+        idle = self._idle
+        if self._free > 0 and idle and not self._waiters and idle[-1].is_connected:
+            self._free -= 1
+            return idle.pop()
+        return None
+
     async def get_connection(self) -> Any:
         if self._free > 0 and not self._waiters:
             self._free -= 1
@@ -775,7 +791,7 @@ class RedisStorageAdapter:
         """GET on the fast path (standalone) or through the cluster client."""
         if self._pool is None:
             return await self._call(self._client.get(key))
-        (reply,) = await self._call(self._raw([("GET", key)]))
+        (reply,) = await self._raw([("GET", key)])
         if isinstance(reply, Exception):
             raise StorageUnavailableError(f"redis: GET {key} failed: {reply}") from reply
         return reply
@@ -803,16 +819,26 @@ class RedisStorageAdapter:
         return lambda: _RedisPyConnection(template.make_connection())
 
     async def _raw(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Standalone fast path: one round trip on one pooled connection."""
-        assert self._pool is not None
-        connection = await self._pool.get_connection()
+        """Standalone fast path: one round trip on one pooled connection (a failure is ``StorageUnavailableError``).
+
+        Flat on purpose: every coroutine between the caller and the socket is
+        paid on each of a session's round trips.
+        """
+        pool = self._pool
+        assert pool is not None
         try:
-            return await self._exchange(connection, commands)
-        except BaseException:
+            connection = pool.checkout() or await pool.get_connection()
+        except self._errors as exc:
+            raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+        try:
+            return await connection.exchange(_pack(commands), len(commands), self.socket_timeout_s)
+        except BaseException as exc:
             await connection.disconnect()  # replies may be unread: never reuse it
+            if isinstance(exc, self._errors):
+                raise StorageUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
             raise
         finally:
-            self._pool.release(connection)
+            pool.release(connection)
 
     def _ex(self) -> tuple[Any, ...]:
         return ("EX", self.ttl_s) if self.ttl_s else ()
@@ -918,7 +944,7 @@ class RedisStorageAdapter:
     async def _transaction(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         """MULTI/EXEC of single-slot commands, without WATCH; the EXEC results."""
         if self._pool is not None:
-            replies = await self._call(self._raw([("MULTI",), *cmds, ("EXEC",)]))
+            replies = await self._raw([("MULTI",), *cmds, ("EXEC",)])
             return self._exec_results(replies)
 
         async def run() -> list[Any]:
@@ -1100,10 +1126,10 @@ class RedisStorageAdapter:
         """One run of ``_CAS_SCRIPT``: ``writes`` happen only if the state still is ``raw``."""
         keys = list(dict.fromkeys([key, *([freeze] if freeze else []), *([read] if read else []), *_keys_of(writes)]))
         args = _script_call(keys, _expected(raw), freeze, read, writes)
-        (reply,) = await self._call(self._raw([("EVALSHA", _CAS_SHA, *args)]))
+        (reply,) = await self._raw([("EVALSHA", _CAS_SHA, *args)])
         if isinstance(reply, self._noscript) or (isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")):
             # First use on this server (or after SCRIPT FLUSH / a restart): send the body once.
-            (reply,) = await self._call(self._raw([("EVAL", _CAS_SCRIPT, *args)]))
+            (reply,) = await self._raw([("EVAL", _CAS_SCRIPT, *args)])
         if isinstance(reply, Exception):
             raise StorageUnavailableError(f"redis: state write failed: {reply}") from reply
         return reply
