@@ -846,3 +846,26 @@ async def test_connections_the_server_closed_while_idle_are_replaced(adapter, ra
     assert (await adapter.get_user_state("p", "u"))["n"] == 0
     await adapter.update_user_state("p", "u", lambda doc: {**doc, "n": 1})
     assert json.loads(raw.get("autoplay:user:p:u:state"))["n"] == 1
+
+
+async def test_pool_waits_hands_slots_over_in_order_and_times_out(redis_url):
+    """The fast path's pool: a burst queues for a connection, a cancelled waiter leaks no slot, a timeout is a 503."""
+    a = RedisStorageAdapter(redis_url, max_connections=1, pool_timeout_s=0.3)
+    pool = a._pool
+    try:
+        held = await pool.get_connection()
+        cancelled = asyncio.ensure_future(pool.get_connection())
+        waiting = asyncio.ensure_future(pool.get_connection())
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        pool.release(held)  # the slot skips the cancelled waiter and goes to the next one
+        second = await asyncio.wait_for(waiting, 1)
+        assert second is held  # the same connection, reused
+        with pytest.raises(StorageUnavailableError, match="No connection available"):
+            await a.get_user_state("p", "u")  # every slot busy past pool_timeout_s
+        pool.release(second)
+        assert await a.get_user_state("p", "u") is None  # the slot came back
+        assert pool._free == 1 and not pool._waiters
+    finally:
+        await a.aclose()

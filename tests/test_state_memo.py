@@ -263,7 +263,7 @@ async def test_redis_onboarding_snapshot_from_memo_reads_as_stored(redis_url: st
         for n in range(4):
             await one_session(storage, "u_snap", f"s{n}", n)
         assert len(checked_snapshot_reads) == 3  # every returning start, from the memo
-        state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
+        _state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
         assert onboarding is not None and onboarding.session_id == "s0"
         onboarding.discovered_features.append("the agent's own edit")
         _, again = await on_session_start("p", "u_snap", "s_next", storage)
