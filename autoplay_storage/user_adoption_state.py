@@ -151,6 +151,10 @@ def _str_list(value: Any) -> list[str]:
     return out
 
 
+# Writers read an enum member's ``_value_`` (a plain attribute) rather than
+# ``.value`` (a descriptor call): a state and its snapshot write ~25 of them.
+
+
 def _enum(enum: type[Enum], value: Any, default: Enum) -> Any:
     try:
         return enum._value2member_map_[value]  # what Enum(value) looks up, minus its overhead
@@ -196,7 +200,7 @@ class Mastery:
         return Mastery(self.rating, self.level, self.description)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rating": self.rating, "level": self.level.value, "description": self.description}
+        return {"rating": self.rating, "level": self.level._value_, "description": self.description}
 
     @classmethod
     def from_dict(cls, data: Any) -> Mastery:
@@ -228,7 +232,7 @@ class StepProgress:
     def to_dict(self) -> dict[str, Any]:
         return {
             "step_id": self.step_id,
-            "status": self.status.value,
+            "status": self.status._value_,
             "confidence": self.confidence,
             "evidence": self.evidence,
             "completed_at": self.completed_at,
@@ -277,7 +281,7 @@ class WorkflowProgress:
     def to_dict(self) -> dict[str, Any]:
         return {
             "workflow_id": self.workflow_id,
-            "status": self.status.value,
+            "status": self.status._value_,
             "confidence": self.confidence,
             "evidence": self.evidence,
             "source": self.source,
@@ -572,7 +576,7 @@ class UserAdoptionState:
                 "_v": SCHEMA_VERSION,
                 "user_id": self.user_id,
                 "metadata": _json_safe(self.metadata),
-                "journey_state": self.journey_state.value,
+                "journey_state": self.journey_state._value_,
                 "mastery": self.mastery.to_dict(),
                 "discovered_features": list(self.discovered_features),
                 "onboarding": self.onboarding.to_dict(),
@@ -804,6 +808,8 @@ def _merge_progress(current: WorkflowProgress | None, new: WorkflowProgress) -> 
     """
     if current is None:
         return new.clone()
+    if current == new:  # most workflows did not move this session: nothing to merge
+        return current
     newer, older = (new, current) if new.last_evaluated_at >= current.last_evaluated_at else (current, new)
     merged = newer.clone()
     merged.first_detected_at = _earliest(current.first_detected_at, new.first_detected_at)
@@ -892,14 +898,14 @@ class SessionSnapshot:
                 "started_at": self.started_at,
                 "captured_at": self.captured_at,
                 "duration_s": self.duration_s,
-                "journey_state": self.journey_state.value,
+                "journey_state": self.journey_state._value_,
                 "mastery": self.mastery.to_dict(),
                 "proactive_support_count": self.proactive_support_count,
                 "distinct_features_seen": self.distinct_features_seen,
                 "discovered_features": list(self.discovered_features),
                 "reached_onboarding_complete": self.reached_onboarding_complete,
                 "completion_rate": self.completion_rate,
-                "completion_rate_denominator": self.completion_rate_denominator.value,
+                "completion_rate_denominator": self.completion_rate_denominator._value_,
                 "total_catalog_workflows": self.total_catalog_workflows,
                 "completed_workflow_ids": list(self.completed_workflow_ids),
                 "in_progress_workflow_ids": list(self.in_progress_workflow_ids),

@@ -430,8 +430,11 @@ class _RespConnection(asyncio.Protocol):
 
     def __init__(self, params: dict[str, Any], connect_timeout_s: float) -> None:
         import hiredis
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
 
+        # Kept here: an import statement on the request path costs a few microseconds each time.
+        self._connection_error = RedisConnectionError
         self._params = params
         self._connect_timeout_s = connect_timeout_s
         self._reader = hiredis.Reader(replyError=ResponseError)  # one object per connection: never reconnected
@@ -539,11 +542,9 @@ class _RespConnection(asyncio.Protocol):
 
     async def exchange(self, packed: bytes, expected: int, timeout_s: float) -> list[Any]:
         """Write one request of ``expected`` commands; their replies (error replies as exception objects)."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
         transport = self._transport
         if transport is None or transport.is_closing():
-            raise RedisConnectionError("connection to Redis is closed")
+            raise self._connection_error("connection to Redis is closed")
         # The loop this connection was made on (asyncio.get_running_loop() costs a getpid() syscall).
         loop = self._loop
         future: asyncio.Future[list[Any]] = loop.create_future()
@@ -560,7 +561,10 @@ class _RedisPyConnection:
     """A redis-py connection behind ``exchange``: ``rediss://``, which ``_RespConnection`` does not speak."""
 
     def __init__(self, connection: Any) -> None:
+        from redis.exceptions import ResponseError
+
         self._connection = connection
+        self._response_error = ResponseError
 
     @property
     def is_connected(self) -> bool:
@@ -576,15 +580,13 @@ class _RedisPyConnection:
         await self._connection.disconnect()
 
     async def exchange(self, packed: bytes, expected: int, timeout_s: float) -> list[Any]:
-        from redis.exceptions import ResponseError
-
         replies: list[Any] = []
         async with asyncio.timeout(timeout_s):
             await self._connection.send_packed_command(packed, check_health=False)
             for _ in range(expected):
                 try:
                     replies.append(await self._connection.read_response(timeout=math.inf))
-                except ResponseError as exc:
+                except self._response_error as exc:
                     replies.append(exc)
         return replies
 
