@@ -11,6 +11,10 @@ them when present:
 - ``SessionEndStore``: a session end (freeze the snapshot, fold it into the
   state) as one atomic step, one round trip where the store can.
 - ``BrowsableStorage``: listings for the console (products, users, history).
+
+Typed memos (``WrittenDocument``, ``StoredState``, ``FrozenDocument``) let a
+store that keeps what it wrote hand the lifecycle the typed document back
+instead of a dict it would parse again; stores that ignore them lose nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,17 @@ StateMutation = Callable[[StateDoc | None], StateDoc | None]
 SessionFold = Callable[[dict[str, Any], StateDoc | None], StateDoc | None]
 
 
-class WrittenDocument(dict[str, Any]):
+class _MemoDocument(dict[str, Any]):
+    """A JSON document (a plain dict to anyone else) that also carries ``memo``, a typed object."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, doc: dict[str, Any], memo: object) -> None:
+        super().__init__(doc)
+        self.memo = memo
+
+
+class WrittenDocument(_MemoDocument):
     """A document a mutation returns with ``memo``: the typed object it was written from.
 
     Parsing a state back into typed form costs more than the rest of a session
@@ -38,14 +52,10 @@ class WrittenDocument(dict[str, Any]):
     copy that nothing changes afterwards.
     """
 
-    __slots__ = ("memo",)
-
-    def __init__(self, doc: dict[str, Any], memo: object) -> None:
-        super().__init__(doc)
-        self.memo = memo
+    __slots__ = ()
 
 
-class FrozenDocument(dict[str, Any]):
+class FrozenDocument(_MemoDocument):
     """A frozen snapshot as parsed from storage, with ``memo``: the typed snapshot those very bytes were written from.
 
     Snapshots never change, and a session start reads the user's first one
@@ -53,11 +63,7 @@ class FrozenDocument(dict[str, Any]):
     by field. The memo is shared: never change it.
     """
 
-    __slots__ = ("memo",)
-
-    def __init__(self, doc: dict[str, Any], memo: object) -> None:
-        super().__init__(doc)
-        self.memo = memo
+    __slots__ = ()
 
 
 class StoredState:
@@ -133,6 +139,8 @@ class AtomicStateStore(Protocol):
         returns the document to store, or ``None`` to leave it as it is. It
         may be called more than once (on a write conflict), so it must be a
         pure function of its argument. It may raise; nothing is written then.
+        A store may pass a ``StoredState`` instead of the document to a
+        mutation marked ``takes_memo`` (see ``memo_taking``).
         """
         ...
 
