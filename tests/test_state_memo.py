@@ -152,32 +152,36 @@ async def one_session(storage, user_id: str, session_id: str, n: int) -> None:
     await on_session_end("p", user_id, snapshot, storage)
 
 
-async def test_redis_memo_reads_as_the_stored_bytes(redis_url: str, checked_loads) -> None:
+@pytest.fixture
+async def stores(redis_url: str):
+    """(the engine's storage on a Redis adapter, another client writing behind its back)."""
     adapter = RedisStorageAdapter(redis_url)
-    storage = StorageManager([adapter])
     other = redis.Redis.from_url(redis_url)
-    try:
-        for n in range(6):
-            await one_session(storage, "u_memo", f"s{n}", n)
-        assert checked_loads, "the memo was never used"
-        # Another writer (the SDK, a hand edit) replaces the state: its bytes come with no memo.
-        key = user_state_key("p", "u_memo")
-        doc = codec.loads(other.get(key))
-        doc["metadata"]["plan"] = "enterprise"
-        other.set(key, codec.dumps(doc))
-        await one_session(storage, "u_memo", "s_after_edit", 7)
-        stored = codec.loads(other.get(key))
-        assert stored["metadata"]["plan"] == "enterprise"
-        assert stored["sessions"]["count"] == 7
-        # Racing ends: conflicts hand back fresh bytes (no memo); every session is still recorded.
-        await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))
-        await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))  # retried
-        raced = codec.loads(other.get(user_state_key("p", "u_race")))
-        assert raced["sessions"]["count"] == 20
-        assert len({e["session_id"] for e in raced["sessions"]["index"]}) == 20
-    finally:
-        other.close()
-        await adapter.aclose()
+    yield StorageManager([adapter]), other
+    other.close()
+    await adapter.aclose()
+
+
+async def test_redis_memo_reads_as_the_stored_bytes(stores, checked_loads) -> None:
+    storage, other = stores
+    for n in range(6):
+        await one_session(storage, "u_memo", f"s{n}", n)
+    assert checked_loads, "the memo was never used"
+    # Another writer (the SDK, a hand edit) replaces the state: its bytes come with no memo.
+    key = user_state_key("p", "u_memo")
+    doc = codec.loads(other.get(key))
+    doc["metadata"]["plan"] = "enterprise"
+    other.set(key, codec.dumps(doc))
+    await one_session(storage, "u_memo", "s_after_edit", 7)
+    stored = codec.loads(other.get(key))
+    assert stored["metadata"]["plan"] == "enterprise"
+    assert stored["sessions"]["count"] == 7
+    # Racing ends: conflicts hand back fresh bytes (no memo); every session is still recorded.
+    await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))
+    await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))  # retried
+    raced = codec.loads(other.get(user_state_key("p", "u_race")))
+    assert raced["sessions"]["count"] == 20
+    assert len({e["session_id"] for e in raced["sessions"]["index"]}) == 20
 
 
 async def test_redis_without_a_cache_keeps_no_memo(redis_url: str, checked_loads) -> None:
@@ -253,30 +257,24 @@ def checked_snapshot_reads(monkeypatch):
     return used
 
 
-async def test_redis_onboarding_snapshot_from_memo_reads_as_stored(redis_url: str, checked_snapshot_reads) -> None:
+async def test_redis_onboarding_snapshot_from_memo_reads_as_stored(stores, checked_snapshot_reads) -> None:
     from autoplay_storage.keys import session_key
 
-    adapter = RedisStorageAdapter(redis_url)
-    storage = StorageManager([adapter])
-    other = redis.Redis.from_url(redis_url)
-    try:
-        for n in range(4):
-            await one_session(storage, "u_snap", f"s{n}", n)
-        assert len(checked_snapshot_reads) == 3  # every returning start, from the memo
-        _state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
-        assert onboarding is not None and onboarding.session_id == "s0"
-        onboarding.discovered_features.append("the agent's own edit")
-        _, again = await on_session_start("p", "u_snap", "s_next", storage)
-        assert "the agent's own edit" not in again.discovered_features
-        # A hand edit of the frozen bytes: read from what is stored now, not from the memo.
-        key = session_key("p", "u_snap", "s0")
-        doc = codec.loads(other.get(key))
-        doc["discovered_features"] = ["edited by hand"]
-        other.set(key, codec.dumps(doc))
-        used = len(checked_snapshot_reads)
-        _, edited = await on_session_start("p", "u_snap", "s_after", storage)
-        assert edited.discovered_features == ["edited by hand"]
-        assert len(checked_snapshot_reads) == used
-    finally:
-        other.close()
-        await adapter.aclose()
+    storage, other = stores
+    for n in range(4):
+        await one_session(storage, "u_snap", f"s{n}", n)
+    assert len(checked_snapshot_reads) == 3  # every returning start, from the memo
+    _state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
+    assert onboarding is not None and onboarding.session_id == "s0"
+    onboarding.discovered_features.append("the agent's own edit")
+    _, again = await on_session_start("p", "u_snap", "s_next", storage)
+    assert "the agent's own edit" not in again.discovered_features
+    # A hand edit of the frozen bytes: read from what is stored now, not from the memo.
+    key = session_key("p", "u_snap", "s0")
+    doc = codec.loads(other.get(key))
+    doc["discovered_features"] = ["edited by hand"]
+    other.set(key, codec.dumps(doc))
+    used = len(checked_snapshot_reads)
+    _, edited = await on_session_start("p", "u_snap", "s_after", storage)
+    assert edited.discovered_features == ["edited by hand"]
+    assert len(checked_snapshot_reads) == used
