@@ -441,15 +441,14 @@ class OnboardingState:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class SessionIndexEntry:
+    """One finished session in the state's index: facts that never change, so copies share it."""
+
     session_id: str
     session_number: int
     started_at: float
     captured_at: float
-
-    def clone(self) -> SessionIndexEntry:
-        return SessionIndexEntry(self.session_id, self.session_number, self.started_at, self.captured_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -496,7 +495,7 @@ class SessionsState:
     index: list[SessionIndexEntry] = field(default_factory=list)
 
     def clone(self) -> SessionsState:
-        return SessionsState(self.count, self.current_session_id, [entry.clone() for entry in self.index])
+        return SessionsState(self.count, self.current_session_id, list(self.index))  # entries are immutable
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ writer stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import pytest
@@ -73,7 +74,8 @@ def test_clone_shares_nothing_mutable() -> None:
     copy.onboarding.workflow_progress["wf_b"].steps["step_1"].confidence = 1.0
     copy.onboarding.workflow_progress["wf_a"].evidence = "changed"
     copy.onboarding.last_step_in.suggested_workflow_ids.append("wf_c")
-    copy.sessions.index[0].session_number = 99
+    with pytest.raises(dataclasses.FrozenInstanceError):  # index entries are shared, so they cannot change
+        copy.sessions.index[0].session_number = 99  # type: ignore[misc]
     copy.sessions.index.pop()
     copy.mastery.rating = 10
     assert state.to_dict() == before
