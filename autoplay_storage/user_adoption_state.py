@@ -151,10 +151,6 @@ def _str_list(value: Any) -> list[str]:
     return out
 
 
-# Writers read an enum member's ``_value_`` (a plain attribute) rather than
-# ``.value`` (a descriptor call): a state and its snapshot write ~25 of them.
-
-
 def _enum(enum: type[Enum], value: Any, default: Enum) -> Any:
     try:
         return enum._value2member_map_[value]  # what Enum(value) looks up, minus its overhead
@@ -187,6 +183,8 @@ def _extras(data: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
 
 
 # --- nested documents --------------------------------------------------------
+# ``to_dict`` reads an enum member's ``_value_`` (a plain attribute) rather than
+# ``.value`` (a descriptor call): a state and its snapshot write ~25 of them.
 
 
 @dataclass(slots=True)

@@ -890,7 +890,7 @@ class RedisStorageAdapter:
         freeze = self._freeze_commands(key, history, session_id, snapshot)
         results = await self._transaction(freeze)
         if results[0] is not None:
-            self._keep_frozen(key, freeze[0][2], snapshot)
+            self._keep_frozen(freeze, snapshot)
             return snapshot
         # Already there (a retry, or written by another writer such as the SDK):
         # return the frozen one, and make the history order it by its capture time.
@@ -903,10 +903,11 @@ class RedisStorageAdapter:
     async def _reorder_history(self, history: str, session_id: str, frozen: dict[str, Any]) -> None:
         await self._call(self._client.zadd(history, {session_id: _captured_at(session_id, frozen)}))
 
-    def _keep_frozen(self, key: str, payload: bytes, snapshot: dict[str, Any]) -> None:
-        """Keep the memo a frozen snapshot was written with (``WrittenDocument``), for its reads."""
+    def _keep_frozen(self, freeze: list[tuple[Any, ...]], snapshot: dict[str, Any]) -> None:
+        """After ``freeze`` wrote ``snapshot``: keep its memo (``WrittenDocument``) with the bytes, for its reads."""
         if type(snapshot) is not WrittenDocument or not self.state_cache_size:
             return
+        _set, key, payload = freeze[0][:3]  # _freeze_commands: the SET NX comes first
         frozen = self._frozen
         frozen[key] = (payload, snapshot.memo)
         frozen.move_to_end(key)
@@ -1012,7 +1013,7 @@ class RedisStorageAdapter:
             if reply[0] == _WRITTEN:
                 if payload is not None:
                     self._see(key, payload, entry, _memo_of(new))
-                self._keep_frozen(snap_key, freeze[0][2], snapshot)
+                self._keep_frozen(freeze, snapshot)
                 return snapshot, (current if new is None else new)
             if reply[0] == _STALE:
                 self._see(key, reply[1])
