@@ -179,13 +179,15 @@ async def session_end(
                 f"snapshot.user_id is {doc['user_id']!r} but the path says {user_id!r}",
                 details=[{"field": "snapshot.user_id", "in": "body", "message": "must match the path"}],
             )
-        if "session_number" not in doc:
+        number_at_commit = "session_number" not in doc
+        if number_at_commit:  # a first guess; the session is frozen with the position it is recorded at
             doc["session_number"] = await services.next_session_number(product_id, user_id)
         snapshot = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
     else:
         # SessionEndIn's validator requires all three with the state form.
         assert payload.state is not None and payload.catalog_workflow_ids is not None
         assert payload.started_at is not None
+        number_at_commit = True
         live = _user_doc(payload.state, user_id, "state")
         snapshot = await services.snapshot_from_live_state(
             product_id,
@@ -197,7 +199,12 @@ async def session_end(
             completion_rate_denominator=payload.completion_rate_denominator,
         )
     ended = await services.end_session(
-        product_id, user_id, snapshot, summary=payload.summary, summarize=payload.summarize
+        product_id,
+        user_id,
+        snapshot,
+        summary=payload.summary,
+        summarize=payload.summarize,
+        number_at_commit=number_at_commit,
     )
     return _state_body(ended)
 

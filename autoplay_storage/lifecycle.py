@@ -10,14 +10,16 @@ is merged into the state; the ending session stops being "current".
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
-from .manager import atomic_update, create_snapshot, record_session_end
+from .manager import atomic_update, record_session_end
 from .protocol import (
     AutoplayStorageAdapter,
     BrowsableStorage,
@@ -171,11 +173,32 @@ async def resolve_summary(
     return text.strip()
 
 
-def apply_session_end(
-    state: UserAdoptionState, snapshot: SessionSnapshot, summary: str | None, *, now: float | None = None
-) -> bool:
-    """Fold a finished session into the state; ``False`` if it was already recorded."""
+def recorded_before(state: UserAdoptionState, snapshot: SessionSnapshot, *, frozen_before: bool) -> bool:
+    """Whether the state already counts this session.
+
+    The inline index answers for the newest 50. An older session has left it,
+    but its snapshot was frozen before this call (write-once keys tell), and its
+    number lies among the sessions the index no longer holds: a late retry of
+    it must change nothing. A frozen snapshot numbered past those was never
+    counted (a writer that froze it and died before its state write, such as
+    the published SDK's two-step end): folding it in heals the history.
+    """
     if state.has_session(snapshot.session_id):
+        return True
+    left_the_index = state.sessions.count - len(state.sessions.index)
+    return frozen_before and 0 < snapshot.session_number <= left_the_index
+
+
+def apply_session_end(
+    state: UserAdoptionState,
+    snapshot: SessionSnapshot,
+    summary: str | None,
+    *,
+    now: float | None = None,
+    frozen_before: bool = False,
+) -> bool:
+    """Fold a finished session into the state; ``False`` if it was already recorded (``recorded_before``)."""
+    if recorded_before(state, snapshot, frozen_before=frozen_before):
         return False
     state.journey_state = snapshot.journey_state
     state.mastery = snapshot.mastery.clone()
@@ -212,6 +235,19 @@ class SessionEnd:
     recorded: bool
 
 
+class _NumberTaken(Exception):
+    """Another end took the session number this one was frozen with; freeze again as ``number``."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.number = number
+
+
+# Racing ends for one user take numbers one at a time; this bounds the rounds a
+# loser may need (as many as the ends racing with it).
+MAX_RENUMBER_ROUNDS = 500
+
+
 async def end_session(
     product_id: str,
     user_id: str,
@@ -220,20 +256,61 @@ async def end_session(
     *,
     summarizer: Summarizer | None = None,
     summary: str | None = None,
+    number_at_commit: bool = False,
 ) -> SessionEnd:
     """Freeze the snapshot (write-once) and fold it into the state, as one atomic step where the store can.
 
-    A retried end is a no-op: the snapshot write is write-once and the state
-    update recognises the session id. The state is folded from the snapshot
-    as stored, so a retry that rebuilt its snapshot (a later ``captured_at``)
-    cannot make the index disagree with the frozen record. The summarizer
-    runs before the atomic update (it is slow and must not run inside a retry
-    loop), and only when the session is not already recorded.
+    A retried end is a no-op, however old the session (``recorded_before``).
+    The state is folded from the snapshot as stored, so a retry that rebuilt
+    its snapshot cannot make the index disagree with the frozen record.
+
+    ``number_at_commit``: the caller did not choose ``session_number`` (the
+    server froze the snapshot for it), so the snapshot is frozen with the
+    position the store records the session at; racing ends each get their own.
+    Otherwise the number is kept as sent, as the published SDK does.
+
+    A summarizer runs after the session is recorded, holding nothing, and
+    only when this call recorded it; its text is then stored unless the
+    summary changed meanwhile (``apply_summary``). A crash in between leaves
+    the session recorded without the new summary: nothing half-written.
     """
     if not session_snapshot.session_id:
         raise ValueError("the session snapshot has no session_id")
     if not session_snapshot.user_id:
         session_snapshot.user_id = user_id
+    for _round in range(MAX_RENUMBER_ROUNDS):
+        try:
+            ended = await _record_end(
+                product_id, user_id, session_snapshot, storage, summary=summary, number_at_commit=number_at_commit
+            )
+            break
+        except _NumberTaken as taken:
+            session_snapshot = session_snapshot.clone()
+            session_snapshot.session_number = taken.number
+            await asyncio.sleep(random.uniform(0, 0.002))  # spread the herd of racing ends a little
+    else:
+        raise StorageUnavailableError(f"gave up numbering a session of {product_id}/{user_id}: too many racing ends")
+    if summary is None and summarizer is not None and ended.recorded:
+        text = await resolve_summary(ended.snapshot, summarizer=summarizer)
+        if text is not None:
+            written = await apply_summary(
+                product_id, user_id, text, storage, expected=ended.state.onboarding.summary
+            )
+            if written is not None:
+                ended = SessionEnd(written.state, written.document, ended.snapshot, recorded=True)
+    return ended
+
+
+async def _record_end(
+    product_id: str,
+    user_id: str,
+    session_snapshot: SessionSnapshot,
+    storage: AutoplayStorageAdapter,
+    *,
+    summary: str | None,
+    number_at_commit: bool,
+) -> SessionEnd:
+    """One try at freezing and folding; ``_NumberTaken`` when the snapshot's number is no longer next."""
     session_id = session_snapshot.session_id
     sent = snapshot_document(session_snapshot, user_id)
 
@@ -245,23 +322,8 @@ async def end_session(
         frozen.session_id = session_id  # the key names the session, whatever a hand edit says
         return frozen
 
-    resolved: str | None = summary
-    stored_snapshot: dict[str, Any] | None = None
-    parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
-    if summary is None and summarizer is not None:
-        # The summarizer is slow: freeze first, then summarize what is frozen,
-        # outside the atomic step (which may retry), unless already recorded.
-        stored_snapshot = await create_snapshot(storage, product_id, user_id, session_id, sent)
-        session_snapshot = frozen_snapshot(stored_snapshot)
-        parsed.append((stored_snapshot, session_snapshot))
-        current = await storage.get_user_state(product_id, user_id)
-        if current is not None:
-            state = load_state(current, user_id)
-            if state.has_session(session_id):
-                return SessionEnd(state, current, session_snapshot, recorded=False)
-        resolved = await resolve_summary(session_snapshot, summarizer=summarizer)
-
     captured_now = time.time()
+    parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
     attempts: list[tuple[UserAdoptionState, StateDoc | None, SessionSnapshot]] = []
 
     @memo_taking
@@ -271,23 +333,65 @@ async def end_session(
         else:
             snapshot = frozen_snapshot(frozen_doc)
             parsed[:] = [(frozen_doc, snapshot)]
+        ours = frozen_doc is sent
         state = load_state(doc, user_id)
-        if not apply_session_end(state, snapshot, resolved, now=captured_now):
+        if not apply_session_end(state, snapshot, summary, now=captured_now, frozen_before=not ours):
             attempts.append((state, None, snapshot))
             return None
+        if number_at_commit and ours and snapshot.session_number != state.sessions.count:
+            raise _NumberTaken(state.sessions.count)  # nothing is written: freeze again with this number
         new = state_document(state)
         attempts.append((state, new, snapshot))
         return new
 
-    if stored_snapshot is None:  # freeze and fold in one step
-        _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
-    else:  # frozen already, above: only the fold is left
-        frozen_doc = stored_snapshot
-        stored = await atomic_update(storage, product_id, user_id, memo_taking(lambda doc: fold(frozen_doc, doc)))
+    _frozen, stored = await record_session_end(storage, product_id, user_id, session_id, sent, fold)
     state, written, session_snapshot = attempts[-1]  # the last attempt is what is stored: no second parse
     if stored is None:  # nothing was stored and nothing written: the primary lost it under us
         raise StorageUnavailableError(f"the state of {product_id}/{user_id} vanished during a session end")
     return SessionEnd(state, stored, session_snapshot, recorded=written is not None)
+
+
+@dataclass
+class SummaryWrite:
+    """The state after ``apply_summary``, and whether it holds the new text."""
+
+    state: UserAdoptionState
+    document: StateDoc
+    applied: bool
+
+
+async def apply_summary(
+    product_id: str, user_id: str, text: str, storage: AutoplayStorageAdapter, *, expected: str | None
+) -> SummaryWrite | None:
+    """Store ``text`` as the summary if the summary is still ``expected`` (what the summarizer started from).
+
+    A compare-and-set on the summary alone: a summary written meanwhile (a
+    later session, an edit, a re-run) is newer than this one and wins; a
+    retry finding ``text`` stored already counts as applied. ``None`` when the
+    user has no state (erased meanwhile): nothing is written.
+    """
+    seen: list[SummaryWrite] = []
+
+    @memo_taking
+    def mutate(doc: StateDoc | StoredState | None) -> StateDoc | None:
+        if doc is None:
+            return None
+        state = load_state(doc, user_id)
+        current = state.onboarding.summary
+        if current != expected or current == text:
+            seen[:] = [SummaryWrite(state, {}, applied=current == text)]
+            return None
+        state.onboarding.summary = text
+        state.touch()
+        new = state_document(state)
+        seen[:] = [SummaryWrite(state, new, applied=True)]
+        return new
+
+    stored = await atomic_update(storage, product_id, user_id, mutate)
+    if stored is None or not seen:
+        return None
+    written = seen[-1]
+    return SummaryWrite(written.state, stored, written.applied)
 
 
 async def on_session_end(

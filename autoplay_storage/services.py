@@ -125,8 +125,9 @@ async def snapshot_from_live_state(
 ) -> SessionSnapshot:
     """Freeze the caller's live state; the session number follows the stored count.
 
-    The number is provisional: the index entry gets the ordinal assigned when
-    the end commits, so racing ends still get distinct numbers.
+    The number is a first guess: ended with ``number_at_commit``, the session is
+    frozen with the position the store records it at, so racing ends still
+    get distinct numbers, in the snapshot and in the index alike.
     """
     return SessionSnapshot.from_adoption_state(
         live,
@@ -145,26 +146,31 @@ async def end_session(
     *,
     summary: str | None = None,
     summarize: bool = False,
+    number_at_commit: bool = False,
 ) -> VersionedState:
     """Freeze the snapshot (write-once) and fold it into the state; a retried end changes nothing.
 
     ``summary`` is stored as given (and recorded as an explicit summary);
-    ``summarize`` runs the configured summarizer, recorded, only when the
-    session is not recorded yet. A failing summarizer never loses the session.
+    ``summarize`` runs the configured summarizer once per session, after the
+    session is recorded, whoever retries (``complete_session_summary``). A
+    failing summarizer never loses the session. ``number_at_commit``: the
+    server chose the snapshot's number, so it becomes the position the session
+    is recorded at.
     """
     from django.db import DatabaseError
 
-    from .summary_runs import record_explicit_summary, recorded_summarizer
+    from .summary_runs import complete_session_summary, record_explicit_summary
 
-    summarizer = recorded_summarizer(product_id, user_id) if summarize and summary is None else None
     ended = await lifecycle_end_session(
-        product_id, user_id, snapshot, get_storage(), summarizer=summarizer, summary=summary
+        product_id, user_id, snapshot, get_storage(), summary=summary, number_at_commit=number_at_commit
     )
     if summary is not None and ended.recorded:
         try:
             await record_explicit_summary(product_id, user_id, ended.snapshot.session_id, summary)
         except DatabaseError:  # bookkeeping only: the session end itself is committed
             logger.exception("could not record the explicit summary", extra={"session_id": ended.snapshot.session_id})
+    elif summarize and summary is None:
+        ended = await complete_session_summary(product_id, user_id, ended)
     return VersionedState(ended.state, state_etag(ended.document))
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 from django.utils import timezone
 
-from .errors import StorageError
-from .lifecycle import Summarizer, load_state
-from .models import SummaryRun
+from .errors import StorageError, StorageUnavailableError
+from .lifecycle import SessionEnd, Summarizer, apply_summary, load_state
+from .models import SummaryClaim, SummaryRun
 from .protocol import StateDoc
 from .runtime import get_storage, get_summarizer, storage_settings, summarizer_path
 from .user_adoption_state import SessionSnapshot
@@ -40,6 +44,52 @@ class SummaryResult:
     run: SummaryRun
 
 
+def _timeout(timeout_s: float | None) -> float:
+    return float(storage_settings().get("SUMMARIZER_TIMEOUT_S", 30.0)) if timeout_s is None else timeout_s
+
+
+def _name(summarizer: Summarizer) -> str:
+    qualname = getattr(summarizer, "__qualname__", None)
+    return f"{summarizer.__module__}.{qualname}" if qualname else summarizer_path()
+
+
+async def _begin_run(
+    snapshot: SessionSnapshot,
+    *,
+    product_id: str,
+    user_id: str,
+    source: str,
+    summarizer: str,
+    actor: Any,
+    previous_summary: str | None,
+) -> SummaryRun:
+    """Record the run before it starts: a worker that dies mid-run leaves it, not nothing."""
+    return await SummaryRun.objects.acreate(
+        product_id=product_id,
+        user_id=user_id,
+        session_id=snapshot.session_id,
+        source=source,
+        summarizer=summarizer,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        started_at=timezone.now(),
+        outcome=SummaryRun.Outcome.RUNNING,
+        previous_summary=previous_summary,
+    )
+
+
+async def _execute(summarizer: Summarizer, snapshot: SessionSnapshot, timeout_s: float) -> tuple[str, str, str | None]:
+    """(outcome, error, text) of one bounded run; a summarizer is user code, so nothing it raises escapes."""
+    try:
+        text = await asyncio.wait_for(summarizer(snapshot), timeout_s)
+    except TimeoutError:
+        return SummaryRun.Outcome.TIMED_OUT, f"the summarizer did not answer within {timeout_s:g} s", None
+    except Exception as exc:
+        return SummaryRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}", None
+    if not isinstance(text, str) or not text.strip():
+        return SummaryRun.Outcome.FAILED, "the summarizer returned no text", None
+    return SummaryRun.Outcome.SUCCEEDED, "", text.strip()
+
+
 async def run_summarizer(
     snapshot: SessionSnapshot,
     *,
@@ -50,41 +100,146 @@ async def run_summarizer(
     previous_summary: str | None = None,
     summarizer: Summarizer | None = None,
     timeout_s: float | None = None,
+    claim: SummaryClaim | None = None,
 ) -> SummaryResult:
-    """Run the (configured) summarizer with a timeout and record the run; raise ``SummaryFailed``."""
+    """Run the (configured) summarizer with a timeout and record the run; raise ``SummaryFailed``.
+
+    ``claim``: the session-end claim this run serves; the run is attached to
+    it as it starts, so a takeover after a crash can mark it interrupted.
+    """
     summarizer = summarizer or get_summarizer()
-    timeout_s = storage_settings().get("SUMMARIZER_TIMEOUT_S", 30.0) if timeout_s is None else timeout_s
-    name = getattr(summarizer, "__qualname__", None) and f"{summarizer.__module__}.{summarizer.__qualname__}"
-    started = timezone.now()
+    timeout_s = _timeout(timeout_s)
     t0 = time.perf_counter()
-    outcome, error, text = SummaryRun.Outcome.SUCCEEDED, "", None
-    try:
-        text = await asyncio.wait_for(summarizer(snapshot), timeout_s)
-        if not isinstance(text, str) or not text.strip():
-            outcome, error, text = SummaryRun.Outcome.FAILED, "the summarizer returned no text", None
-        else:
-            text = text.strip()
-    except TimeoutError:
-        outcome, error = SummaryRun.Outcome.TIMED_OUT, f"the summarizer did not answer within {timeout_s:g} s"
-    except Exception as exc:  # a summarizer is user code: any failure is recorded, never raised raw
-        outcome, error = SummaryRun.Outcome.FAILED, f"{type(exc).__name__}: {exc}"
-    run = await SummaryRun.objects.acreate(
+    run = await _begin_run(
+        snapshot,
         product_id=product_id,
         user_id=user_id,
-        session_id=snapshot.session_id,
         source=source,
-        summarizer=name or summarizer_path(),
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        started_at=started,
-        duration_ms=round((time.perf_counter() - t0) * 1000),
-        outcome=outcome,
-        error=error,
+        summarizer=_name(summarizer),
+        actor=actor,
         previous_summary=previous_summary,
-        new_summary=text,
     )
-    if text is None:
-        raise SummaryFailed(error, run)
-    return SummaryResult(text=text, run=run)
+    if claim is not None:
+        await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token).aupdate(run=run)
+    run.outcome, run.error, run.new_summary = await _execute(summarizer, snapshot, timeout_s)
+    run.duration_ms = round((time.perf_counter() - t0) * 1000)
+    await run.asave(update_fields=["outcome", "error", "new_summary", "duration_ms"])
+    if run.new_summary is None:
+        raise SummaryFailed(run.error, run)
+    return SummaryResult(text=run.new_summary, run=run)
+
+
+# -- the summary a session end asks for: run once per session, stored or superseded --
+
+# A lease outlives the summarizer's own timeout by this much: a live worker
+# always finishes (or times out) before anyone may take its claim over.
+LEASE_GRACE_S = 5.0
+
+
+@sync_to_async
+def _claim(product_id: str, user_id: str, session_id: str, lease_s: float) -> tuple[SummaryClaim, bool]:
+    """The session's claim, and whether this call holds it now (new, or taken over from a dead worker)."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    until = now + timedelta(seconds=lease_s)
+    claim, created = SummaryClaim.objects.get_or_create(
+        product_id=product_id,
+        user_id=user_id,
+        session_id=session_id,
+        defaults={"token": token, "lease_expires_at": until},
+    )
+    if created:
+        return claim, True
+    if claim.state == SummaryClaim.State.RUNNING and claim.lease_expires_at <= now:
+        taken = SummaryClaim.objects.filter(pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING).update(
+            token=token, lease_expires_at=until
+        )
+        if taken and claim.run_id is not None:
+            SummaryRun.objects.filter(pk=claim.run_id, outcome=SummaryRun.Outcome.RUNNING).update(
+                outcome=SummaryRun.Outcome.INTERRUPTED,
+                error="its worker stopped before the run finished; the session end's retry ran it again",
+            )
+        claim.refresh_from_db()
+        return claim, bool(taken)
+    return claim, False
+
+
+async def _settle(claim: SummaryClaim, state: str, *, expected_state: str | None = None) -> None:
+    rows = SummaryClaim.objects.filter(pk=claim.pk)
+    rows = rows.filter(state=expected_state) if expected_state else rows.filter(token=claim.token)
+    await rows.aupdate(state=state)
+
+
+async def _current(product_id: str, user_id: str, ended: SessionEnd) -> SessionEnd:
+    """The end as it stands now (another worker may have stored the summary meanwhile)."""
+    doc = await get_storage().get_user_state(product_id, user_id)
+    if doc is None:
+        return ended
+    return SessionEnd(load_state(doc, user_id), doc, ended.snapshot, ended.recorded)
+
+
+async def _store(
+    claim: SummaryClaim, text: str, expected: str | None, product_id: str, user_id: str, ended: SessionEnd
+) -> SessionEnd:
+    written = await apply_summary(product_id, user_id, text, get_storage(), expected=expected)
+    applied = written is not None and written.applied
+    state = SummaryClaim.State.APPLIED if applied else SummaryClaim.State.SUPERSEDED
+    await _settle(claim, state, expected_state=SummaryClaim.State.FINISHED)
+    if written is None:
+        return ended
+    return SessionEnd(written.state, written.document, ended.snapshot, ended.recorded)
+
+
+async def _run_claimed(claim: SummaryClaim, product_id: str, user_id: str, ended: SessionEnd) -> SessionEnd:
+    previous = ended.state.onboarding.summary
+    try:
+        result = await run_summarizer(
+            ended.snapshot,
+            product_id=product_id,
+            user_id=user_id,
+            source=SummaryRun.Source.SESSION_END,
+            previous_summary=previous,
+            claim=claim,
+        )
+    except SummaryFailed:
+        await _settle(claim, SummaryClaim.State.FAILED)
+        return ended
+    await _settle(claim, SummaryClaim.State.FINISHED)
+    return await _store(claim, result.text, previous, product_id, user_id, ended)
+
+
+async def complete_session_summary(product_id: str, user_id: str, ended: SessionEnd) -> SessionEnd:
+    """Run the session's summary once, whoever asks, and store its text; the session is recorded already.
+
+    Concurrent retries of one end: the first claims it and runs the
+    summarizer, holding no storage lock or connection while it runs; the
+    others wait for its outcome. A run whose worker died is taken over once
+    its lease runs out; a run that finished but was not stored yet is stored
+    by the retry, without running again. Returns the end with the state as
+    stored after. Bookkeeping failures are ``StorageUnavailableError`` (503:
+    the agent retries, and the retry completes what is missing).
+    """
+    session_id = ended.snapshot.session_id
+    lease_s = _timeout(None) + LEASE_GRACE_S
+    pause = 0.05
+    try:
+        while True:
+            claim, owned = await _claim(product_id, user_id, session_id, lease_s)
+            if owned:
+                return await _run_claimed(claim, product_id, user_id, ended)
+            if claim.state == SummaryClaim.State.FINISHED:  # its worker stopped before storing the text
+                run = await SummaryRun.objects.aget(pk=claim.run_id) if claim.run_id is not None else None
+                if run is None or run.new_summary is None:
+                    await _settle(claim, SummaryClaim.State.FAILED, expected_state=SummaryClaim.State.FINISHED)
+                    return await _current(product_id, user_id, ended)
+                return await _store(claim, run.new_summary, run.previous_summary, product_id, user_id, ended)
+            if claim.state != SummaryClaim.State.RUNNING:  # applied, superseded or failed: nothing is left to do
+                return await _current(product_id, user_id, ended)
+            left = (claim.lease_expires_at - timezone.now()).total_seconds()
+            await asyncio.sleep(max(0.01, min(pause, left)))
+            pause = min(pause * 2, 0.5)
+    except DatabaseError as exc:
+        raise StorageUnavailableError(f"could not record the session's summary: {exc}") from exc
 
 
 def recorded_summarizer(product_id: str, user_id: str) -> Summarizer:

@@ -307,20 +307,41 @@ async def test_current_session_id_is_cleared_only_for_that_session(storage_pair)
     assert ended.sessions.current_session_id == "s2"
 
 
-async def test_end_operations_run_in_spec_order():
-    log: list[str] = []
-    store = CallLog(log)
-    state, _ = await on_session_start(P, "u", "s1", store)
+@pytest.mark.parametrize("make", [direct, managed], ids=["adapter", "manager"])
+async def test_the_session_is_recorded_whole_before_the_summarizer_runs(make):
+    """A slow summarizer holds nothing: the snapshot and the state that counts it are stored before it starts."""
+    storage, store = make()
+    state, _ = await on_session_start(P, "u", "s1", storage)
+    seen: list[tuple[bool, int, str | None]] = []
 
     async def summarizer(snap: SessionSnapshot) -> str:
-        log.append("summarizer")
+        stored = UserAdoptionState.from_dict(await store.get_user_state(P, "u"))
+        frozen = await store.get_session_snapshot(P, "u", "s1")
+        seen.append((frozen is not None, stored.sessions.count, stored.onboarding.summary))
         return "brief"
 
-    del log[:]
-    await on_session_end(P, "u", snapshot(state, "s1", started_at=1.0, captured_at=2.0), store, summarizer=summarizer)
-    assert log[0] == "save_session_snapshot", "the snapshot is written first"
-    assert log.index("get_user_state") < log.index("summarizer") < log.index("save_user_state")
-    assert log[-1] == "save_user_state", "persisted last"
+    ended = await on_session_end(
+        P, "u", snapshot(state, "s1", started_at=1.0, captured_at=2.0), storage, summarizer=summarizer
+    )
+    assert seen == [(True, 1, None)], "frozen and counted, the summary not yet written"
+    assert ended.onboarding.summary == "brief"
+    assert UserAdoptionState.from_dict(await store.get_user_state(P, "u")).onboarding.summary == "brief"
+
+
+async def test_a_late_summary_never_overwrites_a_newer_one():
+    store = InMemoryStorageAdapter()
+    state, _ = await on_session_start(P, "u", "s1", store)
+
+    async def slow(snap: SessionSnapshot) -> str:
+        # Meanwhile another writer stores a newer summary (a later session, an edit).
+        await store.update_user_state(
+            P, "u", lambda doc: {**doc, "onboarding": {**doc["onboarding"], "summary": "newer"}}
+        )
+        return "late"
+
+    ended = await on_session_end(P, "u", snapshot(state, "s1", started_at=1.0, captured_at=2.0), store, summarizer=slow)
+    assert ended.onboarding.summary == "newer"
+    assert ended.sessions.count == 1
 
 
 async def test_retried_end_counts_once_and_the_snapshot_is_write_once(storage_pair):
@@ -349,9 +370,10 @@ async def test_concurrent_retries_of_one_end_count_once(storage_pair):
 
 
 class FailsOnceOnUpdate(InMemoryStorageAdapter):
-    """The snapshot lands, then the state write fails once (a connection drops mid-end)."""
+    """A store without an atomic session end: the snapshot lands, then the state write fails once."""
 
     armed = False
+    record_session_end = None  # the two-step path: write-once snapshot, then an atomic update
 
     async def update_user_state(self, product_id, user_id, mutate):
         if self.armed:
@@ -375,6 +397,31 @@ async def test_retry_after_a_failed_state_write_follows_the_frozen_snapshot():
     entry = ended.sessions.index[0]
     assert (entry.captured_at, ended.mastery.rating) == (700.0, 3), "the state agrees with the stored snapshot"
     assert (await store.get_session_snapshot(P, "u", "s1"))["captured_at"] == 700.0
+
+
+class FailsOnceOnStateWrite(InMemoryStorageAdapter):
+    """The state write of a session end fails once (a full server, a dropped connection)."""
+
+    armed = False
+
+    async def save_user_state(self, product_id, user_id, state):
+        if self.armed:
+            self.armed = False
+            raise ConnectionError("connection reset")
+        await super().save_user_state(product_id, user_id, state)
+
+
+async def test_a_failed_session_end_stores_no_snapshot_its_state_does_not_count():
+    store = FailsOnceOnStateWrite()
+    storage = StorageManager([store])
+    state, _ = await on_session_start(P, "u", "s1", storage)
+    store.armed = True
+    with pytest.raises(StorageUnavailableError):
+        await on_session_end(P, "u", snapshot(state, "s1", started_at=1.0, captured_at=2.0), storage)
+    assert await store.get_session_snapshot(P, "u", "s1") is None, "all or nothing"
+    ended = await on_session_end(P, "u", snapshot(state, "s1", started_at=1.0, captured_at=2.0), storage)
+    assert ended.sessions.count == 1
+    assert await store.get_session_snapshot(P, "u", "s1") is not None
 
 
 async def test_end_without_a_session_id_is_refused(storage_pair):

@@ -499,6 +499,7 @@ async def test_round_trips_per_lifecycle(redis_url, monkeypatch, options, warm, 
     try:
         storage = StorageManager([a])
         await a.get_user_state("p", "nobody")  # open the (one) pooled connection: its handshake is not counted
+        await a.ping()  # and the client's, which the WATCH/MULTI path uses
         if a.scripts:
             await a.update_user_state("p", "nobody", lambda doc: None)  # load the script once
         for n, session_id in enumerate(["s1", "s2", "s3"]):

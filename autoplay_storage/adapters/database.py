@@ -53,7 +53,7 @@ from ..browse import (
 )
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
-from ..protocol import StateDoc, StateMutation
+from ..protocol import SessionFold, StateDoc, StateMutation
 
 T = TypeVar("T")
 
@@ -384,6 +384,63 @@ class DatabaseStorageAdapter:
                     return new
             except IntegrityError:
                 # Another writer created the row between our read and insert:
+                # the retry finds it and waits for its lock.
+                if attempt == _CREATE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def record_session_end(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """Freeze the snapshot and fold it into the state in one transaction (``SessionEndStore``).
+
+        The state row is locked first, then the snapshot inserted write-once:
+        a crash or an error anywhere rolls both back, so no snapshot is ever
+        stored that its state does not count.
+        """
+        _check_id("product_id", product_id)
+        _check_id("user_id", user_id)
+        _check_id("session_id", session_id)
+        raw = _dumps(snapshot)
+        columns = _snapshot_columns(snapshot)
+        return await self._run(self._record_end_sync, product_id, user_id, session_id, raw, snapshot, columns, fold)
+
+    def _record_end_sync(
+        self,
+        product_id: str,
+        user_id: str,
+        session_id: str,
+        raw: str,
+        snapshot: dict[str, Any],
+        columns: tuple[int, float, float],
+        fold: SessionFold,
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        from django.db import IntegrityError, connections, transaction
+        from django.utils import timezone
+
+        connection = connections[self.using]
+        sql = self._sql(connection)
+        snapshot_key = _snapshot_key(product_id, user_id, session_id)
+        for attempt in range(_CREATE_RETRIES):
+            try:
+                with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                    cursor.execute(sql.select_state, (product_id, user_id))
+                    row = cursor.fetchone()
+                    current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
+                    created_at = sql.created_at.get_db_prep_value(timezone.now(), connection)
+                    cursor.execute(sql.insert_snapshot, (product_id, user_id, session_id, raw, *columns, created_at))
+                    if cursor.rowcount == 1:
+                        frozen = snapshot
+                    else:
+                        cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
+                        frozen = _parse(snapshot_key, cursor.fetchone()[0])
+                    new = fold(frozen, current)
+                    if new is None:
+                        return frozen, current
+                    self._write_state(row, product_id, user_id, _dumps(new), new)
+                    return frozen, new
+            except IntegrityError:
+                # Another writer created the state row between our read and insert:
                 # the retry finds it and waits for its lock.
                 if attempt == _CREATE_RETRIES - 1:
                     raise

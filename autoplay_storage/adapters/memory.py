@@ -22,7 +22,7 @@ from ..browse import (
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError
 from ..keys import session_key, user_state_key
-from ..protocol import StateDoc, StateMutation
+from ..protocol import SessionFold, StateDoc, StateMutation
 
 
 def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
@@ -99,6 +99,24 @@ class InMemoryStorageAdapter:
                 return await self.get_user_state(product_id, user_id)
             await self.save_user_state(product_id, user_id, new)
             return new
+
+    async def record_session_end(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """Freeze and fold under the user's lock: the snapshot is stored only with the state it was folded into."""
+        async with self._locks[(product_id, user_id)]:
+            key = (product_id, user_id, session_id)
+            stored = self._snapshots.get(key)
+            frozen = snapshot if stored is None else _parse(session_key(*key), stored)
+            assert frozen is not None
+            current = await self.get_user_state(product_id, user_id)
+            new = fold(frozen, current)  # raising here writes nothing, the snapshot included
+            raw = json.dumps(snapshot, allow_nan=False) if stored is None else None
+            if new is not None:
+                await self.save_user_state(product_id, user_id, new)
+            if raw is not None:
+                self._snapshots[key] = raw
+            return frozen, (await self.get_user_state(product_id, user_id) if new is None else new)
 
     # -- browsing --
 

@@ -1000,8 +1000,7 @@ class RedisStorageAdapter:
         frozen one is folded instead.
         """
         if not self.scripts:
-            frozen = await self.create_session_snapshot(product_id, user_id, session_id, snapshot)
-            return frozen, await self.update_user_state(product_id, user_id, _fold_into(fold, frozen))
+            return await self._record_end_watched(product_id, user_id, session_id, snapshot, fold)
         key = self.state_key(product_id, user_id)
         snap_key = self.snapshot_key(product_id, user_id, session_id)
         freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
@@ -1022,6 +1021,61 @@ class RedisStorageAdapter:
             self._see(key, reply[1])
             frozen = self._frozen_document(snap_key, reply[2])
             return await self._fold_frozen(product_id, user_id, session_id, frozen, fold)
+        raise _gave_up(key)
+
+    async def _record_end_watched(
+        self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
+    ) -> tuple[dict[str, Any], StateDoc | None]:
+        """The session end with WATCH on the state and the snapshot key, then one MULTI of both.
+
+        For servers without scripts and for cluster mode (a user's keys share
+        one slot). A snapshot already frozen is folded instead; a change to
+        either key between the reads and ``EXEC`` starts the round over.
+        """
+        from redis.exceptions import WatchError
+
+        key = self.state_key(product_id, user_id)
+        snap_key = self.snapshot_key(product_id, user_id, session_id)
+        freeze = self._freeze_commands(snap_key, self.history_key(product_id, user_id), session_id, snapshot)
+        mutate = _fold_into(fold, snapshot)
+
+        async def attempt() -> Any:
+            async with self._client.pipeline(transaction=True) as pipe:
+                await pipe.watch(key, snap_key)
+                frozen_raw, raw = await pipe.execute_command("MGET", snap_key, key)  # one slot: the user's hash tag
+                if frozen_raw is not None:
+                    await pipe.unwatch()
+                    return frozen_raw, None
+                current, new, idx, _entry = self._prepare(key, product_id, user_id, _Seen(raw), mutate)
+                pipe.multi()
+                for cmd in freeze:
+                    pipe.execute_command(*cmd)
+                if new is not None:
+                    pipe.set(key, _dumps(new), ex=self.ttl_s)
+                    if not self.cluster:  # standalone: the product's indexes in the same transaction
+                        for cmd in idx:
+                            pipe.execute_command(*cmd)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return _CONFLICT
+                return None, (current, new, idx)
+
+        for round_ in range(MAX_TX_ATTEMPTS):
+            outcome = await self._call(attempt())
+            if outcome is _CONFLICT:
+                await asyncio.sleep(random.uniform(0, min(0.001 * (round_ + 1), 0.02)))
+                continue
+            frozen_raw, written = outcome
+            if frozen_raw is not None:  # frozen before: fold what is frozen (a retry, another writer)
+                frozen = self._frozen_document(snap_key, frozen_raw)
+                return await self._fold_frozen(product_id, user_id, session_id, frozen, fold)
+            current, new, idx = written
+            if new is None:
+                return snapshot, current
+            if self.cluster:  # the product's indexes live in another slot: right after, idempotently
+                await self._pipeline(idx)
+            return snapshot, new
         raise _gave_up(key)
 
     async def _fold_frozen(

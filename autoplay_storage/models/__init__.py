@@ -2,6 +2,6 @@
 
 from .records import SessionSnapshotRecord, UserStateRecord
 from .sinks import SinkDestination
-from .summaries import SummaryRun
+from .summaries import SummaryClaim, SummaryRun
 
-__all__ = ["SessionSnapshotRecord", "SinkDestination", "SummaryRun", "UserStateRecord"]
+__all__ = ["SessionSnapshotRecord", "SinkDestination", "SummaryClaim", "SummaryRun", "UserStateRecord"]

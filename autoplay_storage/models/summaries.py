@@ -8,9 +8,11 @@ from django.db import models
 
 class SummaryRun(models.Model):
     class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         TIMED_OUT = "timed_out", "Timed out"
+        INTERRUPTED = "interrupted", "Interrupted (its worker stopped)"
 
     class Source(models.TextChoices):
         DASHBOARD = "dashboard", "Re-run from the console"
@@ -37,3 +39,38 @@ class SummaryRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id}/{self.user_id} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class SummaryClaim(models.Model):
+    """The summary one session end asked for, claimed by one worker at a time.
+
+    A session's summary is a paid LLM call: concurrent retries of the same
+    end must not each run it. The first claims the session (the unique
+    constraint decides) for a lease as long as the summarizer may take; the
+    others wait for its outcome. A lease that ran out while ``running`` means
+    its worker died: the next retry takes it over and runs again.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished, not yet stored"
+        APPLIED = "applied", "Stored as the user's summary"
+        SUPERSEDED = "superseded", "Not stored: the summary changed meanwhile"
+        FAILED = "failed", "The summarizer failed"
+
+    product_id = models.CharField(max_length=128)
+    user_id = models.CharField(max_length=128)
+    session_id = models.CharField(max_length=128)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    token = models.CharField(max_length=32)
+    lease_expires_at = models.DateTimeField()
+    run = models.ForeignKey(SummaryRun, null=True, blank=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product_id", "user_id", "session_id"], name="summary_claim_session")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}/{self.user_id}/{self.session_id} {self.state}"
