@@ -8,6 +8,7 @@ failed or timed-out run changes nothing in the user's state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .models import SummaryClaim, SummaryRun
 from .protocol import StateDoc
 from .runtime import get_storage, get_summarizer, storage_settings, summarizer_path
 from .user_adoption_state import SessionSnapshot
+
+logger = logging.getLogger("autoplay_storage.summary_runs")
 
 
 class SummaryFailed(Exception):
@@ -170,6 +173,13 @@ async def _settle(claim: SummaryClaim, state: str, *, expected_state: str | None
     await rows.aupdate(state=state)
 
 
+async def _release(claim: SummaryClaim) -> None:
+    try:
+        await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token).aupdate(lease_expires_at=timezone.now())
+    except DatabaseError:  # the lease then runs out by itself
+        logger.warning("could not give up the summary claim of %s", claim)
+
+
 async def _current(product_id: str, user_id: str, ended: SessionEnd) -> SessionEnd:
     """The end as it stands now (another worker may have stored the summary meanwhile)."""
     doc = await get_storage().get_user_state(product_id, user_id)
@@ -204,6 +214,11 @@ async def _run_claimed(claim: SummaryClaim, product_id: str, user_id: str, ended
     except SummaryFailed:
         await _settle(claim, SummaryClaim.State.FAILED)
         return ended
+    except BaseException:
+        # Not the summarizer's failure (its own database write failed, the request was
+        # cancelled): give the lease up, so the agent's retry need not wait it out.
+        await _release(claim)
+        raise
     await _settle(claim, SummaryClaim.State.FINISHED)
     return await _store(claim, result.text, previous, product_id, user_id, ended)
 
