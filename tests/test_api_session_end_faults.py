@@ -248,3 +248,58 @@ def test_a_full_redis_never_leaves_a_snapshot_its_state_does_not_count(api_serve
     assert [r.status_code for r in retried] == [200] * 200
     assert all(r.json()["state"]["onboarding"]["summary"] == f"brief of s{n}" for n, r in enumerate(retried))
     assert consistent() == 200
+
+
+def test_a_server_killed_while_summaries_run_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """granian (two workers) SIGKILLed, main process and workers, while slow summarizers run; then restarted."""
+    import os
+    import signal
+    import sqlite3
+
+    from tests.support.api_server import granian_server
+
+    env = {
+        "AUTOPLAY_SUMMARIZER": "tests.support.slow_summarizer.summarize",
+        "SLOW_SUMMARIZER_S": "3",
+        "AUTOPLAY_SUMMARIZER_TIMEOUT_S": "4",  # a lease of 9 s: the dead runs are taken over after it
+    }
+    users = [f"u{n}" for n in range(30)]
+
+    def end(user: str) -> tuple[str, dict[str, Any]]:
+        snap = {"session_id": f"s-{user}", "started_at": 1, "captured_at": 2}
+        return f"/api/v1/products/p1/users/{user}/sessions/s-{user}/end", {"snapshot": snap, "summarize": True}
+
+    async def fire_and_kill(server: ApiServer, key: str) -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30.0) as c:
+            calls = [asyncio.create_task(c.post(path, json=body)) for path, body in map(end, users)]
+            await asyncio.sleep(1.5)  # every end is recorded by now and waiting on its summarizer
+            assert server.process is not None
+            os.killpg(server.process.pid, signal.SIGKILL)
+            done = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, httpx.TransportError) or r.status_code == 200 for r in done)
+
+    with granian_server(tmp_path, ["p1"], env=env) as (server, key):
+        asyncio.run(fire_and_kill(server, key))
+        server.process.wait(timeout=10)
+
+    with granian_server(tmp_path, ["p1"], env=env) as (server, key):
+        with server.client(key) as c:
+            for user in users:  # after the crash: every frozen snapshot is counted, every count has its snapshot
+                state = c.get(f"/api/v1/products/p1/users/{user}/state")
+                history = c.get(f"/api/v1/products/p1/users/{user}/sessions").json()["items"]
+                count = state.json()["state"]["sessions"]["count"] if state.status_code == 200 else 0
+                assert count == len(history), (user, count, history)
+        retried = asyncio.run(_post_all(server, key, [end(user) for user in users]))
+        assert [r.status_code for r in retried] == [200] * len(users), [r.text for r in retried]
+        for user, r in zip(users, retried, strict=True):
+            state = r.json()["state"]
+            assert state["sessions"]["count"] == 1, "counted once"
+            assert state["onboarding"]["summary"] == f"brief of s-{user}", "the retry completed the summary"
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        outcomes = db.execute(
+            "SELECT user_id, group_concat(outcome) FROM autoplay_storage_summaryrun GROUP BY user_id"
+        ).fetchall()
+    assert len(outcomes) == len(users)
+    for user, runs in outcomes:
+        assert sorted(runs.split(",")) in (["interrupted", "succeeded"], ["succeeded"]), (user, runs)

@@ -33,6 +33,7 @@ from tests.support.redis_server import HOST, free_port
 @dataclass
 class ApiServer:
     url: str
+    process: subprocess.Popen | None = None  # granian_server's main process (its own process group)
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -91,8 +92,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def granian_server(directory: Path, products: list[str], workers: int = 2) -> Iterator[tuple[ApiServer, str]]:
-    """granian + its own SQLite file (migrated) on a free port; yields the server and a fresh API key."""
+def granian_server(
+    directory: Path, products: list[str], workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[tuple[ApiServer, str]]:
+    """granian + its own SQLite file (migrated) on a free port; yields the server and a fresh API key.
+
+    ``env`` adds to (or overrides) the server's environment. Run it again on the
+    same ``directory`` to restart on the same data.
+    """
     env = {
         **os.environ,
         "AUTOPLAY_VAR_DIR": str(directory),
@@ -101,6 +108,7 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
         "REDIS_URL": "",
         "AUTOPLAY_DEMO": "0",
         "DJANGO_SECRET_KEY": "test-only",
+        **(env or {}),
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
@@ -115,7 +123,7 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
     )
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
-    log = (directory / "granian.log").open("wb")
+    log = (directory / "granian.log").open("ab")
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "granian"),
@@ -133,8 +141,9 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # a test may kill the whole server (main process and workers) at once
     )
-    server = ApiServer(f"http://{HOST}:{port}")
+    server = ApiServer(f"http://{HOST}:{port}", process)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -148,10 +157,11 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
             time.sleep(0.1)
         yield server, key
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         log.close()
