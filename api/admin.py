@@ -8,6 +8,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from . import auth
@@ -84,14 +86,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return  # keys are immutable; revoke and create a new one
         row, key = ApiKey.issue(obj.name, form.cleaned_data["products_text"], created_by=request.user)
         obj.pk, obj.prefix, obj.created_at = row.pk, row.prefix, row.created_at
-        messages.warning(
-            request,
-            format_html(
-                "New API key for <strong>{}</strong>, shown only now (it is stored hashed): <code>{}</code>",
-                row.name,
-                key,
-            ),
-        )
+        request._new_api_key = key  # type: ignore[attr-defined]  # for response_add only: never stored
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
+        """Show the new key on the answer to the form itself, once.
+
+        A flash message would sit in the session store (``django_session``) in
+        clear until read; this page is the only place the key ever exists
+        outside the agent's hands, and it is not cached.
+        """
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.opts,
+            "key_row": obj,
+            "key": request._new_api_key,  # type: ignore[attr-defined]
+        }
+        response = TemplateResponse(request, "admin/api/apikey/created.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

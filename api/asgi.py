@@ -57,6 +57,8 @@ class ApiASGIHandler(ASGIHandler):
                     f"{request.method} is not allowed here; use {allowed}",
                     headers={"Allow": allowed},
                 ).response()
+            if not response.has_header("Cache-Control"):  # states and snapshots are personal data
+                response["Cache-Control"] = "no-store, private"
             return security.process_response(request, response)
 
         self._middleware_chain = chain

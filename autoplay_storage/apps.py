@@ -10,6 +10,6 @@ class AutoplayStorageConfig(AppConfig):
 
     def ready(self) -> None:
         # Admin-configured analytics sinks follow their configuration in every worker.
-        from . import sinks
+        from . import checks, sinks  # noqa: F401  (checks registers itself)
 
         sinks.install()

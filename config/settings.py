@@ -7,6 +7,7 @@ services, DEBUG off, a secret key generated once into ``var/secret_key``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +17,21 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AUTOPLAY_VAR_DIR", BASE_DIR / "var"))
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only: it holds the secret key and the SQLite database."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create an empty file (a valid empty SQLite database) readable by its owner only, if missing.
+
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    if path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -39,7 +55,7 @@ def _secret_key() -> str:
     except FileNotFoundError:
         pass
     try:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        _private_dir(VAR_DIR)
         key = secrets.token_urlsafe(50)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -64,6 +80,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "csp",
     "ninja",  # serves the API docs' Swagger UI from our own static files, not a CDN
     "autoplay_storage",
     "api",
@@ -79,6 +96,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # After WhiteNoise, which answers static files itself: only pages are marked.
+    "dashboard.middleware.no_store",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -104,7 +124,9 @@ WSGI_APPLICATION = "config.wsgi.application"
 _default_db = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", _default_db), conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _private_dir(VAR_DIR)
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        _private_file(Path(DATABASES["default"]["NAME"]))
     # Connections are kept (conn_max_age above): a fresh SQLite connection re-reads the
     # schema, which halved the database adapter's sessions/s (bench/engine_database.py).
     # Writers wait for each other (IMMEDIATE + busy timeout) instead of failing
@@ -147,12 +169,39 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:products"
 LOGOUT_REDIRECT_URL = "login"
 
+# DJANGO_HTTPS=1 (behind TLS, usually a proxy that sets X-Forwarded-Proto): secure
+# cookies, HSTS, the redirect to https and the proxy header, in one switch.
+HTTPS = env_bool("DJANGO_HTTPS", False)
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = HTTPS or env_bool("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", 31_536_000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+    # The load balancer's probes arrive over plain HTTP from inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+
+# Every console page: scripts, styles, images and fonts from our own static files only;
+# no inline script or style (the one inline style, of the bare 500 page, is allowed by hash).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'sha256-50lfLtPxSVtKEyaDJmbunBgH0XW0Bnf9LOfN5rNroSQ='"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+    }
+}
 
 # Request bodies above this are refused with 413 (agents send one snapshot at a time).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("AUTOPLAY_MAX_BODY_BYTES", 1024 * 1024))

@@ -67,10 +67,15 @@ async def test_verify_caches_and_rejects() -> None:
 
 def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any, settings: Any) -> None:
     client.force_login(admin_user)
-    response = client.post("/admin/api/apikey/add/", {"name": "web agent", "products_text": "p1, p2 p3"}, follow=True)
+    response = client.post("/admin/api/apikey/add/", {"name": "web agent", "products_text": "p1, p2 p3"})
     assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
     text = response.content.decode()
-    key = re.search(r"<code>(ap_[0-9a-f]{8}_[^<]+)</code>", text).group(1)
+    key = re.search(r"<code[^>]*>(ap_[0-9a-f]{8}_[^<]+)</code>", text).group(1)
+    from django.contrib.sessions.models import Session
+
+    stored = " ".join(f"{s.session_data} {s.get_decoded()}" for s in Session.objects.all())
+    assert key not in stored, "the one-time key never sits in the session store"
     row = ApiKey.objects.get()
     assert row.products == ["p1", "p2", "p3"] and row.created_by == admin_user
     assert row.key_hash == hash_key(key)

@@ -72,9 +72,13 @@ def label(value: object) -> str:
 
 
 @register.filter
-def share(count: int, total: int) -> float:
-    """Percentage width of one part of a stacked bar."""
-    return round(100.0 * count / total, 2) if total else 0.0
+def bar(count: float, total: float) -> str:
+    """The width class (``w-0`` .. ``w-100``, whole percent) of one part of a bar.
+
+    A class, not a ``style`` attribute: the Content-Security-Policy allows no inline style.
+    """
+    percent = round(100.0 * count / total) if total else 0
+    return f"w-{min(100, max(0, percent))}"
 
 
 @register.filter
