@@ -3,55 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections import defaultdict
 from typing import Any
 
-from ..browse import (
-    MAX_PAGE_SIZE,
-    Page,
-    ProductSummary,
-    SessionSummary,
-    UserQuery,
-    UserSummary,
-    search_terms,
-    session_summary_from_doc,
-    user_summary_from_doc,
-)
+from ..browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
 from ..codec import parse_document as _parse
-from ..errors import CorruptDocumentError
 from ..keys import session_key, user_state_key
 from ..protocol import StateDoc, StateMutation
+from .common import clamp_limit, matches, page_in_order, session_position, session_row, user_position, user_row
 
 
 def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
-    try:
-        doc = _parse(user_state_key(product_id, user_id), raw)
-    except CorruptDocumentError:
-        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-    return user_summary_from_doc(product_id, user_id, doc or {})
-
-
-def _session_row(product_id: str, user_id: str, session_id: str, raw: str) -> SessionSummary:
-    try:
-        doc = _parse(session_key(product_id, user_id, session_id), raw)
-    except CorruptDocumentError:
-        return SessionSummary(session_id=session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True)
-    return session_summary_from_doc(session_id, doc or {})
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
+    return user_row(product_id, user_id, user_state_key(product_id, user_id), raw)
 
 
 class InMemoryStorageAdapter:
@@ -100,6 +64,22 @@ class InMemoryStorageAdapter:
             await self.save_user_state(product_id, user_id, new)
             return new
 
+    # -- raw text: for copying a corrupt document faithfully, and the test hook that plants one --
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        return self._states.get((product_id, user_id))
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
+        return self._snapshots.get((product_id, user_id, session_id))
+
+    async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
+        """Store text as it is, valid or not (the contract tests plant corrupt documents this way)."""
+        self._states[(product_id, user_id)] = raw
+
+    async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        """Store text as it is; write-once like ``save_session_snapshot``."""
+        self._snapshots.setdefault((product_id, user_id, session_id), raw)
+
     # -- browsing --
 
     async def ping(self) -> None:
@@ -124,29 +104,9 @@ class InMemoryStorageAdapter:
         self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         query = query or UserQuery()
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        rows = []
-        for (pid, user_id), raw in self._states.items():
-            if pid != product_id:
-                continue
-            row = _user_row(pid, user_id, raw)
-            if query.journey_state and row.journey_state != query.journey_state:
-                continue
-            if query.mastery_level and row.mastery_level != query.mastery_level:
-                continue
-            if query.onboarded is not None and row.onboarded != query.onboarded:
-                continue
-            if query.search:
-                needle = query.search.strip().lower()
-                if not any(t.startswith(needle) for t in search_terms(user_id, row.metadata)):
-                    continue
-            rows.append(row)
-        descending = query.order == "-last_activity"
-        rows.sort(key=lambda r: (r.last_activity_at or 0.0, r.user_id), reverse=descending)
-        start = _decode_cursor(cursor)
-        page = rows[start : start + limit]
-        more = start + limit < len(rows)
-        return Page(page, _encode_cursor(start + limit) if more else None)
+        rows = (_user_row(pid, user_id, raw) for (pid, user_id), raw in self._states.items() if pid == product_id)
+        wanted = [row for row in rows if matches(row, query)]
+        return page_in_order(wanted, user_position, cursor, clamp_limit(limit), query.order == "-last_activity")
 
     async def list_sessions(
         self,
@@ -157,19 +117,9 @@ class InMemoryStorageAdapter:
         limit: int = 50,
         newest_first: bool = True,
     ) -> Page[SessionSummary]:
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
         rows = [
-            _session_row(pid, uid, sid, raw)
+            session_row(sid, session_key(pid, uid, sid), raw)
             for (pid, uid, sid), raw in self._snapshots.items()
             if pid == product_id and uid == user_id
         ]
-        rows.sort(key=lambda r: (r.captured_at, r.session_id), reverse=newest_first)
-        start = _decode_cursor(cursor)
-        more = start + limit < len(rows)
-        return Page(rows[start : start + limit], _encode_cursor(start + limit) if more else None)
-
-    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        return self._states.get((product_id, user_id))
-
-    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        return self._snapshots.get((product_id, user_id, session_id))
+        return page_in_order(rows, session_position, cursor, clamp_limit(limit), newest_first)
