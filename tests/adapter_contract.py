@@ -151,6 +151,7 @@ class AdapterContract:
     async def test_offers_every_capability_the_engine_uses(self, backend: Backend) -> None:
         for protocol in (AutoplayStorageAdapter, AtomicStateStore, SnapshotStore, BrowsableStorage):
             assert isinstance(backend.adapter, protocol), protocol.__name__
+        assert await backend.adapter.ping() is None
 
     async def test_sdk_documents_round_trip(self, backend: Backend, sdk_fixtures: dict[str, dict]) -> None:
         adapter = backend.adapter
@@ -199,6 +200,12 @@ class AdapterContract:
         assert created == await adapter.get_user_state(P, U) and created["metadata"] == {"n": 1}
         before = await adapter.get_raw_user_state(P, U)
         assert await adapter.update_user_state(P, U, lambda doc: None) == created
+
+        def scribble_and_leave(doc: dict | None) -> None:
+            assert doc is not None
+            doc["metadata"]["n"] = 99  # its own copy: "leave it" returns what is stored, not this
+
+        assert await adapter.update_user_state(P, U, scribble_and_leave) == created
         assert await adapter.get_raw_user_state(P, U) == before
 
     async def test_a_mutation_that_raises_writes_nothing(self, backend: Backend) -> None:

@@ -210,8 +210,8 @@ class DatabaseStorageAdapter:
                     row = cursor.fetchone()
                     current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     new = mutate(current)
-                    if new is None:
-                        return current
+                    if new is None:  # mutate may have scribbled on its copy: hand back what is stored
+                        return None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     self._write_state(row, product_id, user_id, _dumps(new), new)
                     return new
             except IntegrityError:
@@ -259,8 +259,8 @@ class DatabaseStorageAdapter:
                     )
                     current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     new = fold(frozen, current)
-                    if new is None:
-                        return frozen, current
+                    if new is None:  # a retried end, most likely: what is stored, not fold's scratch copy
+                        return frozen, None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     self._write_state(row, product_id, user_id, _dumps(new), new)
                     return frozen, new
             except IntegrityError:
