@@ -58,11 +58,13 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 def _memory() -> Backend:
     adapter = InMemoryStorageAdapter()
 
-    async def put_snapshot(product_id: str, user_id: str, session_id: str, raw: str) -> None:
-        # Replace, not write-once: a hand edit of what is frozen.
-        adapter._snapshots[(product_id, user_id, session_id)] = raw
+    async def put_state(product_id: str, user_id: str, raw: str) -> None:
+        adapter.states[(product_id, user_id)] = raw
 
-    return Backend("memory", adapter, adapter.save_raw_user_state, put_snapshot)
+    async def put_snapshot(product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        adapter.snapshots[(product_id, user_id, session_id)] = raw  # replaced, as a hand edit would
+
+    return Backend("memory", adapter, put_state, put_snapshot)
 
 
 async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Backend]:

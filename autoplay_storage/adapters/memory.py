@@ -19,23 +19,29 @@ def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
 
 
 class InMemoryStorageAdapter:
-    """Readable primary held in dicts; atomic per user via an asyncio lock."""
+    """Readable primary held in dicts; atomic per user via an asyncio lock.
+
+    ``states`` (by ``(product_id, user_id)``) and ``snapshots`` (by
+    ``(product_id, user_id, session_id)``) hold the stored JSON text. They are
+    public on purpose: tests plant raw values there (a corrupt document, a
+    snapshot another writer froze) as they would with a raw Redis SET.
+    """
 
     name = "memory"
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str], str] = {}
-        self._snapshots: dict[tuple[str, str, str], str] = {}
+        self.states: dict[tuple[str, str], str] = {}
+        self.snapshots: dict[tuple[str, str, str], str] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- wire --
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
         # allow_nan=False: NaN is not JSON; refuse it here as any real store would.
-        self._states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
+        self.states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return _parse(user_state_key(product_id, user_id), self._states.get((product_id, user_id)))
+        return _parse(user_state_key(product_id, user_id), self.states.get((product_id, user_id)))
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
@@ -46,14 +52,14 @@ class InMemoryStorageAdapter:
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> dict[str, Any]:
         raw = json.dumps(snapshot, allow_nan=False)
-        stored = self._snapshots.setdefault((product_id, user_id, session_id), raw)
+        stored = self.snapshots.setdefault((product_id, user_id, session_id), raw)
         if stored is raw:
             return snapshot
         return _parse(session_key(product_id, user_id, session_id), stored)  # type: ignore[return-value]
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         key = session_key(product_id, user_id, session_id)
-        return _parse(key, self._snapshots.get((product_id, user_id, session_id)))
+        return _parse(key, self.snapshots.get((product_id, user_id, session_id)))
 
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         async with self._locks[(product_id, user_id)]:
@@ -64,21 +70,21 @@ class InMemoryStorageAdapter:
             await self.save_user_state(product_id, user_id, new)
             return new
 
-    # -- raw text: for copying a corrupt document faithfully, and the test hook that plants one --
+    # -- raw text: the console shows a corrupt document as it is; autoplay_copy moves it faithfully --
 
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        return self._states.get((product_id, user_id))
+        return self.states.get((product_id, user_id))
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        return self._snapshots.get((product_id, user_id, session_id))
+        return self.snapshots.get((product_id, user_id, session_id))
 
     async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
-        """Store text as it is, valid or not (the contract tests plant corrupt documents this way)."""
-        self._states[(product_id, user_id)] = raw
+        """Store text as it is, valid or not (a corrupt document copied from another primary stays recoverable)."""
+        self.states[(product_id, user_id)] = raw
 
     async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
         """Store text as it is; write-once like ``save_session_snapshot``."""
-        self._snapshots.setdefault((product_id, user_id, session_id), raw)
+        self.snapshots.setdefault((product_id, user_id, session_id), raw)
 
     # -- browsing --
 
@@ -87,7 +93,7 @@ class InMemoryStorageAdapter:
 
     async def list_products(self) -> list[ProductSummary]:
         by_product: dict[str, list[UserSummary]] = defaultdict(list)
-        for (product_id, user_id), raw in self._states.items():
+        for (product_id, user_id), raw in self.states.items():
             by_product[product_id].append(_user_row(product_id, user_id, raw))
         out = []
         for product_id in sorted(by_product):
@@ -104,7 +110,7 @@ class InMemoryStorageAdapter:
         self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         query = query or UserQuery()
-        rows = (_user_row(pid, user_id, raw) for (pid, user_id), raw in self._states.items() if pid == product_id)
+        rows = (_user_row(pid, user_id, raw) for (pid, user_id), raw in self.states.items() if pid == product_id)
         wanted = [row for row in rows if matches(row, query)]
         return page_in_order(wanted, user_position, cursor, clamp_limit(limit), query.order == "-last_activity")
 
@@ -119,7 +125,7 @@ class InMemoryStorageAdapter:
     ) -> Page[SessionSummary]:
         rows = [
             session_row(sid, session_key(pid, uid, sid), raw)
-            for (pid, uid, sid), raw in self._snapshots.items()
+            for (pid, uid, sid), raw in self.snapshots.items()
             if pid == product_id and uid == user_id
         ]
         return page_in_order(rows, session_position, cursor, clamp_limit(limit), newest_first)
