@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from autoplay_storage.adapters.database import DatabaseStorageAdapter
 from autoplay_storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_storage.browse import UserQuery, search_terms, user_summary_from_doc
-from autoplay_storage.errors import CorruptDocumentError
+from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableError
 from autoplay_storage.lifecycle import on_session_start
 from autoplay_storage.user_adoption_state import JourneyState, Mastery, SessionSnapshot, UserAdoptionState
 from tests.support.redis_server import free_port
@@ -299,6 +299,51 @@ def _maintenance():
 
     cfg = alias_settings()
     return psycopg.connect(host=cfg["HOST"], port=cfg["PORT"], user=cfg["USER"], dbname="postgres", autocommit=True)
+
+
+@db
+@pytest.mark.postgres
+async def test_connections_the_server_dropped_are_unavailable_once_then_replaced(postgres_alias: str) -> None:
+    """A PostgreSQL restart under kept connections: each dead one fails a call with a 503, never "not found"."""
+    from django.db import connections
+
+    settings_dict = connections.settings[postgres_alias]
+    settings_dict["CONN_MAX_AGE"] = 60
+    adapter = DatabaseStorageAdapter(postgres_alias)
+    database_name = connections[postgres_alias].settings_dict["NAME"]
+
+    def backends() -> set[int]:
+        with _maintenance() as conn:
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database_name,)).fetchall()
+        return {pid for (pid,) in rows}
+
+    def terminate(pids: set[int]) -> None:
+        with _maintenance() as conn:
+            for pid in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    try:
+        before = await orm(backends)  # the test's own connections: not the adapter's, spared
+        await adapter.save_user_state("p", "u", make_state("u", at=1.0))
+        await asyncio.gather(*(adapter.get_user_state("p", "u") for _ in range(16)))  # every pool thread connected
+        kept = await orm(backends) - before
+        assert kept
+        await orm(terminate, kept)
+        failed = 0
+        for _ in range(4):
+            answers = await asyncio.gather(
+                *(adapter.get_user_state("p", "u") for _ in range(16)), return_exceptions=True
+            )
+            for answer in answers:
+                if isinstance(answer, StorageUnavailableError):
+                    failed += 1
+                else:
+                    assert isinstance(answer, dict) and answer["user_id"] == "u", answer
+        assert 0 < failed <= len(kept)  # each dead connection failed one call at most, then was replaced
+        assert all(a["user_id"] == "u" for a in answers)  # the last round: every thread reconnected
+    finally:
+        await adapter.aclose()
+        settings_dict["CONN_MAX_AGE"] = 0
 
 
 # -- wiring --
