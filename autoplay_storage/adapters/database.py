@@ -17,6 +17,13 @@ Why it is safe under concurrency:
   constraint; it retries and then finds (and locks) the row.
 - Snapshots are write-once through the unique constraint
   (``INSERT ... ON CONFLICT DO NOTHING``), never by a read before the write.
+- A session end (``record_session_end``) is one transaction: the state row is
+  locked first, so the ends of one user queue on it; the snapshot insert and
+  the folded state commit together, or neither does.
+
+The hot path's SQL and the browse columns live in ``database_rows``; the
+listings' cursors, page size and corrupt rows in ``common``, shared with the
+other primaries.
 
 ORM work runs in a thread pool of this module (one per database alias, shared
 by every event loop of the process), so calls run in parallel and Django's
