@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,10 +19,9 @@ from autoplay_storage.adapters.database import DatabaseStorageAdapter
 from autoplay_storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_storage.browse import UserQuery, search_terms, user_summary_from_doc
 from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableError
-from autoplay_storage.lifecycle import on_session_end, on_session_start
-from autoplay_storage.manager import StorageManager
-from autoplay_storage.protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage
+from autoplay_storage.lifecycle import on_session_start
 from autoplay_storage.user_adoption_state import JourneyState, Mastery, SessionSnapshot, UserAdoptionState
+from tests.support.redis_server import free_port
 
 # The adapter works from its own threads: only transactional tests see its writes.
 db = pytest.mark.django_db(transaction=True)
@@ -91,13 +88,6 @@ def set_document(model_name: str, alias: str, raw: str, **filters) -> None:
 
 
 @db
-async def test_satisfies_every_protocol(adapter: DatabaseStorageAdapter) -> None:
-    assert isinstance(adapter, AutoplayStorageAdapter)
-    assert isinstance(adapter, AtomicStateStore)
-    assert isinstance(adapter, BrowsableStorage)
-
-
-@db
 async def test_sdk_documents_round_trip_as_compact_json(adapter, alias, sdk_fixtures) -> None:
     assert sdk_fixtures
     for name, doc in sdk_fixtures.items():
@@ -111,14 +101,6 @@ async def test_sdk_documents_round_trip_as_compact_json(adapter, alias, sdk_fixt
             assert await adapter.get_session_snapshot(product_id, user_id, rest[0]) == doc
             raw = await adapter.get_raw_session_snapshot(product_id, user_id, rest[0])
         assert raw == json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-
-
-@db
-async def test_missing_documents_are_none(adapter) -> None:
-    assert await adapter.get_user_state("p", "nobody") is None
-    assert await adapter.get_session_snapshot("p", "nobody", "s") is None
-    assert await adapter.get_raw_user_state("p", "nobody") is None
-    assert await adapter.get_raw_session_snapshot("p", "nobody", "s") is None
 
 
 @db
@@ -180,95 +162,34 @@ async def test_ids_the_columns_cannot_hold_are_refused(adapter) -> None:
         assert (await adapter.list_sessions("p", bad)).items == []
 
 
-# -- atomic updates --
+# -- one transaction per session end --
 
 
 @db
-async def test_update_user_state_creates_leaves_and_rolls_back(adapter) -> None:
-    assert await adapter.update_user_state("p", "u", lambda doc: None) is None
-    assert await adapter.get_raw_user_state("p", "u") is None  # "leave it" wrote nothing
+async def test_a_session_end_that_fails_freezes_nothing(adapter) -> None:
+    """Snapshot and state commit together: a fold that raises rolls the snapshot back too (the retry starts clean)."""
+    await adapter.save_user_state("p", "u_1", make_state("u_1", at=1.0))
 
-    created = await adapter.update_user_state("p", "u", lambda doc: make_state("u", at=10.0, n=1))
-    assert created["metadata"] == {"n": 1}
-    assert await adapter.update_user_state("p", "u", lambda doc: None) == created
-
-    def explode(doc):
-        doc["metadata"]["n"] = 99
-        raise RuntimeError("mutation failed")
+    def broken(frozen, doc):
+        raise RuntimeError("fold failed")
 
     with pytest.raises(RuntimeError):
-        await adapter.update_user_state("p", "u", explode)
-    assert (await adapter.get_user_state("p", "u"))["metadata"] == {"n": 1}
+        await adapter.record_session_end("p", "u_1", "s1", make_snapshot("s1").to_dict(), broken)
+    assert await adapter.get_raw_session_snapshot("p", "u_1", "s1") is None
+    assert (await adapter.list_sessions("p", "u_1")).items == []
 
 
 @db
-async def test_racing_creators_of_a_missing_row_lose_no_update(adapter) -> None:
-    def increment(doc):
-        doc = doc or make_state("new", at=1.0, n=0)
-        doc["metadata"]["n"] += 1
-        return doc
-
-    await asyncio.gather(*(adapter.update_user_state("p", "new", increment) for _ in range(20)))
-    assert (await adapter.get_user_state("p", "new"))["metadata"]["n"] == 20
-
-
-@db
-async def test_fifty_racing_session_ends_are_all_recorded(adapter) -> None:
-    storage = StorageManager([adapter])
-    await on_session_start("p", "u_1", "s_start", storage)
-    snapshots = [make_snapshot(f"s{i:02d}", captured=2000.0 + i) for i in range(50)]
-    await asyncio.gather(*(on_session_end("p", "u_1", snap, storage) for snap in snapshots))
-
-    state = UserAdoptionState.from_dict(await adapter.get_user_state("p", "u_1"))
-    assert state.sessions.count == 50
-    assert {e.session_id for e in state.sessions.index} == {s.session_id for s in snapshots}
-    assert sorted(e.session_number for e in state.sessions.index) == list(range(1, 51))
-    history = await adapter.list_sessions("p", "u_1", limit=500)
-    assert len(history.items) == 50 and history.next_cursor is None
-
-
-@db
-async def test_retried_session_end_is_recorded_once(adapter) -> None:
-    storage = StorageManager([adapter])
-    snap = make_snapshot("s_retry", captured=3000.0)
-    await asyncio.gather(*(on_session_end("p", "u_1", snap, storage) for _ in range(3)))
-    for _ in range(2):
-        await on_session_end("p", "u_1", snap, storage)
-    state = UserAdoptionState.from_dict(await adapter.get_user_state("p", "u_1"))
-    assert state.sessions.count == 1
-    assert [e.session_id for e in state.sessions.index] == ["s_retry"]
-    assert len((await adapter.list_sessions("p", "u_1")).items) == 1
-
-
-# -- failures are errors, not "not found" --
-
-
-@db
-async def test_corrupt_state_is_reported_and_never_overwritten(adapter, alias) -> None:
-    await adapter.save_user_state("p", "u_bad", make_state("u_bad", at=50.0, journey="onboarded"))
-    for raw in ("{not json", "[1, 2]"):
-        await orm(set_document, "UserStateRecord", alias, raw, product_id="p", user_id="u_bad")
-        with pytest.raises(CorruptDocumentError) as caught:
-            await adapter.get_user_state("p", "u_bad")
-        assert (caught.value.key, caught.value.raw) == ("db:p/u_bad", raw)
-        with pytest.raises(CorruptDocumentError):
-            await adapter.update_user_state("p", "u_bad", lambda doc: make_state("u_bad", at=60.0))
-        with pytest.raises(CorruptDocumentError):
-            await on_session_start("p", "u_bad", "s1", StorageManager([adapter]))
-        assert await adapter.get_raw_user_state("p", "u_bad") == raw
-        (row,) = (await adapter.list_users("p")).items
-        assert row.user_id == "u_bad" and row.corrupt
-
-
-@db
-async def test_corrupt_snapshot_is_reported_and_listed(adapter, alias) -> None:
-    await adapter.save_session_snapshot("p", "u_1", "s_bad", make_snapshot("s_bad", captured=10.0).to_dict())
-    await orm(set_document, "SessionSnapshotRecord", alias, "truncated{", product_id="p", session_id="s_bad")
+async def test_a_session_end_on_a_corrupt_state_freezes_nothing(adapter, alias) -> None:
+    await adapter.save_user_state("p", "u_bad", make_state("u_bad", at=1.0))
+    await orm(set_document, "UserStateRecord", alias, "{broken", product_id="p", user_id="u_bad")
     with pytest.raises(CorruptDocumentError) as caught:
-        await adapter.get_session_snapshot("p", "u_1", "s_bad")
-    assert (caught.value.key, caught.value.raw) == ("db:p/u_1/s_bad", "truncated{")
-    (row,) = (await adapter.list_sessions("p", "u_1")).items
-    assert row.session_id == "s_bad" and row.corrupt
+        await adapter.record_session_end("p", "u_bad", "s1", make_snapshot("s1").to_dict(), lambda f, d: d)
+    assert (caught.value.key, caught.value.raw) == ("db:p/u_bad", "{broken")
+    assert await adapter.get_raw_session_snapshot("p", "u_bad", "s1") is None
+
+
+# -- raw text --
 
 
 @db
@@ -282,50 +203,6 @@ async def test_raw_writes_keep_corrupt_text_recoverable(adapter) -> None:
     await adapter.save_raw_user_state("p", "u_raw", json.dumps(doc))
     assert await adapter.get_user_state("p", "u_raw") == doc
     assert not (await adapter.list_users("p")).items[0].corrupt
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def unreachable_alias(request: pytest.FixtureRequest, tmp_path: Path, django_db_blocker):
-    """An alias whose database cannot be reached: a SQLite file in a missing directory, a closed PostgreSQL port."""
-    from django.db import connections
-
-    name = f"unreachable_{uuid.uuid4().hex[:8]}"
-    if request.param == "sqlite":
-        cfg = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "missing" / "db.sqlite3")}
-    else:
-        cfg = {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": "nothing",
-            "HOST": "127.0.0.1",
-            "PORT": _free_port(),
-            "USER": "postgres",
-            "OPTIONS": {"connect_timeout": 2},
-        }
-    connections.settings[name] = cfg
-    connections.configure_settings(connections.settings)
-    with django_db_blocker.unblock():  # no test database here: the point is that there is none
-        yield name
-    del connections.settings[name]
-
-
-async def test_unreachable_database_raises_instead_of_not_found(unreachable_alias: str) -> None:
-    adapter = DatabaseStorageAdapter(unreachable_alias)
-    with pytest.raises(StorageUnavailableError):
-        await adapter.ping()
-    with pytest.raises(StorageUnavailableError):
-        await adapter.get_user_state("p", "u")
-    with pytest.raises(StorageUnavailableError):
-        await adapter.get_session_snapshot("p", "u", "s")
-    with pytest.raises(StorageUnavailableError):
-        await adapter.list_users("p")
-    with pytest.raises(StorageUnavailableError):
-        await on_session_start("p", "u", "s", StorageManager([adapter]))
 
 
 # -- browsing, against the reference adapter --
@@ -370,43 +247,6 @@ def _population() -> dict[tuple[str, str], dict]:
 
 
 @db
-async def test_list_products_counts_by_journey_and_mastery(adapter) -> None:
-    docs = _population()
-    memory = await _load_both(adapter, docs)
-    assert await adapter.list_products() == await memory.list_products()
-    (a, b) = await adapter.list_products()
-    assert (a.product_id, a.user_count, a.journey_states) == ("prod_a", 37, {"onboarding": 19, "onboarded": 18})
-    assert (b.product_id, b.user_count, b.mastery_levels) == ("prod_b", 5, {"power_user": 5})
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        UserQuery(),
-        UserQuery(order="last_activity"),
-        UserQuery(journey_state="onboarded"),
-        UserQuery(mastery_level="beginner", order="last_activity"),
-        UserQuery(onboarded=False),
-        UserQuery(search="ANN"),
-        UserQuery(search="user_1"),
-        UserQuery(search="admin", journey_state="onboarding"),
-        UserQuery(search="nobody"),
-    ],
-    ids=lambda q: repr(q),
-)
-@db
-async def test_list_users_matches_the_reference_on_every_page(adapter, query: UserQuery) -> None:
-    memory = await _load_both(adapter, _population())
-    expected = await _all_pages(memory, "prod_a", query, limit=500)
-    for limit in (1, 3, 50):
-        assert await _all_pages(adapter, "prod_a", query, limit) == expected
-    if query.search == "nobody":
-        assert expected == []
-    elif query == UserQuery():
-        assert len(expected) == 37
-
-
-@db
 @pytest.mark.parametrize("search", ["b", "user_1", "ann"])
 async def test_unselective_search_takes_the_subquery_path_alike(adapter, monkeypatch, search: str) -> None:
     import autoplay_storage.adapters.database as module
@@ -417,34 +257,6 @@ async def test_unselective_search_takes_the_subquery_path_alike(adapter, monkeyp
     expected = await _all_pages(memory, "prod_a", query, limit=500)
     assert len(expected) > 1
     assert await _all_pages(adapter, "prod_a", query, limit=4) == expected
-
-
-@db
-async def test_list_sessions_pages_the_full_history_both_ways(adapter) -> None:
-    memory = InMemoryStorageAdapter()
-    for i in range(60):
-        snap = make_snapshot(f"s{i:02d}", captured=100.0 + i // 3).to_dict()  # ties on captured_at
-        await memory.save_session_snapshot("p", "u_1", f"s{i:02d}", snap)
-        await adapter.save_session_snapshot("p", "u_1", f"s{i:02d}", snap)
-    await adapter.save_session_snapshot("p", "u_2", "other", make_snapshot("other").to_dict())
-    for newest_first in (True, False):
-        expected = (await memory.list_sessions("p", "u_1", limit=500, newest_first=newest_first)).items
-        got, cursor = [], None
-        while True:
-            page = await adapter.list_sessions("p", "u_1", cursor=cursor, limit=7, newest_first=newest_first)
-            got.extend(page.items)
-            if not (cursor := page.next_cursor):
-                break
-        assert got == expected and len(got) == 60
-
-
-@db
-async def test_bad_cursor_is_a_value_error(adapter) -> None:
-    for cursor in ("not-base64!", "bm90IGpzb24=", "WzEsIDJd"):  # garbage, "not json", "[1, 2]"
-        with pytest.raises(ValueError, match="invalid cursor"):
-            await adapter.list_users("p", cursor=cursor)
-        with pytest.raises(ValueError, match="invalid cursor"):
-            await adapter.list_sessions("p", "u", cursor=cursor)
 
 
 # -- connections --
@@ -489,6 +301,51 @@ def _maintenance():
     return psycopg.connect(host=cfg["HOST"], port=cfg["PORT"], user=cfg["USER"], dbname="postgres", autocommit=True)
 
 
+@db
+@pytest.mark.postgres
+async def test_connections_the_server_dropped_are_unavailable_once_then_replaced(postgres_alias: str) -> None:
+    """A PostgreSQL restart under kept connections: each dead one fails a call with a 503, never "not found"."""
+    from django.db import connections
+
+    settings_dict = connections.settings[postgres_alias]
+    settings_dict["CONN_MAX_AGE"] = 60
+    adapter = DatabaseStorageAdapter(postgres_alias)
+    database_name = connections[postgres_alias].settings_dict["NAME"]
+
+    def backends() -> set[int]:
+        with _maintenance() as conn:
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database_name,)).fetchall()
+        return {pid for (pid,) in rows}
+
+    def terminate(pids: set[int]) -> None:
+        with _maintenance() as conn:
+            for pid in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    try:
+        before = await orm(backends)  # the test's own connections: not the adapter's, spared
+        await adapter.save_user_state("p", "u", make_state("u", at=1.0))
+        await asyncio.gather(*(adapter.get_user_state("p", "u") for _ in range(16)))  # every pool thread connected
+        kept = await orm(backends) - before
+        assert kept
+        await orm(terminate, kept)
+        failed = 0
+        for _ in range(4):
+            answers = await asyncio.gather(
+                *(adapter.get_user_state("p", "u") for _ in range(16)), return_exceptions=True
+            )
+            for answer in answers:
+                if isinstance(answer, StorageUnavailableError):
+                    failed += 1
+                else:
+                    assert isinstance(answer, dict) and answer["user_id"] == "u", answer
+        assert 0 < failed <= len(kept)  # each dead connection failed one call at most, then was replaced
+        assert all(a["user_id"] == "u" for a in answers)  # the last round: every thread reconnected
+    finally:
+        await adapter.aclose()
+        settings_dict["CONN_MAX_AGE"] = 0
+
+
 # -- wiring --
 
 
@@ -520,7 +377,7 @@ def test_missing_postgres_fails_under_ci_and_skips_elsewhere(ci: str, tmp_path: 
     env = {
         **os.environ,
         "CI": ci,
-        "AUTOPLAY_TEST_POSTGRES_URL": f"postgres://postgres@127.0.0.1:{_free_port()}/nothing",
+        "AUTOPLAY_TEST_POSTGRES_URL": f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
         "AUTOPLAY_VAR_DIR": str(tmp_path),
     }
     result = subprocess.run(
@@ -532,7 +389,8 @@ def test_missing_postgres_fails_under_ci_and_skips_elsewhere(ci: str, tmp_path: 
             "-p",
             "no:cacheprovider",
             "-rA",
-            "tests/test_database_adapter.py::test_missing_documents_are_none",
+            "tests/test_adapter_contract.py::TestAdapterContract::test_missing_documents_are_none[sqlite]",
+            "tests/test_adapter_contract.py::TestAdapterContract::test_missing_documents_are_none[postgres]",
         ],
         cwd=ROOT,
         env=env,

@@ -28,7 +28,6 @@ from autoplay_storage.keys import session_key, user_state_key
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, SessionSnapshot, UserAdoptionState
-from tests.support.redis_server import closed_port
 
 
 @pytest.fixture
@@ -95,23 +94,6 @@ async def test_lifecycle_writes_exactly_the_two_wire_keys_as_compact_json(adapte
     assert wire == ["autoplay:user:prod_1:u_123:session:sess_abc", "autoplay:user:prod_1:u_123:state"]
 
 
-async def test_every_sdk_fixture_loaded_raw_reads_back_equal(adapter, raw, sdk_fixtures):
-    for stem, doc in sdk_fixtures.items():
-        kind, product_id, user_id, *rest = stem.split("__")
-        key = user_state_key(product_id, user_id) if kind == "state" else session_key(product_id, user_id, rest[0])
-        raw.set(key, json.dumps(doc, indent=2))  # as another writer might format it
-    for stem, doc in sdk_fixtures.items():
-        kind, product_id, user_id, *rest = stem.split("__")
-        if kind == "state":
-            got = await adapter.get_user_state(product_id, user_id)
-            assert got == doc
-            assert UserAdoptionState.from_dict(got).to_dict() == doc
-        else:
-            got = await adapter.get_session_snapshot(product_id, user_id, rest[0])
-            assert got == doc
-            assert SessionSnapshot.from_dict(got).to_dict() == doc
-
-
 async def test_what_we_write_is_byte_compatible_with_the_fixtures(adapter, raw, sdk_fixtures):
     for stem, doc in sdk_fixtures.items():
         kind, product_id, user_id, *rest = stem.split("__")
@@ -123,20 +105,6 @@ async def test_what_we_write_is_byte_compatible_with_the_fixtures(adapter, raw, 
             text = raw.get(session_key(product_id, user_id, rest[0]))
         assert json.loads(text) == doc
         assert text.decode() == compact(doc)
-
-
-async def test_snapshot_is_write_once(adapter, raw):
-    first = {"_v": 1, "_frozen": True, "session_id": "s1", "user_id": "u", "captured_at": 100.0, "started_at": 90.0}
-    await adapter.save_session_snapshot("p", "u", "s1", first)
-    await adapter.save_session_snapshot("p", "u", "s1", {**first, "captured_at": 999.0, "journey_state": "onboarded"})
-    assert await adapter.get_session_snapshot("p", "u", "s1") == first
-    assert raw.zscore("autoplay:user:p:u:sessions", "s1") == 100.0
-
-
-async def test_none_only_for_a_missing_key(adapter):
-    assert await adapter.get_user_state("p", "nobody") is None
-    assert await adapter.get_session_snapshot("p", "nobody", "s") is None
-    assert await adapter.get_raw_user_state("p", "nobody") is None
 
 
 async def test_ttl_applies_to_user_keys(redis_url, raw):
@@ -152,33 +120,6 @@ async def test_ttl_applies_to_user_keys(redis_url, raw):
 
 
 # --- errors are not "not found" ----------------------------------------------------
-
-
-async def test_unreachable_redis_raises_on_reads_and_writes():
-    a = RedisStorageAdapter(f"redis://127.0.0.1:{closed_port()}/0", connect_timeout_s=1.0)
-    storage = StorageManager([a])
-    try:
-        with pytest.raises(StorageUnavailableError):
-            await a.get_user_state("p", "u")
-        with pytest.raises(StorageUnavailableError):
-            await a.get_session_snapshot("p", "u", "s")
-        with pytest.raises(StorageUnavailableError):
-            await a.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())
-        with pytest.raises(StorageUnavailableError):
-            await a.save_session_snapshot("p", "u", "s", {"session_id": "s"})
-        with pytest.raises(StorageUnavailableError):
-            await a.ping()
-        with pytest.raises(StorageUnavailableError):
-            await a.list_products()
-        with pytest.raises(StorageUnavailableError):
-            await a.list_users("p")
-        with pytest.raises(StorageUnavailableError):
-            await a.list_sessions("p", "u")
-        # The SDK saved a blank state here; we raise and write nothing.
-        with pytest.raises(StorageUnavailableError):
-            await on_session_start("p", "u", "s1", storage)
-    finally:
-        await a.aclose()
 
 
 async def test_server_error_is_unavailable_not_missing(adapter, raw):
@@ -258,8 +199,9 @@ def test_the_fast_path_holds_on_uvloop(redis_url, raw):
     uvloop.run(scenario())
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2, 3]", b"\xff\xfe", b'"a string"'])
-async def test_corrupt_state_is_reported_and_left_untouched(adapter, raw, bad):
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"{\"_v\": 1, \"user_id\": \"\xc3\"}"])
+async def test_bytes_that_are_not_utf8_are_a_corrupt_state_left_untouched(adapter, raw, bad):
+    """Only Redis can hold them (the contract checks the text cases on every primary)."""
     key = "autoplay:user:p:u:state"
     raw.set(key, bad)
     with pytest.raises(CorruptDocumentError) as info:
@@ -275,33 +217,7 @@ async def test_corrupt_state_is_reported_and_left_untouched(adapter, raw, bad):
     assert await adapter.get_raw_user_state("p", "u") == bad.decode("utf-8", errors="replace")
 
 
-async def test_corrupt_snapshot_is_reported(adapter, raw):
-    raw.set("autoplay:user:p:u:session:s1", b"{truncated")
-    with pytest.raises(CorruptDocumentError):
-        await adapter.get_session_snapshot("p", "u", "s1")
-    assert await adapter.get_raw_session_snapshot("p", "u", "s1") == "{truncated"
-
-
 # --- atomic, idempotent, bursts --------------------------------------------------------
-
-
-async def test_fifty_racing_session_ends_lose_nothing(either):
-    adapter = either
-    storage = StorageManager([adapter])
-    state, _ = await on_session_start("p", "racer", "s_first", storage)
-
-    async def end(i: int) -> None:
-        snap = snapshot_for(state, f"s_{i:02d}", started_at=1000.0 + i, now=2000.0 + i)
-        await on_session_end("p", "racer", snap, storage)
-
-    await asyncio.gather(*(end(i) for i in range(50)))
-    doc = await adapter.get_user_state("p", "racer")
-    assert doc["sessions"]["count"] == 50
-    ids = [e["session_id"] for e in doc["sessions"]["index"]]
-    assert len(set(ids)) == 50
-    assert sorted(e["session_number"] for e in doc["sessions"]["index"]) == list(range(1, 51))
-    history = await adapter.list_sessions("p", "racer", limit=500)
-    assert len(history.items) == 50
 
 
 async def test_update_retries_mutate_on_conflict(either, raw):
@@ -527,37 +443,6 @@ async def test_round_trips_per_lifecycle(redis_url, monkeypatch, options, warm, 
         await a.aclose()
 
 
-async def test_mutate_returning_none_or_raising_writes_nothing(either, raw):
-    adapter = either
-    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u"})
-    before = raw.get("autoplay:user:p:u:state")
-    assert await adapter.update_user_state("p", "u", lambda doc: None) == {"_v": 1, "user_id": "u"}
-
-    def boom(doc):
-        raise RuntimeError("no")
-
-    with pytest.raises(RuntimeError):
-        await adapter.update_user_state("p", "u", boom)
-    assert raw.get("autoplay:user:p:u:state") == before
-    # The connection used by the failed attempt was not returned with a WATCH on it.
-    await adapter.save_user_state("p", "u", {"_v": 1, "user_id": "u", "x": 1})
-    assert (await adapter.get_user_state("p", "u"))["x"] == 1
-
-
-async def test_same_end_sent_five_times_records_once(either, raw):
-    adapter = either
-    storage = StorageManager([adapter])
-    state, _ = await on_session_start("p", "u", "s1", storage)
-    snap = snapshot_for(state, "s1", started_at=10.0, now=20.0)
-    await asyncio.gather(*(on_session_end("p", "u", snap, storage) for _ in range(3)))
-    for _ in range(2):
-        await on_session_end("p", "u", snap, storage)
-    doc = await adapter.get_user_state("p", "u")
-    assert doc["sessions"]["count"] == 1
-    assert [e["session_id"] for e in doc["sessions"]["index"]] == ["s1"]
-    assert raw.zcard("autoplay:user:p:u:sessions") == 1
-
-
 async def test_burst_of_2000_lifecycles_through_one_adapter(redis_url, raw):
     a = RedisStorageAdapter(redis_url, max_connections=32)
     storage = StorageManager([a])
@@ -726,24 +611,6 @@ async def test_session_history_beyond_the_inline_fifty(adapter):
     # The lifecycle finds session 1 through the history once it left the inline index.
     _, onboarding = await on_session_start("p", "long", "s_next", storage)
     assert onboarding is not None and onboarding.session_id == "s00"
-
-
-async def test_corrupt_snapshot_lists_as_corrupt(adapter, raw):
-    await adapter.save_session_snapshot("p", "u", "s1", {"session_id": "s1", "captured_at": 5.0, "started_at": 1.0})
-    raw.set("autoplay:user:p:u:session:s1", "{broken")
-    page = await adapter.list_sessions("p", "u")
-    assert [(r.session_id, r.corrupt) for r in page.items] == [("s1", True)]
-
-
-async def test_bad_cursor_is_a_value_error(adapter):
-    with pytest.raises(ValueError):
-        await adapter.list_users("p", cursor="not-a-cursor")
-    with pytest.raises(ValueError):
-        await adapter.list_sessions("p", "u", cursor="bm9wZQ==")
-
-
-async def test_ping(adapter):
-    await adapter.ping()
 
 
 # --- runtime: REDIS_URL set -> Redis is the console's primary ---------------------------------

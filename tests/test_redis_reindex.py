@@ -106,8 +106,8 @@ async def test_sdk_data_becomes_browsable_and_rerunning_is_safe(redis_url, sdk_f
         out, _ = await reindex("--redis-url", redis_url)
         assert "2 stale entries dropped" in out
         await memory.save_user_state("prod_1", "u_456", edited)
-        memory._states.pop(("prod_2", "u_789"))
-        memory._snapshots.pop(("prod_1", "u_456", "sess_z"))
+        memory.states.pop(("prod_2", "u_789"))
+        memory.snapshots.pop(("prod_1", "u_456", "sess_z"))
         await assert_browsable_like(adapter, memory, {k: v for k, v in sdk_fixtures.items() if "u_789" not in k})
         assert [p.product_id for p in await adapter.list_products()] == ["prod_1"]
         client.close()

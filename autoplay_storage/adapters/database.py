@@ -17,6 +17,13 @@ Why it is safe under concurrency:
   constraint; it retries and then finds (and locks) the row.
 - Snapshots are write-once through the unique constraint
   (``INSERT ... ON CONFLICT DO NOTHING``), never by a read before the write.
+- A session end (``record_session_end``) is one transaction: the state row is
+  locked first, so the ends of one user queue on it; the snapshot insert and
+  the folded state commit together, or neither does.
+
+The hot path's SQL and the browse columns live in ``database_rows``; the
+listings' cursors, page size and corrupt rows in ``common``, shared with the
+other primaries.
 
 ORM work runs in a thread pool of this module (one per database alias, shared
 by every event loop of the process), so calls run in parallel and Django's
@@ -29,31 +36,31 @@ halved against polling in SQLite's busy handler).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import contextvars
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from ..browse import (
-    MAX_PAGE_SIZE,
-    Page,
-    ProductSummary,
-    SessionSummary,
-    UserQuery,
-    UserSummary,
-    search_terms,
-    session_summary_from_doc,
-)
+from ..browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary, search_terms
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import SessionFold, StateDoc, StateMutation
+from .common import (
+    Position,
+    clamp_limit,
+    corrupt_user_row,
+    decode_cursor,
+    next_page,
+    search_needle,
+    session_row,
+    user_row,
+)
+from .database_rows import Statements, snapshot_columns, statements_for, user_summary
 
 T = TypeVar("T")
 
@@ -71,89 +78,6 @@ _idle: set[Any] = set()
 _idle_lock = threading.Lock()
 
 _sqlite_writers: dict[str, threading.Lock] = {}
-
-_statements: dict[str, _Statements] = {}
-
-
-class _Statements:
-    """The hot path's SQL, written once per backend from the models' metadata.
-
-    The ORM spent more client time building and compiling these ~10 statements
-    per session lifecycle than SQLite spent running them. The text is plain
-    SQL that SQLite (3.35+) and PostgreSQL both accept (``RETURNING``,
-    ``ON CONFLICT DO NOTHING``); the ORM keeps the cold paths (browsing, copy).
-    """
-
-    def __init__(self, connection: Any) -> None:
-        from ..models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
-
-        q = connection.ops.quote_name
-
-        def table(model: Any) -> str:
-            return q(model._meta.db_table)
-
-        def col(model: Any, name: str) -> str:
-            return q(model._meta.get_field(name).column)
-
-        def where(model: Any, *names: str) -> str:
-            return " AND ".join(f"{col(model, n)} = %s" for n in names)
-
-        state, term, snap = UserStateRecord, UserSearchTerm, SessionSnapshotRecord
-        state_key = where(state, "product_id", "user_id")
-        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-        self.select_state = (
-            f"SELECT {col(state, 'id')}, {col(state, 'document')}, {col(state, 'search_text')} "
-            f"FROM {table(state)} WHERE {state_key}{lock}"
-        )
-        self.select_state_document = f"SELECT {col(state, 'document')} FROM {table(state)} WHERE {state_key}"
-        inserted = ("product_id", "user_id", "version", *_STATE_COLUMNS)
-        self.insert_state = (
-            f"INSERT INTO {table(state)} ({', '.join(col(state, n) for n in inserted)}) "
-            f"VALUES ({', '.join(['%s'] * len(inserted))}) RETURNING {col(state, 'id')}"
-        )
-        version = col(state, "version")
-        assignments = ", ".join(f"{col(state, n)} = %s" for n in _STATE_COLUMNS)
-        self.update_state = (
-            f"UPDATE {table(state)} SET {version} = {version} + 1, {assignments} WHERE {col(state, 'id')} = %s"
-        )
-        self.delete_terms = f"DELETE FROM {table(term)} WHERE {col(term, 'state')} = %s"
-        self.insert_term = (
-            f"INSERT INTO {table(term)} ({col(term, 'state')}, {col(term, 'product_id')}, {col(term, 'term')}) "
-            "VALUES (%s, %s, %s)"
-        )
-        self.insert_snapshot = (
-            f"INSERT INTO {table(snap)} ({', '.join(col(snap, n) for n in _SNAPSHOT_COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(_SNAPSHOT_COLUMNS))}) ON CONFLICT DO NOTHING"
-        )
-        snapshot_key = where(snap, "product_id", "user_id", "session_id")
-        self.select_snapshot_document = f"SELECT {col(snap, 'document')} FROM {table(snap)} WHERE {snapshot_key}"
-        self.created_at = snap._meta.get_field("created_at")
-
-
-# The order of the parameters of _Statements.insert_state / update_state and insert_snapshot.
-_STATE_COLUMNS = (
-    "document",
-    "journey_state",
-    "mastery_level",
-    "mastery_rating",
-    "completion_rate",
-    "onboarded",
-    "sessions_count",
-    "first_seen_at",
-    "last_activity_at",
-    "search_text",
-    "corrupt",
-)
-_SNAPSHOT_COLUMNS = (
-    "product_id",
-    "user_id",
-    "session_id",
-    "document",
-    "session_number",
-    "started_at",
-    "captured_at",
-    "created_at",
-)
 
 
 def _executor(using: str) -> ThreadPoolExecutor:
@@ -188,93 +112,12 @@ def _storable(*ids: str) -> bool:
     return True
 
 
-def _encode_cursor(position: float, tiebreak: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([position, tiebreak]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        position, tiebreak = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(position, int | float) or isinstance(position, bool) or not isinstance(tiebreak, str):
-            raise ValueError
-        return float(position), tiebreak
-    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
-        raise ValueError("invalid cursor") from exc
-
-
 def _state_key(product_id: str, user_id: str) -> str:
     return f"db:{product_id}/{user_id}"
 
 
 def _snapshot_key(product_id: str, user_id: str, session_id: str) -> str:
     return f"db:{product_id}/{user_id}/{session_id}"
-
-
-def _user_summary(product_id: str, user_id: str, doc: Any) -> UserSummary:
-    """``browse.user_summary_from_doc``, reading only the fields a list row holds.
-
-    The full ``UserAdoptionState.from_dict`` also builds the workflow progress
-    and every session index entry: it was a fifth of the client time of a
-    session lifecycle. The same defensive readers give the same values, and
-    (for a mapping) only the version check makes a document unreadable there,
-    so only it marks a row corrupt here.
-    """
-    from ..user_adoption_state import (
-        SCHEMA_VERSION,
-        SESSIONS_INDEX_LIMIT,
-        JourneyState,
-        Mastery,
-        _count,
-        _dict,
-        _enum,
-        _json_safe,
-        _list,
-        _now,
-        _opt_str,
-        _opt_ts,
-        _ts,
-        _unit,
-    )
-
-    if not isinstance(doc, Mapping):
-        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-    version = doc.get("_v", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-    now = _now()
-    mastery = Mastery.from_dict(doc.get("mastery"))
-    onboarding = _dict(doc.get("onboarding"))
-    sessions = _dict(doc.get("sessions"))
-    # SessionsState keeps the distinct usable ids, at most SESSIONS_INDEX_LIMIT of them.
-    indexed = {
-        entry["session_id"]
-        for entry in _list(sessions.get("index"))
-        if isinstance(entry, dict) and isinstance(entry.get("session_id"), str) and entry["session_id"]
-    }
-    return UserSummary(
-        product_id=product_id,
-        user_id=user_id,
-        journey_state=_enum(JourneyState, doc.get("journey_state"), JourneyState.ONBOARDING).value,
-        mastery_level=mastery.level.value,
-        mastery_rating=mastery.rating,
-        completion_rate=_unit(onboarding.get("completion_rate")),
-        onboarded=_opt_ts(onboarding.get("onboarding_completed_at")) is not None,
-        sessions_count=max(_count(sessions.get("count")), min(len(indexed), SESSIONS_INDEX_LIMIT)),
-        first_seen_at=_ts(doc.get("first_seen_at"), now),
-        last_activity_at=_ts(doc.get("last_updated_at"), now),
-        current_session_id=_opt_str(sessions.get("current_session_id")) or None,
-        metadata=_json_safe(_dict(doc.get("metadata"))),
-    )
-
-
-def _snapshot_columns(doc: Any) -> tuple[int, float, float]:
-    """``session_number, started_at, captured_at`` as ``SessionSnapshot.from_dict`` reads them (leniently)."""
-    from ..user_adoption_state import _count, _now, _ts
-
-    if not isinstance(doc, Mapping):  # session_summary_from_doc's corrupt row
-        return 0, 0.0, 0.0
-    captured = _ts(doc.get("captured_at"), _now())
-    return max(1, _count(doc.get("session_number"))), _ts(doc.get("started_at"), captured), captured
 
 
 class DatabaseStorageAdapter:
@@ -314,12 +157,8 @@ class DatabaseStorageAdapter:
                     _idle.add(connection)
 
     @staticmethod
-    def _sql(connection: Any) -> _Statements:
-        """The statements for this connection's backend (by vendor: an alias may be reconfigured)."""
-        statements = _statements.get(connection.vendor)
-        if statements is None:
-            statements = _statements[connection.vendor] = _Statements(connection)
-        return statements
+    def _sql(connection: Any) -> Statements:
+        return statements_for(connection)
 
     def _writer(self) -> contextlib.AbstractContextManager[Any]:
         """On SQLite, this process's writers queue on a lock: the next one starts the moment the
@@ -378,8 +217,8 @@ class DatabaseStorageAdapter:
                     row = cursor.fetchone()
                     current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     new = mutate(current)
-                    if new is None:
-                        return current
+                    if new is None:  # mutate may have scribbled on its copy: hand back what is stored
+                        return None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     self._write_state(row, product_id, user_id, _dumps(new), new)
                     return new
             except IntegrityError:
@@ -392,56 +231,47 @@ class DatabaseStorageAdapter:
     async def record_session_end(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
     ) -> tuple[dict[str, Any], StateDoc | None]:
-        """Freeze the snapshot and fold it into the state in one transaction (``SessionEndStore``).
-
-        The state row is locked first, then the snapshot inserted write-once:
-        a crash or an error anywhere rolls both back, so no snapshot is ever
-        stored that its state does not count.
-        """
-        _check_id("product_id", product_id)
-        _check_id("user_id", user_id)
-        _check_id("session_id", session_id)
+        """Freeze the snapshot and fold it into the state in one transaction: a fold that raises leaves neither."""
+        for name, value in (("product_id", product_id), ("user_id", user_id), ("session_id", session_id)):
+            _check_id(name, value)
         raw = _dumps(snapshot)
-        columns = _snapshot_columns(snapshot)
-        return await self._run(self._record_end_sync, product_id, user_id, session_id, raw, snapshot, columns, fold)
+        columns = snapshot_columns(snapshot)
+        return await self._run(self._end_sync, product_id, user_id, session_id, snapshot, raw, columns, fold)
 
-    def _record_end_sync(
+    def _end_sync(
         self,
         product_id: str,
         user_id: str,
         session_id: str,
-        raw: str,
         snapshot: dict[str, Any],
+        raw: str,
         columns: tuple[int, float, float],
         fold: SessionFold,
     ) -> tuple[dict[str, Any], StateDoc | None]:
         from django.db import IntegrityError, connections, transaction
-        from django.utils import timezone
 
         connection = connections[self.using]
         sql = self._sql(connection)
-        snapshot_key = _snapshot_key(product_id, user_id, session_id)
         for attempt in range(_CREATE_RETRIES):
             try:
                 with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                    # The state row first: concurrent ends of one user queue on its lock, not on the snapshots.
                     cursor.execute(sql.select_state, (product_id, user_id))
                     row = cursor.fetchone()
+                    existing = self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
+                    frozen = (
+                        snapshot
+                        if existing is None
+                        else _parse(_snapshot_key(product_id, user_id, session_id), existing) or {}
+                    )
                     current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
-                    created_at = sql.created_at.get_db_prep_value(timezone.now(), connection)
-                    cursor.execute(sql.insert_snapshot, (product_id, user_id, session_id, raw, *columns, created_at))
-                    if cursor.rowcount == 1:
-                        frozen = snapshot
-                    else:
-                        cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
-                        frozen = _parse(snapshot_key, cursor.fetchone()[0])
                     new = fold(frozen, current)
-                    if new is None:
-                        return frozen, current
+                    if new is None:  # a retried end, most likely: what is stored, not fold's scratch copy
+                        return frozen, None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     self._write_state(row, product_id, user_id, _dumps(new), new)
                     return frozen, new
             except IntegrityError:
-                # Another writer created the state row between our read and insert:
-                # the retry finds it and waits for its lock.
+                # Another writer created the state row meanwhile: the retry finds it and waits for its lock.
                 if attempt == _CREATE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
@@ -451,19 +281,15 @@ class DatabaseStorageAdapter:
     ) -> None:
         """Write the document and everything derived from it (inside the caller's transaction).
 
-        ``row`` is ``(id, document, search_text)`` of the locked row (``_Statements.select_state``),
+        ``row`` is ``(id, document, search_text)`` of the locked row (``Statements.select_state``),
         or None to create it.
         """
         from django.db import connections
 
-        summary = (
-            _user_summary(product_id, user_id, doc)
-            if doc is not None
-            else UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-        )
+        summary = user_summary(product_id, user_id, doc) if doc is not None else corrupt_user_row(product_id, user_id)
         terms = sorted(search_terms(user_id, summary.metadata))
         search_text = "\n".join(terms)
-        columns = (  # in the order of _STATE_COLUMNS
+        columns = (  # in the order of database_rows._STATE_COLUMNS
             raw,
             summary.journey_state,
             summary.mastery_level,
@@ -549,33 +375,41 @@ class DatabaseStorageAdapter:
         _check_id("product_id", product_id)
         _check_id("user_id", user_id)
         _check_id("session_id", session_id)
-        number, started_at, captured_at = _snapshot_columns(doc) if doc is not None else (0, 0.0, 0.0)
+        columns = snapshot_columns(doc)
 
         def write() -> str | None:
-            from django.db import connections
-            from django.utils import timezone
-
-            connection = connections[self.using]
-            sql = self._sql(connection)
-            values = (  # in the order of _SNAPSHOT_COLUMNS
-                product_id,
-                user_id,
-                session_id,
-                raw,
-                number,
-                started_at,
-                captured_at,
-                sql.created_at.get_db_prep_value(timezone.now(), connection),
-            )
-            with self._writer(), connection.cursor() as cursor:
-                cursor.execute(sql.insert_snapshot, values)
-                if cursor.rowcount == 1:
-                    return None
-                cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
-                row = cursor.fetchone()
-            return raw if row is None else row[0]
+            with self._writer():
+                return self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
 
         return await self._run(write)
+
+    def _insert_snapshot_sync(
+        self, product_id: str, user_id: str, session_id: str, raw: str, columns: tuple[int, float, float]
+    ) -> str | None:
+        """The write-once insert (in the caller's transaction, if any); the text stored before on a conflict."""
+        from django.db import connections
+        from django.utils import timezone
+
+        connection = connections[self.using]
+        sql = self._sql(connection)
+        number, started_at, captured_at = columns
+        values = (  # in the order of database_rows._SNAPSHOT_COLUMNS
+            product_id,
+            user_id,
+            session_id,
+            raw,
+            number,
+            started_at,
+            captured_at,
+            sql.created_at.get_db_prep_value(timezone.now(), connection),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql.insert_snapshot, values)
+            if cursor.rowcount == 1:
+                return None
+            cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
+            row = cursor.fetchone()
+        return raw if row is None else row[0]
 
     # -- browsing --
 
@@ -612,14 +446,14 @@ class DatabaseStorageAdapter:
         self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         query = query or UserQuery()
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        after = _decode_cursor(cursor) if cursor else None
+        limit = clamp_limit(limit)
+        after = decode_cursor(cursor)
         if not _storable(product_id):
             return Page([])
         return await self._run(self._list_users_sync, product_id, query, after, limit)
 
     def _list_users_sync(
-        self, product_id: str, query: UserQuery, after: tuple[float, str] | None, limit: int
+        self, product_id: str, query: UserQuery, after: Position | None, limit: int
     ) -> Page[UserSummary]:
         from django.db import connections
         from django.db.models import Q
@@ -633,7 +467,7 @@ class DatabaseStorageAdapter:
             rows = rows.filter(mastery_level=query.mastery_level)
         if query.onboarded is not None:
             rows = rows.filter(onboarded=query.onboarded)
-        needle = (query.search or "").strip().lower()
+        needle = search_needle(query)
         if needle:
             terms = UserSearchTerm.objects.using(self.using).filter(product_id=product_id)
             if connections[self.using].vendor == "postgresql":
@@ -658,20 +492,9 @@ class DatabaseStorageAdapter:
                 rows = rows.filter(Q(last_activity_at__gte=at), Q(last_activity_at__gt=at) | Q(user_id__gt=user_id))
         order = ("-last_activity_at", "-user_id") if descending else ("last_activity_at", "user_id")
         found = list(rows.order_by(*order).values_list("user_id", "document", "last_activity_at")[: limit + 1])
-        items = [self._user_row(product_id, user_id, raw) for user_id, raw, _ in found[:limit]]
-        next_cursor = None
-        if len(found) > limit:
-            last_user, _, last_at = found[limit - 1]
-            next_cursor = _encode_cursor(last_at, last_user)
+        page, next_cursor = next_page(found, limit, lambda row: (row[2], row[0]))
+        items = [user_row(product_id, uid, _state_key(product_id, uid), raw, user_summary) for uid, raw, _ in page]
         return Page(items, next_cursor)
-
-    @staticmethod
-    def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
-        try:
-            doc = _parse(_state_key(product_id, user_id), raw)
-        except CorruptDocumentError:
-            return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-        return _user_summary(product_id, user_id, doc)
 
     async def list_sessions(
         self,
@@ -682,14 +505,14 @@ class DatabaseStorageAdapter:
         limit: int = 50,
         newest_first: bool = True,
     ) -> Page[SessionSummary]:
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        after = _decode_cursor(cursor) if cursor else None
+        limit = clamp_limit(limit)
+        after = decode_cursor(cursor)
         if not _storable(product_id, user_id):
             return Page([])
         return await self._run(self._list_sessions_sync, product_id, user_id, after, limit, newest_first)
 
     def _list_sessions_sync(
-        self, product_id: str, user_id: str, after: tuple[float, str] | None, limit: int, newest_first: bool
+        self, product_id: str, user_id: str, after: Position | None, limit: int, newest_first: bool
     ) -> Page[SessionSummary]:
         from django.db.models import Q
 
@@ -704,18 +527,11 @@ class DatabaseStorageAdapter:
                 rows = rows.filter(Q(captured_at__gte=at), Q(captured_at__gt=at) | Q(session_id__gt=session_id))
         order = ("-captured_at", "-session_id") if newest_first else ("captured_at", "session_id")
         found = list(rows.order_by(*order).values_list("session_id", "document", "captured_at")[: limit + 1])
-        items = []
-        for session_id, raw, captured_at in found[:limit]:
-            try:
-                doc = _parse(_snapshot_key(product_id, user_id, session_id), raw)
-            except CorruptDocumentError:
-                items.append(SessionSummary(session_id, 0, started_at=0.0, captured_at=captured_at, corrupt=True))
-                continue
-            items.append(session_summary_from_doc(session_id, doc))
-        next_cursor = None
-        if len(found) > limit:
-            last_session, _, last_at = found[limit - 1]
-            next_cursor = _encode_cursor(last_at, last_session)
+        page, next_cursor = next_page(found, limit, lambda row: (row[2], row[0]))
+        items = [
+            session_row(sid, _snapshot_key(product_id, user_id, sid), raw, captured_at=captured_at)
+            for sid, raw, captured_at in page
+        ]
         return Page(items, next_cursor)
 
     async def aclose(self) -> None:

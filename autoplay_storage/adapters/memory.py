@@ -3,75 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections import defaultdict
 from typing import Any
 
-from ..browse import (
-    MAX_PAGE_SIZE,
-    Page,
-    ProductSummary,
-    SessionSummary,
-    UserQuery,
-    UserSummary,
-    search_terms,
-    session_summary_from_doc,
-    user_summary_from_doc,
-)
+from ..browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
 from ..codec import parse_document as _parse
-from ..errors import CorruptDocumentError
 from ..keys import session_key, user_state_key
 from ..protocol import SessionFold, StateDoc, StateMutation
+from .common import clamp_limit, matches, page_in_order, session_position, session_row, user_position, user_row
 
 
 def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
-    try:
-        doc = _parse(user_state_key(product_id, user_id), raw)
-    except CorruptDocumentError:
-        return UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-    return user_summary_from_doc(product_id, user_id, doc or {})
-
-
-def _session_row(product_id: str, user_id: str, session_id: str, raw: str) -> SessionSummary:
-    try:
-        doc = _parse(session_key(product_id, user_id, session_id), raw)
-    except CorruptDocumentError:
-        return SessionSummary(session_id=session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True)
-    return session_summary_from_doc(session_id, doc or {})
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        return max(0, int(base64.urlsafe_b64decode(cursor.encode()).decode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
+    return user_row(product_id, user_id, user_state_key(product_id, user_id), raw)
 
 
 class InMemoryStorageAdapter:
-    """Readable primary held in dicts; atomic per user via an asyncio lock."""
+    """Readable primary held in dicts; atomic per user via an asyncio lock.
+
+    ``states`` (by ``(product_id, user_id)``) and ``snapshots`` (by
+    ``(product_id, user_id, session_id)``) hold the stored JSON text. They are
+    public on purpose: tests plant raw values there (a corrupt document, a
+    snapshot another writer froze) as they would with a raw Redis SET.
+    """
 
     name = "memory"
 
     def __init__(self) -> None:
-        self._states: dict[tuple[str, str], str] = {}
-        self._snapshots: dict[tuple[str, str, str], str] = {}
+        self.states: dict[tuple[str, str], str] = {}
+        self.snapshots: dict[tuple[str, str, str], str] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- wire --
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
         # allow_nan=False: NaN is not JSON; refuse it here as any real store would.
-        self._states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
+        self.states[(product_id, user_id)] = json.dumps(state, allow_nan=False)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        return _parse(user_state_key(product_id, user_id), self._states.get((product_id, user_id)))
+        return _parse(user_state_key(product_id, user_id), self.states.get((product_id, user_id)))
 
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
@@ -82,14 +52,14 @@ class InMemoryStorageAdapter:
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> dict[str, Any]:
         raw = json.dumps(snapshot, allow_nan=False)
-        stored = self._snapshots.setdefault((product_id, user_id, session_id), raw)
+        stored = self.snapshots.setdefault((product_id, user_id, session_id), raw)
         if stored is raw:
             return snapshot
         return _parse(session_key(product_id, user_id, session_id), stored)  # type: ignore[return-value]
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
         key = session_key(product_id, user_id, session_id)
-        return _parse(key, self._snapshots.get((product_id, user_id, session_id)))
+        return _parse(key, self.snapshots.get((product_id, user_id, session_id)))
 
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
         async with self._locks[(product_id, user_id)]:
@@ -106,7 +76,7 @@ class InMemoryStorageAdapter:
         """Freeze and fold under the user's lock: the snapshot is stored only with the state it was folded into."""
         async with self._locks[(product_id, user_id)]:
             key = (product_id, user_id, session_id)
-            stored = self._snapshots.get(key)
+            stored = self.snapshots.get(key)
             frozen = snapshot if stored is None else _parse(session_key(*key), stored)
             assert frozen is not None
             current = await self.get_user_state(product_id, user_id)
@@ -115,8 +85,24 @@ class InMemoryStorageAdapter:
             if new is not None:
                 await self.save_user_state(product_id, user_id, new)
             if raw is not None:
-                self._snapshots[key] = raw
+                self.snapshots[key] = raw
             return frozen, (await self.get_user_state(product_id, user_id) if new is None else new)
+
+    # -- raw text: the console shows a corrupt document as it is; autoplay_copy moves it faithfully --
+
+    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
+        return self.states.get((product_id, user_id))
+
+    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
+        return self.snapshots.get((product_id, user_id, session_id))
+
+    async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
+        """Store text as it is, valid or not (a corrupt document copied from another primary stays recoverable)."""
+        self.states[(product_id, user_id)] = raw
+
+    async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        """Store text as it is; write-once like ``save_session_snapshot``."""
+        self.snapshots.setdefault((product_id, user_id, session_id), raw)
 
     # -- browsing --
 
@@ -125,7 +111,7 @@ class InMemoryStorageAdapter:
 
     async def list_products(self) -> list[ProductSummary]:
         by_product: dict[str, list[UserSummary]] = defaultdict(list)
-        for (product_id, user_id), raw in self._states.items():
+        for (product_id, user_id), raw in self.states.items():
             by_product[product_id].append(_user_row(product_id, user_id, raw))
         out = []
         for product_id in sorted(by_product):
@@ -142,29 +128,9 @@ class InMemoryStorageAdapter:
         self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         query = query or UserQuery()
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        rows = []
-        for (pid, user_id), raw in self._states.items():
-            if pid != product_id:
-                continue
-            row = _user_row(pid, user_id, raw)
-            if query.journey_state and row.journey_state != query.journey_state:
-                continue
-            if query.mastery_level and row.mastery_level != query.mastery_level:
-                continue
-            if query.onboarded is not None and row.onboarded != query.onboarded:
-                continue
-            if query.search:
-                needle = query.search.strip().lower()
-                if not any(t.startswith(needle) for t in search_terms(user_id, row.metadata)):
-                    continue
-            rows.append(row)
-        descending = query.order == "-last_activity"
-        rows.sort(key=lambda r: (r.last_activity_at or 0.0, r.user_id), reverse=descending)
-        start = _decode_cursor(cursor)
-        page = rows[start : start + limit]
-        more = start + limit < len(rows)
-        return Page(page, _encode_cursor(start + limit) if more else None)
+        rows = (_user_row(pid, user_id, raw) for (pid, user_id), raw in self.states.items() if pid == product_id)
+        wanted = [row for row in rows if matches(row, query)]
+        return page_in_order(wanted, user_position, cursor, clamp_limit(limit), query.order == "-last_activity")
 
     async def list_sessions(
         self,
@@ -175,19 +141,9 @@ class InMemoryStorageAdapter:
         limit: int = 50,
         newest_first: bool = True,
     ) -> Page[SessionSummary]:
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
         rows = [
-            _session_row(pid, uid, sid, raw)
-            for (pid, uid, sid), raw in self._snapshots.items()
+            session_row(sid, session_key(pid, uid, sid), raw)
+            for (pid, uid, sid), raw in self.snapshots.items()
             if pid == product_id and uid == user_id
         ]
-        rows.sort(key=lambda r: (r.captured_at, r.session_id), reverse=newest_first)
-        start = _decode_cursor(cursor)
-        more = start + limit < len(rows)
-        return Page(rows[start : start + limit], _encode_cursor(start + limit) if more else None)
-
-    async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        return self._states.get((product_id, user_id))
-
-    async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        return self._snapshots.get((product_id, user_id, session_id))
+        return page_in_order(rows, session_position, cursor, clamp_limit(limit), newest_first)

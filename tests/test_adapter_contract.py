@@ -1,0 +1,199 @@
+"""The adapter contract (tests/adapter_contract.py) run over every readable primary.
+
+Memory; Redis on its compare-and-set scripts and on WATCH/MULTI
+(``AUTOPLAY_REDIS_SCRIPTS=0``); Redis Cluster (3 nodes); SQLite; PostgreSQL
+(fails instead of skipping when ``CI`` is set). Servers are the suite's own,
+started once per session (tests/support/); each test gets an emptied store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from autoplay_storage.adapters.memory import InMemoryStorageAdapter
+from autoplay_storage.keys import session_key, user_state_key
+from tests.adapter_contract import AdapterContract, Backend
+from tests.support.redis_server import RedisServer, free_port, start_redis
+
+database = pytest.mark.django_db(transaction=True)  # the adapter works from its own threads
+
+PRIMARIES = [
+    "memory",
+    "redis",
+    "redis_watch_multi",
+    pytest.param("redis_cluster", marks=pytest.mark.cluster),
+    pytest.param("sqlite", marks=database),
+    pytest.param("postgres", marks=[pytest.mark.postgres, database]),
+]
+
+
+class TestAdapterContract(AdapterContract):
+    pass
+
+
+# -- the adapters, each with its back door --
+
+
+@pytest.fixture(params=PRIMARIES)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    kind = request.param
+    if kind == "memory":
+        yield _memory()
+    elif kind.startswith("redis"):
+        async for backend in _redis(request, kind):
+            yield backend
+    else:
+        alias = request.getfixturevalue("postgres_alias") if kind == "postgres" else "default"
+        async for backend in _database(kind, alias):
+            yield backend
+
+
+def _memory() -> Backend:
+    adapter = InMemoryStorageAdapter()
+
+    async def put_state(product_id: str, user_id: str, raw: str) -> None:
+        adapter.states[(product_id, user_id)] = raw
+
+    async def put_snapshot(product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        adapter.snapshots[(product_id, user_id, session_id)] = raw  # replaced, as a hand edit would
+
+    return Backend("memory", adapter, put_state, put_snapshot)
+
+
+async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Backend]:
+    import redis
+    from redis.cluster import RedisCluster
+
+    from autoplay_storage.adapters.redis import RedisStorageAdapter
+
+    cluster = kind == "redis_cluster"
+    if cluster:
+        nodes = request.getfixturevalue("redis_cluster")
+        raw: Any = RedisCluster(host=nodes.nodes[0][0], port=nodes.nodes[0][1])
+        raw.flushall(target_nodes=RedisCluster.PRIMARIES)
+        adapter = RedisStorageAdapter(nodes.url, cluster=True, max_connections=16)
+    else:
+        url = request.getfixturevalue("redis_url")  # emptied for this test
+        raw = redis.Redis.from_url(url)
+        adapter = RedisStorageAdapter(url, scripts=kind == "redis")
+
+    async def put_state(product_id: str, user_id: str, text: str) -> None:
+        raw.set(user_state_key(product_id, user_id, cluster=cluster), text)
+
+    async def put_snapshot(product_id: str, user_id: str, session_id: str, text: str) -> None:
+        raw.set(session_key(product_id, user_id, session_id, cluster=cluster), text)
+
+    try:
+        yield Backend(kind, adapter, put_state, put_snapshot)
+    finally:
+        await adapter.aclose()
+        raw.close()
+
+
+async def _database(kind: str, alias: str) -> AsyncIterator[Backend]:
+    from django.db import connections
+
+    from autoplay_storage.adapters.database import DatabaseStorageAdapter
+    from autoplay_storage.models.records import SessionSnapshotRecord, UserStateRecord
+
+    adapter = DatabaseStorageAdapter(alias)
+
+    def write(model: Any, raw: str, **key: str) -> None:
+        try:  # the table as an operator's UPDATE leaves it: the derived columns stay as they were
+            model.objects.using(alias).update_or_create(**key, defaults={"document": raw})
+        finally:
+            connections.close_all()
+
+    async def put_state(product_id: str, user_id: str, raw: str) -> None:
+        await sync_to_async(write, thread_sensitive=False)(UserStateRecord, raw, product_id=product_id, user_id=user_id)
+
+    async def put_snapshot(product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        key = {"product_id": product_id, "user_id": user_id, "session_id": session_id}
+        await sync_to_async(write, thread_sensitive=False)(SessionSnapshotRecord, raw, **key)
+
+    try:
+        yield Backend(kind, adapter, put_state, put_snapshot)
+    finally:
+        await adapter.aclose()
+
+
+# -- the same adapters, their server gone --
+
+
+# The memory store is in-process: it has no server to lose, so it has no case here.
+@pytest.fixture(params=PRIMARIES[1:])
+async def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    kind = request.param
+    if kind.startswith("redis"):
+        async for adapter in _stopped_redis(kind, tmp_path):
+            yield adapter
+    else:
+        for alias in _unreachable_database(kind, tmp_path, request):
+            from autoplay_storage.adapters.database import DatabaseStorageAdapter
+
+            adapter = DatabaseStorageAdapter(alias)
+            yield adapter
+            await adapter.aclose()
+
+
+async def _stopped_redis(kind: str, directory: Path) -> AsyncIterator[Any]:
+    """An adapter that worked, then its redis-server stopped (a crash, a restart in progress)."""
+    from autoplay_storage.adapters.redis import RedisStorageAdapter
+
+    cluster = kind == "redis_cluster"
+    server = _single_node_cluster(directory) if cluster else start_redis(directory)
+    adapter = RedisStorageAdapter(
+        server.url, cluster=cluster, scripts=kind == "redis", connect_timeout_s=1.0, socket_timeout_s=1.0
+    )
+    try:
+        await adapter.save_user_state("p", "warm", {"_v": 1, "user_id": "warm"})  # connections open
+        server.stop()
+        yield adapter
+    finally:
+        server.stop()
+        await adapter.aclose()
+
+
+def _single_node_cluster(directory: Path) -> RedisServer:
+    """A cluster-mode server holding every slot: the cheapest real cluster to lose."""
+    server = start_redis(
+        directory, ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf")]
+    )
+    server.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    deadline = time.monotonic() + 15
+    while "cluster_state:ok" not in server.cli("CLUSTER", "INFO"):
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError("the single-node cluster did not reach cluster_state:ok")
+        time.sleep(0.05)
+    return server
+
+
+def _unreachable_database(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An alias whose database cannot be reached: a SQLite file in a missing directory, a closed PostgreSQL port."""
+    from django.db import connections
+
+    name = f"unreachable_{uuid.uuid4().hex[:8]}"
+    if kind == "sqlite":
+        cfg: dict[str, Any] = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "gone" / "db.sqlite3")}
+    else:
+        cfg = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "nothing",
+            "HOST": "127.0.0.1",
+            "PORT": free_port(),
+            "USER": "postgres",
+            "OPTIONS": {"connect_timeout": 2},
+        }
+    connections.settings[name] = cfg
+    connections.configure_settings(connections.settings)
+    with request.getfixturevalue("django_db_blocker").unblock():  # no test database: the point is there is none
+        yield name
+    del connections.settings[name]
