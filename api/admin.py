@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from . import auth
 from .ids import is_product_id
-from .models import ApiKey
+from .models import DEFAULT_SCOPES, ApiKey, Scope
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -22,6 +22,13 @@ class ApiKeyCreateForm(forms.ModelForm):
         label="Products",
         help_text="Product ids this key may use, separated by commas or spaces.",
         widget=forms.TextInput(attrs={"size": 60}),
+    )
+
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        initial=DEFAULT_SCOPES,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="read: GET routes; write: sessions and state changes; admin: sensitive actions such as erasure.",
     )
 
     class Meta:
@@ -40,10 +47,14 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "key_prefix", "product_list", "created_by", "created_at", "last_used_at", "status"]
+    list_display = [
+        "name", "key_prefix", "product_list", "scopes", "created_by", "created_at", "last_used_at", "status"
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
-    readonly_fields = ["name", "key_prefix", "products", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "name", "key_prefix", "products", "scopes", "created_by", "created_at", "last_used_at", "revoked_at"
+    ]
     actions = ["revoke_keys"]
 
     @admin.display(description="key")
@@ -65,7 +76,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         if obj is None:
-            return ["name", "products_text"]
+            return ["name", "products_text", "scopes"]
         return self.readonly_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
@@ -84,7 +95,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
             return  # keys are immutable; revoke and create a new one
-        row, key = ApiKey.issue(obj.name, form.cleaned_data["products_text"], created_by=request.user)
+        row, key = ApiKey.issue(
+            obj.name, form.cleaned_data["products_text"], created_by=request.user, scopes=form.cleaned_data["scopes"]
+        )
         obj.pk, obj.prefix, obj.created_at = row.pk, row.prefix, row.created_at
         request._new_api_key = key  # type: ignore[attr-defined]  # for response_add only: never stored
 

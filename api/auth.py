@@ -21,7 +21,7 @@ from django.utils import timezone
 from ninja.security.http import HttpAuthBase
 
 from .errors import RETRY_AFTER_S, ApiError, body_too_large, missing_key
-from .models import ApiKey, hash_key, split_key
+from .models import DEFAULT_SCOPES, ApiKey, Scope, hash_key, split_key
 
 logger = logging.getLogger("api.auth")
 
@@ -39,6 +39,7 @@ class KeyIdentity:
     products: frozenset[str]
     verified_until: float
     last_used_written: float = 0.0
+    scopes: frozenset[str] = frozenset(DEFAULT_SCOPES)
 
     def allows(self, product_id: str) -> bool:
         return product_id in self.products
@@ -72,7 +73,7 @@ async def verify(key: str) -> KeyIdentity:
     try:
         row = (
             await ApiKey.objects.filter(prefix=parts[0])
-            .only("id", "name", "key_hash", "products", "revoked_at")
+            .only("id", "name", "key_hash", "products", "scopes", "revoked_at")
             .afirst()
         )
     except DatabaseError as exc:
@@ -89,7 +90,9 @@ async def verify(key: str) -> KeyIdentity:
     if len(_verified) >= _CACHE_MAX:
         _verified.clear()
     previous = identity.last_used_written if identity else 0.0
-    identity = KeyIdentity(row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous)
+    identity = KeyIdentity(
+        row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous, frozenset(row.scopes or ())
+    )
     _verified[digest] = identity
     return identity
 
@@ -105,10 +108,21 @@ async def _touch(identity: KeyIdentity) -> None:
         logger.warning("could not record the key's last use: %s", exc)
 
 
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class ApiKeyAuth(HttpAuthBase):
-    """Bearer API key, scoped to the ``product_id`` in the path (403 for another product)."""
+    """Bearer API key, scoped to the ``product_id`` in the path (403 for another product) and to what it may do.
+
+    A route needs the ``read`` scope for GET and ``write`` for the rest, unless
+    it names its own (``ApiKeyAuth(scope="admin")`` for sensitive actions).
+    """
 
     openapi_scheme = "bearer"
+
+    def __init__(self, scope: str | None = None) -> None:
+        super().__init__()
+        self.scope = scope
 
     async def __call__(self, request: HttpRequest) -> KeyIdentity:
         # Before the body is parsed. The lean ASGI path (api/asgi.py) refuses even earlier; this
@@ -132,5 +146,8 @@ class ApiKeyAuth(HttpAuthBase):
         product_id = match.kwargs.get("product_id") if match else None
         if product_id is not None and not identity.allows(product_id):
             raise ApiError(403, "product_forbidden", f"this API key is not allowed to use product {product_id!r}")
+        needed = self.scope or (Scope.READ if request.method in _READ_METHODS else Scope.WRITE)
+        if needed not in identity.scopes:
+            raise ApiError(403, "scope_forbidden", f"this API key lacks the {needed!s} scope this route needs")
         await _touch(identity)
         return identity

@@ -18,6 +18,21 @@ from django.utils import timezone
 KEY_SCHEME = "ap"
 
 
+class Scope(models.TextChoices):
+    """What a key may do: ``read`` the GET routes, ``write`` the others, ``admin`` the sensitive ones (erasure)."""
+
+    READ = "read", "Read states, history and context"
+    WRITE = "write", "Start and end sessions, change states"
+    ADMIN = "admin", "Sensitive actions such as erasing a user"
+
+
+DEFAULT_SCOPES = [Scope.READ.value, Scope.WRITE.value]
+
+
+def default_scopes() -> list[str]:
+    return list(DEFAULT_SCOPES)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -35,6 +50,7 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=8, unique=True, editable=False, help_text="Shown to tell keys apart.")
     key_hash = models.CharField(max_length=64, editable=False)
     products = models.JSONField(default=list, help_text="Product ids this key may use.")
+    scopes = models.JSONField(default=default_scopes, help_text="What the key may do: read, write, admin.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -57,7 +73,9 @@ class ApiKey(models.Model):
         return product_id in self.products
 
     @classmethod
-    def issue(cls, name: str, products: list[str], created_by: object = None) -> tuple[ApiKey, str]:
+    def issue(
+        cls, name: str, products: list[str], created_by: object = None, scopes: list[str] | None = None
+    ) -> tuple[ApiKey, str]:
         """Create a key; returns the row and the full key, which is never available again."""
         while True:
             prefix = secrets.token_hex(4)
@@ -69,6 +87,7 @@ class ApiKey(models.Model):
             prefix=prefix,
             key_hash=hash_key(key),
             products=sorted(set(products)),
+            scopes=sorted(set(DEFAULT_SCOPES if scopes is None else scopes)),
             created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
         )
         return row, key

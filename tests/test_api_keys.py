@@ -67,7 +67,8 @@ async def test_verify_caches_and_rejects() -> None:
 
 def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any, settings: Any) -> None:
     client.force_login(admin_user)
-    response = client.post("/admin/api/apikey/add/", {"name": "web agent", "products_text": "p1, p2 p3"})
+    form = {"name": "web agent", "products_text": "p1, p2 p3", "scopes": ["read", "write"]}
+    response = client.post("/admin/api/apikey/add/", form)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     text = response.content.decode()
@@ -84,7 +85,7 @@ def test_admin_creates_a_key_shown_once_and_revokes(client: Any, admin_user: Any
     assert key not in page and f"ap_{row.prefix}_" in client.get("/admin/api/apikey/").content.decode()
     assert 'name="_save"' not in page  # keys are immutable: nothing to save
 
-    bad = client.post("/admin/api/apikey/add/", {"name": "x", "products_text": "a:b"})
+    bad = client.post("/admin/api/apikey/add/", {"name": "x", "products_text": "a:b", "scopes": ["read"]})
     assert "not a product id" in bad.content.decode() and ApiKey.objects.count() == 1
 
     client.post("/admin/api/apikey/", {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True)
@@ -111,4 +112,38 @@ def test_key_store_failure_is_a_503_not_a_500() -> None:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE api_apikey_away RENAME TO api_apikey")
     assert async_to_sync(auth.verify)(key).allows("p1")
+    auth.forget()
+
+
+def test_command_takes_scopes_and_existing_keys_keep_read_and_write() -> None:
+    run("create", "--name", "reader", "--product", "p1", "--scope", "read")
+    assert ApiKey.objects.get(name="reader").scopes == ["read"]
+    run("create", "--name", "agent", "--product", "p1")
+    assert ApiKey.objects.get(name="agent").scopes == ["read", "write"]
+    with pytest.raises(CommandError):
+        run("create", "--name", "x", "--product", "p1", "--scope", "everything")
+    assert "scopes read" in run("list")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scopes_decide_what_a_key_may_do(api_server: Any, primary: str) -> None:
+    auth.forget()
+    _, reader = ApiKey.issue("reader", ["p1"], scopes=["read"])
+    _, writer = ApiKey.issue("writer", ["p1"], scopes=["write"])
+    _, both = ApiKey.issue("agent", ["p1"])
+    user = "/api/v1/products/p1/users/u1"
+    with api_server.client(both) as c:
+        assert c.post(f"{user}/sessions/s1/start").status_code == 200
+        assert c.get(f"{user}/state").status_code == 200
+    with api_server.client(reader) as c:
+        assert c.get(f"{user}/state").status_code == 200
+        assert c.get(f"{user}/sessions").status_code == 200
+        refused = c.post(f"{user}/sessions/s2/start")
+        assert refused.status_code == 403 and refused.json()["code"] == "scope_forbidden"
+        assert "write" in refused.json()["message"]
+        assert c.patch(f"{user}/state", json={"ops": []}).status_code == 403
+    with api_server.client(writer) as c:
+        assert c.post(f"{user}/sessions/s2/start").status_code == 200
+        refused = c.get(f"{user}/state")
+        assert refused.status_code == 403 and refused.json()["code"] == "scope_forbidden"
     auth.forget()

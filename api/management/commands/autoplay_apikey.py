@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from api.ids import is_product_id
-from api.models import ApiKey
+from api.models import ApiKey, Scope
 
 
 class Command(BaseCommand):
@@ -24,6 +24,13 @@ class Command(BaseCommand):
         create.add_argument(
             "--product", action="append", required=True, dest="products", help="a product id (repeat for several)"
         )
+        create.add_argument(
+            "--scope",
+            action="append",
+            dest="scopes",
+            choices=Scope.values,
+            help="what the key may do (repeat for several; default: read and write)",
+        )
         sub.add_parser("list", help="list keys (prefix, products, status, last use)")
         revoke = sub.add_parser("revoke", help="revoke a key by its prefix (the 8 characters after 'ap_')")
         revoke.add_argument("prefix")
@@ -31,27 +38,32 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "create":
-            self._create(options["name"], options["products"])
+            self._create(options["name"], options["products"], options["scopes"])
         elif action == "list":
             self._list()
         else:
             self._revoke(options["prefix"])
 
-    def _create(self, name: str, products: list[str]) -> None:
+    def _create(self, name: str, products: list[str], scopes: list[str] | None) -> None:
         if not name.strip():
             raise CommandError("--name must not be blank")
         bad = [p for p in products if not is_product_id(p)]
         if bad:
             raise CommandError(f"not a product id: {', '.join(bad)} (letters, digits and . _ @ + - only)")
-        row, key = ApiKey.issue(name.strip(), products)
-        self.stderr.write(f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}; shown once:")
+        row, key = ApiKey.issue(name.strip(), products, scopes=scopes)
+        self.stderr.write(
+            f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}, "
+            f"scopes {', '.join(row.scopes)}; shown once:"
+        )
         self.stdout.write(key)
 
     def _list(self) -> None:
         for row in ApiKey.objects.order_by("-created_at"):
             status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
             used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
-            self.stdout.write(f"ap_{row.prefix}_…  {row.name}  [{', '.join(row.products)}]  {status}  last used {used}")
+            products, scopes = ", ".join(row.products), ", ".join(row.scopes)
+            line = f"ap_{row.prefix}_…  {row.name}  [{products}]  scopes {scopes}  {status}  last used {used}"
+            self.stdout.write(line)
 
     def _revoke(self, prefix: str) -> None:
         prefix = prefix.removeprefix("ap_").split("_", 1)[0]
