@@ -7,7 +7,6 @@ a 4xx that names the field; a primary that cannot be reached is a 503 with
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 
+from autoplay_storage.codec import dumps_text
 from autoplay_storage.errors import (
     ConflictError,
     CorruptDocumentError,
@@ -30,9 +30,13 @@ RETRY_AFTER_S = 2
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    """Serialize once, strictly (no NaN), without a second validation pass."""
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    response = HttpResponse(body.encode("utf-8"), status=status, content_type="application/json")
+    """Serialize once, strictly (no NaN), without a second validation pass.
+
+    A lone surrogate read from a stored document goes out as its ``\\uXXXX``
+    escape, the text the SDK's json reads back as the same string.
+    """
+    body = dumps_text(data).encode("utf-8")
+    response = HttpResponse(body, status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response

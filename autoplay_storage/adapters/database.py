@@ -51,6 +51,7 @@ from ..browse import (
     search_terms,
     session_summary_from_doc,
 )
+from ..codec import dumps_text
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import StateDoc, StateMutation
@@ -165,7 +166,7 @@ def _executor(using: str) -> ThreadPoolExecutor:
 
 
 def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return dumps_text(doc, allow_nan=True)
 
 
 def _check_id(name: str, value: str) -> None:

@@ -171,5 +171,13 @@ class InMemoryStorageAdapter:
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
         return self._states.get((product_id, user_id))
 
+    async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
+        """Store text as it is, as the database adapter does (``autoplay_copy`` keeps corrupt documents)."""
+        self._states[(product_id, user_id)] = raw
+
+    async def save_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str, raw: str) -> None:
+        """Store text as it is; write-once like ``save_session_snapshot``."""
+        self._snapshots.setdefault((product_id, user_id, session_id), raw)
+
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
         return self._snapshots.get((product_id, user_id, session_id))

@@ -262,6 +262,7 @@ def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntr
     keeps a full document parse off the hot path of every write.
     """
     version = doc.get("_v", 1)
+    journey = doc.get("journey_state")
     mastery = doc.get("mastery")
     onboarding = doc.get("onboarding")
     metadata = doc.get("metadata")
@@ -269,16 +270,18 @@ def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntr
     if (
         version == 1
         and not isinstance(version, bool)
-        and doc.get("journey_state") in _JOURNEY_SET
+        and type(journey) is str  # a list or an object here (another writer's) cannot be looked up in a set
+        and journey in _JOURNEY_SET
         and isinstance(mastery, dict)
-        and mastery.get("level") in _MASTERY_SET
+        and type(mastery.get("level")) is str
+        and mastery["level"] in _MASTERY_SET
         and isinstance(onboarding, dict)
         and isinstance(metadata, dict)
         and _finite(updated)
     ):
         completed = onboarding.get("onboarding_completed_at")
         return IndexEntry(
-            doc["journey_state"],
+            journey,
             mastery["level"],
             _finite(completed),
             float(updated) or 0.0,
@@ -1051,20 +1054,20 @@ class RedisStorageAdapter:
                 prepared = None
             if prepared is not None and prepared[1] is not None:
                 return None, prepared
-        seen = await self._last_seen(key)
-        return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
-
-    async def _last_seen(self, key: str) -> _Seen:
-        """The state bytes last seen for ``key``, read now if this process has not seen them.
-
-        Never "absent" unless Redis said so: a ``mutate(None)`` whose result
-        is kept means there is no state, not that this process does not know it.
-        """
         seen = self._seen.get(key)
-        if seen is None:
-            seen = _Seen(await self._get(key))
-            self._see(key, seen.raw)
-        return seen
+        if seen is not None:
+            try:
+                return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
+            except Exception:
+                # Refused on what this process remembers (an If-Match, a corrupt or missing
+                # state): another writer may have changed it since, so only what Redis holds
+                # now may refuse the write.
+                pass
+        # Never "absent" unless Redis said so: a ``mutate(None)`` whose result is
+        # kept means there is no state, not that this process does not know it.
+        seen = _Seen(await self._get(key))
+        self._see(key, seen.raw)
+        return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
 
     def _see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None, memo: object = None) -> None:
         """Remember the state bytes last seen for ``key`` (bounded, least recently used out)."""
