@@ -24,6 +24,8 @@ from autoplay_storage.errors import (
 )
 from autoplay_storage.services import StateNotFoundError
 
+from .ids import ID_RULES, id_problem
+
 logger = logging.getLogger("api")
 
 RETRY_AFTER_S = 2
@@ -92,9 +94,12 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     for err in exc.errors:
         loc = err.get("loc", ())
         source = str(loc[0]) if loc else "body"
-        details.append(
-            {"field": _field(loc), "in": source, "message": err.get("msg", "invalid"), "type": err.get("type")}
-        )
+        field = _field(loc)
+        message = err.get("msg", "invalid")
+        if source == "path" and field in ID_RULES:  # the pattern itself says little to a person
+            match = getattr(request, "resolver_match", None)
+            message = id_problem(field, str(match.kwargs.get(field, "")) if match else "")
+        details.append({"field": field, "in": source, "message": message, "type": err.get("type")})
     first = details[0] if details else {"field": "body", "message": "invalid"}
     message = f"{first['field']}: {first['message']}"
     if len(details) > 1:

@@ -42,7 +42,7 @@ from autoplay_storage.user_adoption_state import (
 )
 
 from .charts import session_chart
-from .notes import non_finite_note
+from .notes import document_notes
 from .roles import RERUN_SUMMARY, VIEW_CONSOLE
 
 View = Callable[..., Awaitable[HttpResponseBase]]
@@ -327,7 +327,7 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
             "summary": summary,
             "summary_run": summary_provenance(summary, runs),
             "problems": problems,
-            "notes": [note] if (note := non_finite_note(doc, "state") if state else "") else [],
+            "notes": document_notes(doc if state else None, "state", product_id=product_id, user_id=user_id),
         },
         status=400 if problems else 200,
     )
@@ -377,7 +377,9 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
             "raw_json": raw_json,
             "unreadable": unreadable,
             "stored_frozen": doc.get("_frozen") is True if isinstance(doc, dict) else False,
-            "notes": [note] if (note := non_finite_note(doc, "snapshot") if snap else "") else [],
+            "notes": document_notes(
+                doc if snap else None, "snapshot", product_id=product_id, user_id=user_id, session_id=session_id
+            ),
         },
     )
 

@@ -62,6 +62,7 @@ from ..browse import (
 )
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
+from ..ids import is_dots_only
 from ..keys import PREFIX, session_key, user_state_key
 from ..protocol import (
     FrozenDocument,
@@ -1429,13 +1430,20 @@ class RedisStorageAdapter:
 
     # -- maintenance --
 
-    async def reindex(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    async def reindex(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        unaddressable: Callable[[str, str, str | None], None] | None = None,
+    ) -> dict[str, int]:
         """Rebuild the browsing indexes from a SCAN of the two wire key patterns; safe to re-run.
 
         Finds documents written by other writers (the published SDK), repairs
         entries left stale, and drops entries whose document is gone (TTL).
-        ``progress(advanced, total)`` is called as keys are scanned.
+        ``progress(advanced, total)`` is called as keys are scanned;
+        ``unaddressable(product_id, user_id, session_id or None)`` for each
+        document filed under an id no URL can address (``ids.is_dots_only``).
         """
+        report = unaddressable or (lambda product_id, user_id, session_id: None)
         total = await self._dbsize()
         counts = {"keys_scanned": 0, "states": 0, "snapshots": 0, "corrupt": 0, "pruned": 0}
         states: list[str] = []
@@ -1452,15 +1460,15 @@ class RedisStorageAdapter:
                         snapshots.append(key)
             counts["keys_scanned"] += len(batch)
             if len(states) >= _SCAN_BATCH:
-                await self._reindex_states(states, counts)
+                await self._reindex_states(states, counts, report)
                 states = []
             if len(snapshots) >= _SCAN_BATCH:
-                await self._reindex_snapshots(snapshots, counts)
+                await self._reindex_snapshots(snapshots, counts, report)
                 snapshots = []
             if progress is not None:
                 progress(len(batch), total)
-        await self._reindex_states(states, counts)
-        await self._reindex_snapshots(snapshots, counts)
+        await self._reindex_states(states, counts, report)
+        await self._reindex_snapshots(snapshots, counts, report)
         counts["pruned"] += await self._prune(histories)
         return counts
 
@@ -1487,7 +1495,9 @@ class RedisStorageAdapter:
                 if cursor == 0:
                     break
 
-    async def _reindex_states(self, keys: list[str], counts: dict[str, int]) -> None:
+    async def _reindex_states(
+        self, keys: list[str], counts: dict[str, int], report: Callable[[str, str, str | None], None]
+    ) -> None:
         if not keys:
             return
         raws = await self._get_many(keys)
@@ -1505,6 +1515,8 @@ class RedisStorageAdapter:
             product_id, user_id = _split_user_part(match["pu"], hint if isinstance(hint, str) else None)
             if not product_id or not user_id or self.state_key(product_id, user_id) != key:
                 continue  # a key of the other key mode, or not ours to interpret
+            if is_dots_only(product_id) or is_dots_only(user_id):
+                report(product_id, user_id, None)
             row = (
                 user_summary_from_doc(product_id, user_id, doc)
                 if doc is not None
@@ -1517,7 +1529,9 @@ class RedisStorageAdapter:
         if cmds:
             await self._pipeline(cmds)
 
-    async def _reindex_snapshots(self, keys: list[str], counts: dict[str, int]) -> None:
+    async def _reindex_snapshots(
+        self, keys: list[str], counts: dict[str, int], report: Callable[[str, str, str | None], None]
+    ) -> None:
         if not keys:
             return
         raws = await self._get_many(keys)
@@ -1540,6 +1554,8 @@ class RedisStorageAdapter:
             product_id, user_id = _split_user_part(pu, hint_uid if isinstance(hint_uid, str) else None)
             if not product_id or not user_id or self.snapshot_key(product_id, user_id, session_id) != key:
                 continue
+            if is_dots_only(product_id) or is_dots_only(user_id) or is_dots_only(session_id):
+                report(product_id, user_id, session_id)
             captured = _captured_at(session_id, doc) if doc is not None else 0.0
             cmds.append(("ZADD", self.history_key(product_id, user_id), captured, session_id))
             counts["snapshots"] += 1
