@@ -73,6 +73,13 @@ def test_ids_with_dots_and_signs_are_accepted(client: httpx.Client, user_id: str
     assert client.get(f"{base}/sessions/.s").status_code == 200
 
 
+def test_no_key_is_issued_for_a_product_made_only_of_dots(db: None) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="not only dots"):
+        call_command("autoplay_apikey", "create", "--name", "agent", "--product", "..", stdout=StringIO())
+
+
 def test_openapi_states_the_rule(api_server: ApiServer, primary: str) -> None:
     with api_server.client() as c:
         spec = c.get("/api/openapi.json").json()
