@@ -287,3 +287,28 @@ def test_deeply_nested_free_form_values_are_read(
     write_raw(primary, request.node.redis_url, "p1", "u1", json.dumps({"_v": 1, "user_id": "u1", "metadata": nested}))
     assert client.get("/api/v1/products/p1/users/u1/state").status_code == 200
     assert client.post("/api/v1/products/p1/users/u1/sessions/s1/start").status_code == 200
+
+
+def test_lists_and_objects_where_enum_values_belong_are_read(
+    client: httpx.Client, primary: str, request: pytest.FixtureRequest
+) -> None:
+    text = json.dumps({"_v": 1, "user_id": "u1", "journey_state": ["onboarded"], "mastery": {"level": {"x": 1}}})
+    write_raw(primary, request.node.redis_url, "p1", "u1", text)
+    patched = client.patch("/api/v1/products/p1/users/u1/state", json={"ops": [{"op": "mastery", "rating": 3}]})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["state"]["journey_state"] == "onboarding"
+    assert patched.json()["state"]["mastery"]["level"] == "novice"
+
+
+def test_an_etag_read_after_another_writer_changed_the_state_is_accepted(
+    client: httpx.Client, primary: str, request: pytest.FixtureRequest
+) -> None:
+    """A write this process made is remembered; another writer's later change must not make a fresh etag stale."""
+    user = "/api/v1/products/p1/users/u1"
+    assert client.post(f"{user}/sessions/s1/start").status_code == 200
+    assert client.patch(f"{user}/state", json={"ops": [{"op": "mastery", "rating": 1}]}).status_code == 200
+    write_raw(primary, request.node.redis_url, "p1", "u1", NAN_STATE)  # the SDK, say, writes behind our back
+    fresh = client.get(f"{user}/state")
+    replaced = client.put(f"{user}/state", json={"metadata": {"v": 2}}, headers={"If-Match": fresh.headers["ETag"]})
+    assert replaced.status_code == 200, replaced.text
+    assert json.loads(raw_state(primary, request.node.redis_url, "p1", "u1"))["metadata"] == {"v": 2}
