@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 
 from autoplay_storage.errors import StorageError
@@ -18,6 +19,15 @@ from autoplay_storage.runtime import get_storage
 logger = logging.getLogger("api.health")
 
 RETRY_AFTER_S = 5
+
+
+async def _is_staff(request: HttpRequest) -> bool:
+    """A signed-in staff account; no one when the sessions cannot be read (their database may be what is down)."""
+    try:
+        user = await request.auser()
+    except DatabaseError:
+        return False
+    return bool(user.is_active and user.is_staff)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -32,8 +42,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     except StorageError as exc:
         logger.warning("not ready: the storage primary does not answer: %s", exc)
         body: dict[str, str] = {"status": "unavailable"}
-        user = await request.auser()
-        if user.is_active and user.is_staff:
+        if await _is_staff(request):
             body.update(code="storage_unavailable", message=str(exc))
         response = JsonResponse(body, status=503)
         response["Retry-After"] = str(RETRY_AFTER_S)

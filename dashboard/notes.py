@@ -43,7 +43,8 @@ def dots_only_notes(**ids: str) -> list[str]:
     return [
         f"The {name.replace('_', ' ')} {value!r} is made only of dots. The agents' API refuses such ids "
         "(HTTP clients and browsers rewrite '.' and '..' in a URL path), so agents cannot reach these "
-        "documents; another writer stored them. `manage.py autoplay_reindex` lists every such id."
+        "documents: another writer stored them, or they predate the rule. manage.py autoplay_reindex "
+        "lists every such id."
         for name, value in ids.items()
         if is_dots_only(value)
     ]
