@@ -39,7 +39,10 @@ class ApiKeyCreateForm(forms.ModelForm):
         products = [p for p in self.cleaned_data["products_text"].replace(",", " ").split() if p]
         bad = [p for p in products if not is_product_id(p)]
         if bad:
-            raise forms.ValidationError(f"not a product id: {', '.join(bad)} (letters, digits and . _ @ + - only)")
+            raise forms.ValidationError(
+                f"not a product id: {', '.join(bad)} "
+                "(letters, digits and . _ @ + - only, not only dots)"
+            )
         if not products:
             raise forms.ValidationError("give at least one product id")
         return products

@@ -45,8 +45,9 @@ Authenticate with `Authorization: Bearer <key>` (keys are created by an admin
 and scoped to products). Every error is JSON `{"code", "message", "details"?}`;
 branch on `code`. A `503` carries `Retry-After`: nothing was changed, retry.
 
-Ids: product and user ids match `[A-Za-z0-9._@+-]{1,128}`; session ids may
-also contain `:`.
+Ids: product and user ids are 1 to 128 of `A-Z a-z 0-9 . _ @ + -`; session
+ids may also contain `:`. No id may be made only of dots (`.`, `..`): HTTP
+clients and browsers rewrite such path segments before the request is sent.
 """
 
 api = NinjaAPI(

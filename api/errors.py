@@ -7,7 +7,6 @@ a 4xx that names the field; a primary that cannot be reached is a 503 with
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 
+from autoplay_storage.codec import dumps_text
 from autoplay_storage.errors import (
     ConflictError,
     CorruptDocumentError,
@@ -24,15 +24,21 @@ from autoplay_storage.errors import (
 )
 from autoplay_storage.services import StateNotFoundError
 
+from .ids import ID_RULES, id_problem
+
 logger = logging.getLogger("api")
 
 RETRY_AFTER_S = 2
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    """Serialize once, strictly (no NaN), without a second validation pass."""
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    response = HttpResponse(body.encode("utf-8"), status=status, content_type="application/json")
+    """Serialize once, strictly (no NaN), without a second validation pass.
+
+    A lone surrogate read from a stored document goes out as its ``\\uXXXX``
+    escape, the text the SDK's json reads back as the same string.
+    """
+    body = dumps_text(data).encode("utf-8")
+    response = HttpResponse(body, status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response
@@ -88,9 +94,12 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     for err in exc.errors:
         loc = err.get("loc", ())
         source = str(loc[0]) if loc else "body"
-        details.append(
-            {"field": _field(loc), "in": source, "message": err.get("msg", "invalid"), "type": err.get("type")}
-        )
+        field = _field(loc)
+        message = err.get("msg", "invalid")
+        if source == "path" and field in ID_RULES:  # the pattern itself says little to a person
+            match = getattr(request, "resolver_match", None)
+            message = id_problem(field, str(match.kwargs.get(field, "")) if match else "")
+        details.append({"field": field, "in": source, "message": message, "type": err.get("type")})
     first = details[0] if details else {"field": "body", "message": "invalid"}
     message = f"{first['field']}: {first['message']}"
     if len(details) > 1:

@@ -76,13 +76,26 @@ class SessionSummary:
 SEARCH_TERM_MAX = 200
 
 
+def _indexable(term: str) -> bool:
+    """No store can index a NUL (PostgreSQL text refuses it) or a lone surrogate (not UTF-8)."""
+    if "\x00" in term:
+        return False
+    if term.isascii():
+        return True
+    try:
+        term.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def search_terms(user_id: str, metadata: dict[str, Any]) -> set[str]:
-    """Lower-cased values a user can be found by: the user id and metadata strings."""
+    """Lower-cased values a user can be found by: the user id and metadata strings (those a store can index)."""
     terms = {user_id.lower()}
     for value in metadata.values():
         if isinstance(value, str) and value.strip():
             terms.add(value.strip().lower()[:SEARCH_TERM_MAX])
-    return terms
+    return {t for t in terms if _indexable(t)}
 
 
 def user_summary_from_doc(product_id: str, user_id: str, doc: dict[str, Any]) -> UserSummary:

@@ -10,6 +10,7 @@ standard library, so documents read exactly as the SDK reads them.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import CorruptDocumentError
@@ -20,9 +21,26 @@ except ImportError:  # pragma: no cover - exercised where orjson is absent
     _orjson = None
 
 
+def dumps_text(doc: Any, *, allow_nan: bool = False) -> str:
+    """Compact JSON text that UTF-8 can carry.
+
+    Python's json reads ``"\\ud800"`` as a lone surrogate, which UTF-8 cannot
+    encode; such a document is written back with that escape (the text the
+    SDK read), never refused. ``allow_nan=False``: ``ValueError`` for NaN or
+    ±Infinity, which JSON cannot hold.
+    """
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(doc, separators=(",", ":"), allow_nan=allow_nan)
+    return text
+
+
 def dumps_strict(doc: Any) -> bytes:
     """Compact UTF-8 JSON bytes; ``ValueError`` for NaN or ±Infinity, which JSON cannot hold."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return dumps_text(doc).encode()
 
 
 def dumps(doc: Any) -> bytes:
@@ -35,7 +53,7 @@ def dumps(doc: Any) -> bytes:
     if _orjson is not None:
         try:
             return _orjson.dumps(doc)
-        except TypeError:  # an int beyond 64 bits, a non-string key: the standard library copes
+        except TypeError:  # an int beyond 64 bits, a lone surrogate: the standard library copes
             pass
     return dumps_strict(doc)
 
@@ -85,3 +103,23 @@ def parse_document(key: str, raw: bytes | str | None) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         raise CorruptDocumentError(key, raw, f"not a JSON object but {type(doc).__name__}")
     return doc
+
+
+def non_finite_paths(doc: Any, limit: int = 20) -> list[str]:
+    """Where a parsed document holds NaN or ±Infinity (``first_seen_at``, ``metadata.score``, ``index[2]``).
+
+    Python's json writes and reads those literals, so other writers store
+    them; the console says where they are and how they read. Walks without
+    recursion, so a deeply nested document cannot exhaust the stack.
+    """
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack and len(found) < limit:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(path or "(the document)")
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return found

@@ -68,7 +68,7 @@ def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
     if kind == "database":
         from .adapters.database import DatabaseStorageAdapter
 
-        return DatabaseStorageAdapter()
+        return DatabaseStorageAdapter(cfg.get("DATABASE_ALIAS") or "default")
     raise ValueError(f"unknown primary {kind!r}: use 'redis', 'database' or 'memory'")
 
 

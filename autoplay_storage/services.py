@@ -57,9 +57,15 @@ class StateExistsError(Exception):
 
 
 def state_etag(doc: Mapping[str, Any]) -> str:
-    """The version of a stored document: stable across key order and whitespace."""
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    """The version of a stored document: stable across key order and whitespace.
+
+    Defined for every document a primary hands over, including what another
+    writer stored: ``NaN`` and ``Infinity`` hash as those literals and a lone
+    surrogate as itself, so such a state can be read and then replaced with
+    ``If-Match`` like any other (the reply is the state as the reader makes of it).
+    """
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

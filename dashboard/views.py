@@ -18,7 +18,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
@@ -41,6 +42,7 @@ from autoplay_storage.user_adoption_state import (
 )
 
 from .charts import session_chart
+from .notes import document_notes
 from .roles import RERUN_SUMMARY, VIEW_CONSOLE
 
 View = Callable[..., Awaitable[HttpResponseBase]]
@@ -55,8 +57,13 @@ SUMMARY_RUNS_SHOWN = 25
 
 
 def page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    """Render with what the layout needs (the nav's role and permissions are resolved by ``console_view``)."""
-    return render(request, template, {**getattr(request, "console", {}), **context}, status=status)
+    """Render with what the layout needs (the nav's role and permissions are resolved by ``console_view``).
+
+    A lone surrogate (Python's json reads ``"\\ud800"`` as one) cannot be
+    encoded as UTF-8; it is shown as that escape instead of failing the page.
+    """
+    content = render_to_string(template, {**getattr(request, "console", {}), **context}, request)
+    return HttpResponse(content.encode("utf-8", "backslashreplace"), status=status)
 
 
 def error_page(request: HttpRequest, status: int, title: str, message: str, **extra: Any) -> HttpResponse:
@@ -320,6 +327,7 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
             "summary": summary,
             "summary_run": summary_provenance(summary, runs),
             "problems": problems,
+            "notes": document_notes(doc if state else None, "state", product_id=product_id, user_id=user_id),
         },
         status=400 if problems else 200,
     )
@@ -369,6 +377,9 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
             "raw_json": raw_json,
             "unreadable": unreadable,
             "stored_frozen": doc.get("_frozen") is True if isinstance(doc, dict) else False,
+            "notes": document_notes(
+                doc if snap else None, "snapshot", product_id=product_id, user_id=user_id, session_id=session_id
+            ),
         },
     )
 

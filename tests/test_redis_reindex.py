@@ -138,9 +138,16 @@ async def test_uses_the_configured_redis_by_default(settings, redis_url, sdk_fix
 
 
 def test_without_a_redis_it_says_so(settings):
-    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "REDIS_URL": ""}
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "REDIS_URL": "", "PRIMARY": "memory"}
     with pytest.raises(CommandError, match="REDIS_URL"):
         run_reindex()
+
+
+@pytest.mark.django_db
+def test_on_the_database_primary_there_is_nothing_to_rebuild(settings):
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "REDIS_URL": "", "PRIMARY": "database"}
+    out, _ = run_reindex()
+    assert "nothing to rebuild" in out and "No document is filed under an id made only of dots." in out
 
 
 def test_unreachable_redis_is_a_command_error():

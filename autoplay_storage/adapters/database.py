@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 
 from ..browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary, search_terms
+from ..codec import dumps_text
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import SessionFold, StateDoc, StateMutation
@@ -89,7 +89,7 @@ def _executor(using: str) -> ThreadPoolExecutor:
 
 
 def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return dumps_text(doc, allow_nan=True)
 
 
 def _check_id(name: str, value: str) -> None:

@@ -62,6 +62,7 @@ from ..browse import (
 )
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
+from ..ids import is_dots_only
 from ..keys import PREFIX, session_key, user_state_key
 from ..protocol import (
     FrozenDocument,
@@ -262,6 +263,7 @@ def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntr
     keeps a full document parse off the hot path of every write.
     """
     version = doc.get("_v", 1)
+    journey = doc.get("journey_state")
     mastery = doc.get("mastery")
     onboarding = doc.get("onboarding")
     metadata = doc.get("metadata")
@@ -269,16 +271,18 @@ def index_entry(product_id: str, user_id: str, doc: dict[str, Any]) -> IndexEntr
     if (
         version == 1
         and not isinstance(version, bool)
-        and doc.get("journey_state") in _JOURNEY_SET
+        and type(journey) is str  # a list or an object here (another writer's) cannot be looked up in a set
+        and journey in _JOURNEY_SET
         and isinstance(mastery, dict)
-        and mastery.get("level") in _MASTERY_SET
+        and type(mastery.get("level")) is str
+        and mastery["level"] in _MASTERY_SET
         and isinstance(onboarding, dict)
         and isinstance(metadata, dict)
         and _finite(updated)
     ):
         completed = onboarding.get("onboarding_completed_at")
         return IndexEntry(
-            doc["journey_state"],
+            journey,
             mastery["level"],
             _finite(completed),
             float(updated) or 0.0,
@@ -1105,20 +1109,20 @@ class RedisStorageAdapter:
                 prepared = None
             if prepared is not None and prepared[1] is not None:
                 return None, prepared
-        seen = await self._last_seen(key)
-        return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
-
-    async def _last_seen(self, key: str) -> _Seen:
-        """The state bytes last seen for ``key``, read now if this process has not seen them.
-
-        Never "absent" unless Redis said so: a ``mutate(None)`` whose result
-        is kept means there is no state, not that this process does not know it.
-        """
         seen = self._seen.get(key)
-        if seen is None:
-            seen = _Seen(await self._get(key))
-            self._see(key, seen.raw)
-        return seen
+        if seen is not None:
+            try:
+                return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
+            except Exception:
+                # Refused on what this process remembers (an If-Match, a corrupt or missing
+                # state): another writer may have changed it since, so only what Redis holds
+                # now may refuse the write.
+                pass
+        # Never "absent" unless Redis said so: a ``mutate(None)`` whose result is
+        # kept means there is no state, not that this process does not know it.
+        seen = _Seen(await self._get(key))
+        self._see(key, seen.raw)
+        return seen.raw, self._prepare_cas(key, product_id, user_id, seen, mutate)
 
     def _see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None, memo: object = None) -> None:
         """Remember the state bytes last seen for ``key`` (bounded, least recently used out)."""
@@ -1480,13 +1484,20 @@ class RedisStorageAdapter:
 
     # -- maintenance --
 
-    async def reindex(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    async def reindex(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        unaddressable: Callable[[str, str, str | None], None] | None = None,
+    ) -> dict[str, int]:
         """Rebuild the browsing indexes from a SCAN of the two wire key patterns; safe to re-run.
 
         Finds documents written by other writers (the published SDK), repairs
         entries left stale, and drops entries whose document is gone (TTL).
-        ``progress(advanced, total)`` is called as keys are scanned.
+        ``progress(advanced, total)`` is called as keys are scanned;
+        ``unaddressable(product_id, user_id, session_id or None)`` for each
+        document filed under an id no URL can address (``ids.is_dots_only``).
         """
+        report = unaddressable or (lambda product_id, user_id, session_id: None)
         total = await self._dbsize()
         counts = {"keys_scanned": 0, "states": 0, "snapshots": 0, "corrupt": 0, "pruned": 0}
         states: list[str] = []
@@ -1503,15 +1514,15 @@ class RedisStorageAdapter:
                         snapshots.append(key)
             counts["keys_scanned"] += len(batch)
             if len(states) >= _SCAN_BATCH:
-                await self._reindex_states(states, counts)
+                await self._reindex_states(states, counts, report)
                 states = []
             if len(snapshots) >= _SCAN_BATCH:
-                await self._reindex_snapshots(snapshots, counts)
+                await self._reindex_snapshots(snapshots, counts, report)
                 snapshots = []
             if progress is not None:
                 progress(len(batch), total)
-        await self._reindex_states(states, counts)
-        await self._reindex_snapshots(snapshots, counts)
+        await self._reindex_states(states, counts, report)
+        await self._reindex_snapshots(snapshots, counts, report)
         counts["pruned"] += await self._prune(histories)
         return counts
 
@@ -1538,7 +1549,9 @@ class RedisStorageAdapter:
                 if cursor == 0:
                     break
 
-    async def _reindex_states(self, keys: list[str], counts: dict[str, int]) -> None:
+    async def _reindex_states(
+        self, keys: list[str], counts: dict[str, int], report: Callable[[str, str, str | None], None]
+    ) -> None:
         if not keys:
             return
         raws = await self._get_many(keys)
@@ -1556,6 +1569,8 @@ class RedisStorageAdapter:
             product_id, user_id = _split_user_part(match["pu"], hint if isinstance(hint, str) else None)
             if not product_id or not user_id or self.state_key(product_id, user_id) != key:
                 continue  # a key of the other key mode, or not ours to interpret
+            if is_dots_only(product_id) or is_dots_only(user_id):
+                report(product_id, user_id, None)
             row = (
                 user_summary_from_doc(product_id, user_id, doc)
                 if doc is not None
@@ -1568,7 +1583,9 @@ class RedisStorageAdapter:
         if cmds:
             await self._pipeline(cmds)
 
-    async def _reindex_snapshots(self, keys: list[str], counts: dict[str, int]) -> None:
+    async def _reindex_snapshots(
+        self, keys: list[str], counts: dict[str, int], report: Callable[[str, str, str | None], None]
+    ) -> None:
         if not keys:
             return
         raws = await self._get_many(keys)
@@ -1591,6 +1608,8 @@ class RedisStorageAdapter:
             product_id, user_id = _split_user_part(pu, hint_uid if isinstance(hint_uid, str) else None)
             if not product_id or not user_id or self.snapshot_key(product_id, user_id, session_id) != key:
                 continue
+            if is_dots_only(product_id) or is_dots_only(user_id) or is_dots_only(session_id):
+                report(product_id, user_id, session_id)
             captured = _captured_at(session_id, doc) if doc is not None else 0.0
             cmds.append(("ZADD", self.history_key(product_id, user_id), captured, session_id))
             counts["snapshots"] += 1

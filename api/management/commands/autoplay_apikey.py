@@ -49,7 +49,10 @@ class Command(BaseCommand):
             raise CommandError("--name must not be blank")
         bad = [p for p in products if not is_product_id(p)]
         if bad:
-            raise CommandError(f"not a product id: {', '.join(bad)} (letters, digits and . _ @ + - only)")
+            raise CommandError(
+                f"not a product id: {', '.join(bad)} "
+                "(letters, digits and . _ @ + - only, not only dots)"
+            )
         row, key = ApiKey.issue(name.strip(), products, scopes=scopes)
         self.stderr.write(
             f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}, "
