@@ -7,6 +7,8 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autoplay_storage.user_adoption_state import (
     Mastery,
@@ -18,6 +20,15 @@ from autoplay_storage.user_adoption_state import (
     StepProgress,
     UserAdoptionState,
     WorkflowProgress,
+    _bool,
+    _count,
+    _enum,
+    _is_number,
+    _opt_str,
+    _opt_ts,
+    _str,
+    _ts,
+    _unit,
     layout,
 )
 from autoplay_storage.user_adoption_state.fields import (
@@ -224,3 +235,47 @@ def test_a_new_document_reads_every_rule_defensively():
     with pytest.raises(TypeError, match="a toy document must be a JSON object"):
         Toy.from_dict([])
     assert Entry.from_dict("no") is None and Entry.from_dict({"n": 2}) is None
+
+
+VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.just(2**1100)
+    | st.floats()
+    | st.floats(-2, 12)
+    | st.integers(-2, 12)
+    | st.text(max_size=3)
+    | st.sampled_from(["red", "blue", ""])
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (a == b and type(a) is type(b))
+
+
+@settings(max_examples=300)
+@given(VALUES)
+def test_the_generated_fast_checks_give_what_the_general_readers_give(value):
+    keys = ("toy_id", "start", "end", "name", "note", "current", "on", "color", "rating", "share", "seen", "gone")
+    toy = Toy.from_dict({**dict.fromkeys(keys, value), "total": value, "_v": value}, now=5.0)
+    expected = {
+        "toy_id": _str(value) or "",
+        "end": _ts(value, 5.0),
+        "name": _str(value, "anon") or "anon",
+        "note": _opt_str(value),
+        "current": _opt_str(value) or None,
+        "on": _bool(value),
+        "color": _enum(Color, value, Color.RED),
+        "rating": min(5, max(0, int(value))) if _is_number(value) else 0,
+        "share": _unit(value),
+        "seen": _ts(value, 5.0),
+        "gone": _opt_ts(value),
+        "total": _count(value),
+        "v": value if isinstance(value, int) and not isinstance(value, bool) else 1,
+    }
+    expected["start"] = _ts(value, expected["end"])
+    for name, want in expected.items():
+        assert _same(getattr(toy, name), want), name
