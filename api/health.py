@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
+from autoplay_storage import selectors
 from autoplay_storage.errors import StorageError
-from autoplay_storage.runtime import get_storage
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -16,7 +16,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 async def readyz(request: HttpRequest) -> JsonResponse:
     """The primary answers; 503 otherwise, so traffic goes elsewhere."""
     try:
-        await get_storage().ping()
+        await selectors.ping()
     except StorageError as exc:
         body = {"status": "unavailable", "code": "storage_unavailable", "message": str(exc)}
         response = JsonResponse(body, status=503)
