@@ -224,21 +224,18 @@ def _read_order(wire: tuple[WireField, ...]) -> list[WireField]:
     return order
 
 
-def _generate(
-    cls: type,
+_GENERATED_NAMES = {"data", "now", "g", "m", "k", "e", "out", "seen", "item"}
+
+
+def _reader_source(
+    src: _Source,
     wire: tuple[WireField, ...],
-    lay: Layout,
+    idents: list[str],
     top_level: str | None,
     optional: bool,
     check: Callable[[Mapping[str, Any]], None] | None,
-) -> None:
-    src = _Source(cls, wire, frozenset(lay.keys))
-    C = src.ref(cls, cls.__name__)
-    idents = [f.name for f in wire if isinstance(f.rule, Ident) and not f.rule.drops_document]
-    if {"data", "now", "g", "m", "k", "e", "out", "seen", "item"} & set(idents):  # ids are parameters
-        raise TypeError(f"{cls.__name__}: an id field clashes with a name of the generated code")
-
-    # The reader: (data, now, *idents) -> instance (or None); nested readers call each other directly.
+) -> list[str]:
+    """``read(data, now, *ids)``: nested documents' readers call each other directly, without ``from_dict``."""
     lines = [f"def read(data, now{''.join(f', {n}=' + repr('') for n in idents)}):"]
     if top_level:
         lines.append(f"    if not isinstance(data, Mapping): raise TypeError({top_level + ' must be a JSON object'!r})")
@@ -254,38 +251,56 @@ def _generate(
         if not isinstance(f.rule, Extras):
             lines.append(f"    {v} = g({f.key!r})")
         lines.extend("    " + line for line in f.rule.read(v, f.name, src))
-    init = [f for f in wire if f.name in {x.name for x in dataclasses.fields(cls) if x.init}]
-    lines.append(f"    return {C}({', '.join(f'v_{f.name}' for f in init)})")
-
-    # The public from_dict: the same, with the caller's ids by keyword and ``now`` checked.
-    params = "".join(f", {n}=''" for n in idents)
-    if top_level:
-        lines += [f"def from_dict(cls, data, *{params}, now=None):"]
-    else:
-        lines += [f"def from_dict(cls, data{params}, *, now=None):"]
+    lines.append(f"    return {src.ref(src.doc, src.doc.__name__)}({', '.join(f'v_{f.name}' for f in wire)})")
+    # The public from_dict: the same, with the caller's ids by name (keyword-only on a top-level document).
+    ids = "".join(f"{n}='', " for n in idents)
+    signature = f"data, *, {ids}now=None" if top_level else f"data, {ids}*, now=None"
+    lines.append(f"def from_dict(cls, {signature}):")
     lines.append(f"    return read(data, _stamp(now){''.join(f', {n}' for n in idents)})")
+    return lines
 
+
+def _to_dict_source(src: _Source, lay: Layout) -> list[str]:
+    """``to_dict``: the header, the constants, the fields; unknown keys first, as they were read."""
     items = [f"{f.key!r}: {f.rule.write('self.' + f.name, src)}" for f in lay.header]
     items += [f"{key!r}: {src.ref(value, 'const')}" for key, value in lay.constants.items()]
     items += [f"{f.key!r}: {f.rule.write('self.' + f.name, src)}" for f in lay.fields]
-    lines += ["def to_dict(self):", f"    d = {{{', '.join(items)}}}"]
+    lines = ["def to_dict(self):", f"    d = {{{', '.join(items)}}}"]
     if lay.extras:
-        lines += [f"    if self.{lay.extras}:", f"        x = _json_safe(self.{lay.extras})", "        x.update(d)"]
-        lines += ["        return x"]
-    lines.append("    return d")
+        extra = f"self.{lay.extras}"
+        lines += [f"    if {extra}:", f"        x = _json_safe({extra})", "        x.update(d)", "        return x"]
+    return [*lines, "    return d"]
 
-    lines += ["def clone(self):", f"    return {C}({', '.join(f.rule.copy('self.' + f.name, src) for f in init)})"]
 
+def _clone_source(src: _Source, wire: tuple[WireField, ...]) -> list[str]:
+    copies = ", ".join(f.rule.copy("self." + f.name, src) for f in wire)
+    return ["def clone(self):", f"    return {src.ref(src.doc, src.doc.__name__)}({copies})"]
+
+
+def _generate(
+    cls: type,
+    wire: tuple[WireField, ...],
+    lay: Layout,
+    top_level: str | None,
+    optional: bool,
+    check: Callable[[Mapping[str, Any]], None] | None,
+) -> None:
+    """Compile the wire methods of ``cls`` from its declarations and attach them."""
+    src = _Source(cls, wire, frozenset(lay.keys))
+    idents = [f.name for f in wire if isinstance(f.rule, Ident) and not f.rule.drops_document]
+    if _GENERATED_NAMES & set(idents):  # ids are parameters of the generated reader
+        raise TypeError(f"{cls.__name__}: an id field clashes with a name of the generated code")
+    frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    lines = _reader_source(src, wire, idents, top_level, optional, check) + _to_dict_source(src, lay)
+    if not frozen:  # a frozen document never changes: copies share it
+        lines += _clone_source(src, wire)
     namespace = src.globals
     exec(compile("\n".join(lines), f"<{cls.__module__}.{cls.__name__} wire methods>", "exec"), namespace)
-    for name in ("to_dict", "clone", "from_dict"):
+    for name in ("to_dict", "from_dict", *(() if frozen else ("clone",))):
         method = namespace[name]
         method.__qualname__ = f"{cls.__name__}.{name}"
         method.__module__ = cls.__module__
-    cls.to_dict = namespace["to_dict"]  # type: ignore[attr-defined]
-    cls.from_dict = classmethod(namespace["from_dict"])  # type: ignore[attr-defined]
-    if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        cls.clone = namespace["clone"]  # type: ignore[attr-defined]
+        setattr(cls, name, classmethod(method) if name == "from_dict" else method)
     cls.__autoplay_read__ = namespace["read"]  # type: ignore[attr-defined]
     cls.__autoplay_layout__ = lay  # type: ignore[attr-defined]
 
