@@ -1,4 +1,4 @@
-"""The agents' JSON API: one NinjaAPI, async routes over ``autoplay_storage.services``.
+"""The agents' JSON API: one NinjaAPI, async routes over ``autoplay_storage`` selectors (reads) and services (writes).
 
 Paths (all under ``/api/v1/products/{product_id}/users/{user_id}``) are the
 contract agents are written against; see README "Agent API". Responses are
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from django.http import HttpRequest, HttpResponse
 from ninja import Header, NinjaAPI, Path, Query
 
-from autoplay_storage import services
+from autoplay_storage import selectors, services
 from autoplay_storage.browse import MAX_PAGE_SIZE
 from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
 
@@ -220,7 +220,7 @@ async def session_end(
 )
 async def state_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
     """The user adoption state (wire document) and its `etag` (also the `ETag` header)."""
-    versioned = await services.get_state(product_id, user_id)
+    versioned = await selectors.get_state(product_id, user_id)
     return _state_body(versioned)
 
 
@@ -314,7 +314,7 @@ async def sessions_list(
 ) -> HttpResponse:
     """Every finished session (not only the 50 in the state's index), from the frozen snapshots."""
     try:
-        page = await services.list_sessions(product_id, user_id, cursor=cursor or None, limit=limit)
+        page = await selectors.list_sessions(product_id, user_id, cursor=cursor or None, limit=limit)
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", "cursor is not a next_cursor this API returned") from exc
     items = [
@@ -347,7 +347,7 @@ async def sessions_list(
 async def session_get(
     request: HttpRequest, product_id: ProductId, user_id: UserId, session_id: SessionId
 ) -> HttpResponse:
-    snapshot = await services.get_snapshot(product_id, user_id, session_id)
+    snapshot = await selectors.get_snapshot(product_id, user_id, session_id)
     if snapshot is None:
         raise ApiError(404, "session_not_found", f"no snapshot of session {session_id!r} for this user")
     return json_response({"snapshot": snapshot.to_dict()})
@@ -363,5 +363,5 @@ async def session_get(
 )
 async def context_get(request: HttpRequest, product_id: ProductId, user_id: UserId) -> HttpResponse:
     """What session start returns as `context`, without starting a session."""
-    context = await services.get_context(product_id, user_id)
+    context = await selectors.get_context(product_id, user_id)
     return json_response({"context": context})

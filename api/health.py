@@ -13,8 +13,8 @@ import logging
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 
+from autoplay_storage import selectors
 from autoplay_storage.errors import StorageError
-from autoplay_storage.runtime import get_storage
 
 logger = logging.getLogger("api.health")
 
@@ -38,7 +38,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 async def readyz(request: HttpRequest) -> JsonResponse:
     """The primary answers; 503 otherwise, so traffic goes elsewhere."""
     try:
-        await get_storage().ping()
+        await selectors.ping()
     except StorageError as exc:
         logger.warning("not ready: the storage primary does not answer: %s", exc)
         body: dict[str, str] = {"status": "unavailable"}

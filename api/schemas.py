@@ -5,6 +5,11 @@ as they are, so a client of the published SDK can ``from_dict`` them; the
 models here describe those documents for the OpenAPI schema and validate what
 agents send. Unknown top-level fields are allowed (the engine keeps them), and
 fields an agent leaves out take the engine's defaults.
+
+The document models are written out, with the API's own limits and
+descriptions; ``tests/test_schemas.py`` checks them against the documents'
+field declarations, so a field added to a document without its schema here
+(or one here that no document writes) fails that test.
 """
 
 from __future__ import annotations

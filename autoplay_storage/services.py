@@ -1,7 +1,8 @@
-"""The service layer both interfaces call (the agents' API and the console).
+"""Writes: the use cases that change storage, for both interfaces (the agents' API and the console).
 
 Each function is one use case on the per-process ``StorageManager``; the
-interfaces never talk to Redis or ORM records themselves. State changes go
+interfaces never talk to Redis or ORM records themselves (their reads go
+through ``selectors``). State changes go
 through the primary's atomic update, and the optimistic-concurrency check
 (``if_match``) is made *inside* it, so a stale writer can never overwrite a
 newer state, even when two writers race in different processes.
@@ -20,11 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .browse import MAX_PAGE_SIZE, Page, SessionSummary
 from .errors import ConflictError
 from .lifecycle import (
     build_agent_context,
-    load_onboarding_snapshot,
     load_state,
     on_session_start,
 )
@@ -189,13 +188,6 @@ def _stored(
     return VersionedState(state, state_etag(doc)) if state is not None else VersionedState.of(doc, user_id)
 
 
-async def get_state(product_id: str, user_id: str) -> VersionedState:
-    doc = await get_storage().get_user_state(product_id, user_id)
-    if doc is None:
-        raise StateNotFoundError(product_id, user_id)
-    return VersionedState.of(doc, user_id)
-
-
 def _replacement(current: UserAdoptionState | None, new: UserAdoptionState) -> UserAdoptionState:
     """Keep what only the server writes: the session history, first sight, the completion stamp."""
     merged = load_state(new.to_dict(), new.user_id)
@@ -275,31 +267,3 @@ async def patch_state(
 
     stored = await get_storage().update_user_state(product_id, user_id, mutate)
     return _stored(stored, product_id, user_id, parsed[-1] if parsed else None)
-
-
-async def list_sessions(
-    product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
-) -> Page[SessionSummary]:
-    """The full history from the snapshots, newest first. ``ValueError`` for a cursor not ours."""
-    limit = max(1, min(limit, MAX_PAGE_SIZE))
-    return await get_storage().browser.list_sessions(product_id, user_id, cursor=cursor, limit=limit)
-
-
-async def get_snapshot(product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
-    doc = await get_storage().get_session_snapshot(product_id, user_id, session_id)
-    if doc is None:
-        return None
-    return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
-
-
-async def get_context(product_id: str, user_id: str) -> dict[str, Any]:
-    """The agent context alone, as session start would build it (without starting a session)."""
-    storage = get_storage()
-    doc = await storage.get_user_state(product_id, user_id)
-    if doc is None:
-        raise StateNotFoundError(product_id, user_id)
-    state = load_state(doc, user_id)
-    onboarding = None
-    if state.sessions.count > 0:
-        onboarding = await load_onboarding_snapshot(product_id, user_id, state, storage)
-    return build_agent_context(state, onboarding)

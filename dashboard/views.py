@@ -1,7 +1,7 @@
-"""Console views: async, server-rendered, talking to the engine only.
+"""Console views: async, server-rendered, reaching storage only through the service layer.
 
-Every read goes through ``autoplay_storage.runtime.get_storage()`` (the
-manager and its ``browser``), never to Redis or the ORM records, so the
+Every read goes through ``autoplay_storage.selectors`` and every write
+through a service, never to the manager, Redis or the ORM records, so the
 console shows exactly what the agents' API serves, on any primary. A
 document that cannot be read is shown with its raw text; a primary that
 cannot be reached is a 503 page, never a silent "not found".
@@ -13,7 +13,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
+from autoplay_storage import selectors
 from autoplay_storage.browse import Page, SessionSummary, UserQuery
 from autoplay_storage.errors import (
     CorruptDocumentError,
@@ -30,20 +31,15 @@ from autoplay_storage.errors import (
     StorageUnavailableError,
     UnsupportedVersionError,
 )
-from autoplay_storage.models import SummaryRun
-from autoplay_storage.runtime import get_storage
 from autoplay_storage.summary_runs import NoSnapshotError, SummaryFailed, rerun_summary
-from autoplay_storage.user_adoption_state import (
-    JourneyState,
-    MasteryLevel,
-    SessionSnapshot,
-    UserAdoptionState,
-    WorkflowStatus,
-)
+from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, WorkflowStatus
 
 from .charts import session_chart
 from .notes import document_notes
 from .roles import RERUN_SUMMARY, VIEW_CONSOLE
+
+if TYPE_CHECKING:  # the rows selectors.summary_runs returns
+    from autoplay_storage.models import SummaryRun
 
 View = Callable[..., Awaitable[HttpResponseBase]]
 
@@ -122,7 +118,7 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
 @require_safe
 @console_view()
 async def products(request: HttpRequest) -> HttpResponse:
-    rows = await get_storage().browser.list_products()
+    rows = await selectors.list_products()
     return page(
         request,
         "dashboard/products.html",
@@ -179,11 +175,10 @@ def parse_user_query(params: Any) -> tuple[UserQuery, list[str]]:
 async def users(request: HttpRequest, product_id: str) -> HttpResponse:
     query, problems = parse_user_query(request.GET)
     cursor = request.GET.get("cursor") or None
-    browser = get_storage().browser
     items, next_cursor = [], None
     if not problems:
         try:
-            result = await browser.list_users(product_id, query, cursor=cursor, limit=USERS_PAGE_SIZE)
+            result = await selectors.list_users(product_id, query, cursor=cursor, limit=USERS_PAGE_SIZE)
         except ValueError as exc:  # a cursor that was edited or belongs to another primary
             problems.append(f"This page link is not valid ({exc}); start again from the first page.")
         else:
@@ -218,28 +213,6 @@ async def users(request: HttpRequest, product_id: str) -> HttpResponse:
 # -- one user -----------------------------------------------------------------
 
 
-async def read_state(product_id: str, user_id: str) -> tuple[UserAdoptionState | None, dict[str, Any] | None, dict]:
-    """The parsed state and its document, or why it cannot be read (with the raw text).
-
-    Returns ``(state, doc, unreadable)``; all three empty means "no such user".
-    """
-    storage = get_storage()
-    try:
-        doc = await storage.get_user_state(product_id, user_id)
-    except CorruptDocumentError as exc:
-        return None, None, {"reason": exc.reason, "raw": exc.raw}
-    if doc is None:
-        return None, None, {}
-    try:
-        return UserAdoptionState.from_dict(doc, user_id=user_id), doc, {}
-    except UnsupportedVersionError as exc:
-        reason = f"schema version _v={exc.version!r}, which this console does not know"
-    except TypeError as exc:
-        reason = str(exc)
-    raw = await storage.browser.get_raw_user_state(product_id, user_id)
-    return None, doc, {"reason": reason, "raw": raw if raw is not None else json.dumps(doc, indent=2)}
-
-
 async def session_pages(
     product_id: str, user_id: str, cursor: str | None
 ) -> tuple[Page[SessionSummary], Page[SessionSummary]]:
@@ -248,15 +221,14 @@ async def session_pages(
     Most users have fewer sessions than one page: then the first page is the
     chart's data too, and the primary is asked once.
     """
-    browser = get_storage().browser
     if cursor is None:
-        first = await browser.list_sessions(product_id, user_id, limit=SESSIONS_PAGE_SIZE)
+        first = await selectors.list_sessions(product_id, user_id, limit=SESSIONS_PAGE_SIZE)
         if first.next_cursor is None:
             return first, first
-        return first, await browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS)
+        return first, await selectors.list_sessions(product_id, user_id, limit=CHART_SESSIONS)
     history, chart = await asyncio.gather(
-        browser.list_sessions(product_id, user_id, cursor=cursor, limit=SESSIONS_PAGE_SIZE),
-        browser.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
+        selectors.list_sessions(product_id, user_id, cursor=cursor, limit=SESSIONS_PAGE_SIZE),
+        selectors.list_sessions(product_id, user_id, limit=CHART_SESSIONS),
     )
     return history, chart
 
@@ -272,8 +244,9 @@ def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRu
 @console_view()
 async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     sessions_cursor = request.GET.get("sessions") or None
-    state, doc, unreadable = await read_state(product_id, user_id)
-    if state is None and not unreadable:
+    reading = await selectors.read_state(product_id, user_id)
+    state, doc, unreadable = reading.value, reading.doc, reading.unreadable
+    if not reading.found:
         return error_page(
             request,
             404,
@@ -288,12 +261,7 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
         problems.append(f"This history page link is not valid ({exc}); showing the newest sessions.")
         history_page, chart_page = await session_pages(product_id, user_id, None)
     chart_rows: list[SessionSummary] = list(reversed(chart_page.items))
-    runs = [
-        r
-        async for r in SummaryRun.objects.filter(product_id=product_id, user_id=user_id)
-        .select_related("actor")
-        .order_by("-started_at", "-id")[:SUMMARY_RUNS_SHOWN]
-    ]
+    runs = await selectors.summary_runs(product_id, user_id, limit=SUMMARY_RUNS_SHOWN)
     summary = state.onboarding.summary if state else None
     workflows = []
     if state:
@@ -339,16 +307,9 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
 @require_safe
 @console_view()
 async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
-    storage = get_storage()
-    unreadable: dict[str, Any] = {}
-    snap = None
-    raw_json = ""
-    try:
-        doc = await storage.get_session_snapshot(product_id, user_id, session_id)
-    except CorruptDocumentError as exc:
-        doc = None
-        unreadable = {"reason": exc.reason, "raw": exc.raw}
-    if doc is None and not unreadable:
+    reading = await selectors.read_snapshot(product_id, user_id, session_id)
+    snap, doc = reading.value, reading.doc
+    if not reading.found:
         return error_page(
             request,
             404,
@@ -357,15 +318,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
             product_id=product_id,
             user_id=user_id,
         )
-    if doc is not None:
-        try:
-            snap = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
-        except TypeError as exc:
-            unreadable = {"reason": str(exc), "raw": await storage.browser.get_raw_session_snapshot(
-                product_id, user_id, session_id
-            )}
-        else:
-            raw_json = json.dumps(doc, indent=2, ensure_ascii=False)
+    raw_json = json.dumps(doc, indent=2, ensure_ascii=False) if snap is not None else ""
     return page(
         request,
         "dashboard/snapshot.html",
@@ -375,7 +328,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
             "session_id": session_id,
             "snap": snap,
             "raw_json": raw_json,
-            "unreadable": unreadable,
+            "unreadable": reading.unreadable,
             "stored_frozen": doc.get("_frozen") is True if isinstance(doc, dict) else False,
             "notes": document_notes(
                 doc if snap else None, "snapshot", product_id=product_id, user_id=user_id, session_id=session_id
@@ -388,7 +341,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
 @console_view()
 async def snapshot_download(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
     """The snapshot exactly as stored (even when it cannot be parsed), as a file."""
-    raw = await get_storage().browser.get_raw_session_snapshot(product_id, user_id, session_id)
+    raw = await selectors.raw_session_snapshot(product_id, user_id, session_id)
     if raw is None:
         return error_page(request, 404, "No such session", f"There is no frozen snapshot {session_id!r}.")
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{product_id}-{user_id}-{session_id}")

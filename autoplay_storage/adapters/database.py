@@ -100,6 +100,10 @@ def _check_id(name: str, value: str) -> None:
         raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         raise ValueError(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no database driver can send it
+        raise ValueError(f"{name} is not valid Unicode text (a lone surrogate)") from exc
 
 
 def _storable(*ids: str) -> bool:

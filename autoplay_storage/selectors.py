@@ -1,0 +1,149 @@
+"""Reads: what the agents' API and the console show, from the per-process storage.
+
+Both interfaces read through these functions (and write through
+``services``); neither talks to the manager, an adapter or the ORM's records
+itself, so the console shows exactly what the API serves, on any primary.
+A primary that cannot be reached raises ``StorageUnavailableError`` (the API
+answers 503, the console shows its 503 page); a document that cannot be read
+is reported with its raw text, never as "not found".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .browse import MAX_PAGE_SIZE, Page, ProductSummary, SessionSummary, UserQuery, UserSummary
+from .errors import CorruptDocumentError, UnsupportedVersionError
+from .lifecycle import build_agent_context, load_onboarding_snapshot, load_state
+from .models import SummaryRun
+from .runtime import get_storage
+from .services import StateNotFoundError, VersionedState
+from .user_adoption_state import SessionSnapshot, UserAdoptionState
+
+T = TypeVar("T")
+
+
+def _page_size(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE_SIZE))
+
+
+# -- for agents -----------------------------------------------------------------
+
+
+async def get_state(product_id: str, user_id: str) -> VersionedState:
+    doc = await get_storage().get_user_state(product_id, user_id)
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    return VersionedState.of(doc, user_id)
+
+
+async def get_snapshot(product_id: str, user_id: str, session_id: str) -> SessionSnapshot | None:
+    doc = await get_storage().get_session_snapshot(product_id, user_id, session_id)
+    if doc is None:
+        return None
+    return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
+
+
+async def get_context(product_id: str, user_id: str) -> dict[str, Any]:
+    """The agent context alone, as session start would build it (without starting a session)."""
+    storage = get_storage()
+    doc = await storage.get_user_state(product_id, user_id)
+    if doc is None:
+        raise StateNotFoundError(product_id, user_id)
+    state = load_state(doc, user_id)
+    onboarding = None
+    if state.sessions.count > 0:
+        onboarding = await load_onboarding_snapshot(product_id, user_id, state, storage)
+    return build_agent_context(state, onboarding)
+
+
+async def list_sessions(
+    product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+) -> Page[SessionSummary]:
+    """The full history from the snapshots, newest first. ``ValueError`` for a cursor not ours."""
+    return await get_storage().browser.list_sessions(product_id, user_id, cursor=cursor, limit=_page_size(limit))
+
+
+async def ping() -> None:
+    """Return when the primary answers; ``StorageError`` otherwise (the readiness probe)."""
+    await get_storage().ping()
+
+
+# -- for the console ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading(Generic[T]):
+    """A stored document as the console shows it.
+
+    ``value`` is the parsed document and ``doc`` the stored one; when it
+    cannot be parsed, ``unreadable`` says why, with the raw text (``reason``,
+    ``raw``). All three empty: nothing is stored.
+    """
+
+    value: T | None = None
+    doc: dict[str, Any] | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def found(self) -> bool:
+        return self.value is not None or bool(self.unreadable)
+
+
+async def list_products() -> list[ProductSummary]:
+    return await get_storage().browser.list_products()
+
+
+async def list_users(
+    product_id: str, query: UserQuery, *, cursor: str | None = None, limit: int = 50
+) -> Page[UserSummary]:
+    """One page of a product's users matching ``query``. ``ValueError`` for a cursor not ours."""
+    return await get_storage().browser.list_users(product_id, query, cursor=cursor, limit=_page_size(limit))
+
+
+async def read_state(product_id: str, user_id: str) -> Reading[UserAdoptionState]:
+    """The user's state, or why it cannot be read (a corrupt document, an unknown ``_v``) with its raw text."""
+    storage = get_storage()
+    try:
+        doc = await storage.get_user_state(product_id, user_id)
+    except CorruptDocumentError as exc:
+        return Reading(unreadable={"reason": exc.reason, "raw": exc.raw})
+    if doc is None:
+        return Reading()
+    try:
+        return Reading(UserAdoptionState.from_dict(doc, user_id=user_id), doc)
+    except UnsupportedVersionError as exc:
+        reason = f"schema version _v={exc.version!r}, which this console does not know"
+    except TypeError as exc:
+        reason = str(exc)
+    raw = await storage.browser.get_raw_user_state(product_id, user_id)
+    return Reading(None, doc, {"reason": reason, "raw": raw if raw is not None else json.dumps(doc, indent=2)})
+
+
+async def read_snapshot(product_id: str, user_id: str, session_id: str) -> Reading[SessionSnapshot]:
+    """One frozen snapshot, or why it cannot be read, with its raw text."""
+    storage = get_storage()
+    try:
+        doc = await storage.get_session_snapshot(product_id, user_id, session_id)
+    except CorruptDocumentError as exc:
+        return Reading(unreadable={"reason": exc.reason, "raw": exc.raw})
+    if doc is None:
+        return Reading()
+    try:
+        return Reading(SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id), doc)
+    except TypeError as exc:
+        raw = await storage.browser.get_raw_session_snapshot(product_id, user_id, session_id)
+        return Reading(None, doc, {"reason": str(exc), "raw": raw})
+
+
+async def raw_session_snapshot(product_id: str, user_id: str, session_id: str) -> str | None:
+    """The snapshot's text exactly as stored, even when it cannot be parsed; ``None``: none stored."""
+    return await get_storage().browser.get_raw_session_snapshot(product_id, user_id, session_id)
+
+
+async def summary_runs(product_id: str, user_id: str, *, limit: int) -> list[SummaryRun]:
+    """The user's newest summary runs first, with who ran them."""
+    runs = SummaryRun.objects.filter(product_id=product_id, user_id=user_id).select_related("actor")
+    return [run async for run in runs.order_by("-started_at", "-id")[:limit]]
