@@ -33,6 +33,7 @@ from tests.support.redis_server import HOST, free_port
 @dataclass
 class ApiServer:
     url: str
+    pid: int | None = None  # granian's main process, when the server is a subprocess
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -91,8 +92,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def granian_server(directory: Path, products: list[str], workers: int = 2) -> Iterator[tuple[ApiServer, str]]:
-    """granian + its own SQLite file (migrated) on a free port; yields the server and a fresh API key."""
+def granian_server(
+    directory: Path, products: list[str], workers: int = 2, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[ApiServer, str]]:
+    """``make run``'s server + its own SQLite file (migrated) on a free port; yields the server and a fresh API key.
+
+    ``extra_env`` reaches the server only (``AUTOPLAY_BODY_TIMEOUT_S``, ``REDIS_URL``...), not the
+    migrate and key commands before it."""
     env = {
         **os.environ,
         "AUTOPLAY_VAR_DIR": str(directory),
@@ -116,25 +122,15 @@ def granian_server(directory: Path, products: list[str], workers: int = 2) -> It
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
     log = (directory / "granian.log").open("wb")
+    # The command `make run` execs: the serve module replaces itself with granian's main process.
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "asginl",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "config.asgi:application",
-        ],
-        env=env,
+        [sys.executable, "-m", "config.serve", "--host", HOST, "--port", str(port), "--workers", str(workers)],
+        env={**env, **(extra_env or {})},
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    server = ApiServer(f"http://{HOST}:{port}")
+    server = ApiServer(f"http://{HOST}:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
