@@ -16,7 +16,9 @@ This wrapper sits in front of the whole project (console and ``/api/``):
 * a body that ends before it is complete is ``400 incomplete_body``
   (if the client is really gone, nobody reads it);
 
-both with ``Connection: close``, since the rest of the body is unread. Django
+both with ``Connection: close``, since the rest of the body is unread. An
+HTTP/1.x request with neither ``Transfer-Encoding`` nor a ``Content-Length``
+other than 0 has no body and skips the timer (a few microseconds per request). Django
 reads the whole body before any view runs, so neither can arrive after a
 response has started. After the body, ``receive`` passes through untouched:
 Django then listens for the client's disconnect for as long as the view runs.
@@ -60,6 +62,18 @@ async def _answer(send: Send, refused: _BodyRefused) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _may_have_body(scope: Scope) -> bool:
+    """False only for an HTTP/1.x request that announces no body (RFC 9112 6.3): no timer needed.
+
+    An HTTP/2 request may send DATA frames without a ``Content-Length``, so it always gets one."""
+    if scope.get("http_version") not in ("1.1", "1.0", "1"):  # granian reports HTTP/1.0 as "1"
+        return True
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value != b"0")
+        for name, value in scope["headers"]
+    )
+
+
 def with_body_deadline(application: ASGIApp, timeout_s: float) -> ASGIApp:
     """Wrap ``application`` so each HTTP request's body is whole within ``timeout_s`` seconds."""
     timed_out = f"the request body did not arrive within {timeout_s:g} s"
@@ -67,6 +81,9 @@ def with_body_deadline(application: ASGIApp, timeout_s: float) -> ASGIApp:
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await application(scope, receive, send)
+            return
+        if not _may_have_body(scope):
             await application(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + timeout_s
