@@ -91,6 +91,14 @@ def wait_for_workers(main_pid: int, count: int, timeout: float = 60.0) -> set[in
         time.sleep(0.05)
 
 
+def wait_for_started(directory: Path, count: int, timeout: float = 60.0) -> None:
+    """Until granian has logged ``count`` workers reaching their serving loop (replacements included)."""
+    deadline = time.monotonic() + timeout
+    while (directory / "granian.log").read_text(errors="replace").count("Started worker-") < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers started"
+        time.sleep(0.05)
+
+
 @dataclass
 class Burst:
     failed_attempts: list[str] = field(default_factory=list)  # first tries and retries that failed
@@ -166,6 +174,7 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(tmp_path: Path) 
 
         replaced = wait_for_workers(server.pid, 2)
         assert victim not in replaced and survivor in replaced
+        wait_for_started(tmp_path, 3)
 
         # With the other original worker killed too, only the replacement is left to answer.
         burst = asyncio.run(lifecycle_burst(server, key, 120, 30, "b", midway=lambda: kill(survivor)))
@@ -174,6 +183,7 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(tmp_path: Path) 
         assert_stored(server, key, burst)
 
         assert not wait_for_workers(server.pid, 2) & first
+        wait_for_started(tmp_path, 4)
         burst = asyncio.run(lifecycle_burst(server, key, 120, 30, "c"))
         assert not burst.failed_attempts
         assert_stored(server, key, burst)
