@@ -6,7 +6,7 @@ and Redis on a private redis-server) this starts ``python -m config.serve``
 loopback port and runs a burst of session lifecycles (``start`` then ``end``
 with the live state, through the HTTP API with an API key) from concurrent
 clients that behave like agents: a connection error or a 5xx is retried
-(bounded, honouring ``Retry-After``), and ends are idempotent. Each drill gets
+(``--attempts``, honouring ``Retry-After``), and ends are idempotent. Each drill gets
 a fresh server:
 
 * ``kill``: SIGKILL one worker once half the lifecycles have begun;
@@ -52,7 +52,6 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 PRODUCT = "bench"
 CATALOG = ["create_project", "invite_team", "configure_columns", "set_up_automation"]
-ATTEMPTS = 20
 DELAY_ENV = "BENCH_FAULTS_SUMMARIZER_DELAY_S"
 
 
@@ -199,7 +198,7 @@ async def run_burst(
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0, limits=limits) as client:
 
         async def call(path: str, body: dict | None = None) -> dict | None:
-            for _ in range(ATTEMPTS):
+            for _ in range(args.attempts):
                 sent = time.monotonic()
                 try:
                     response = await client.post(path, json=body)
@@ -245,15 +244,19 @@ def audit(url: str, key: str, burst: Burst) -> tuple[int, int]:
             cursor = ""
             while True:
                 page = client.get(f"{base}/sessions", params={"limit": 100, "cursor": cursor})
+                if page.status_code == 404:  # no start ever succeeded for this user
+                    break
                 page.raise_for_status()
                 stored |= {item["session_id"] for item in page.json()["items"]}
                 cursor = page.json()["next_cursor"]
                 if not cursor:
                     break
             state = client.get(f"{base}/state")
-            state.raise_for_status()
+            if state.status_code != 404:
+                state.raise_for_status()
+            count = state.json()["state"]["sessions"]["count"] if state.status_code == 200 else 0
             lost += len(burst.acknowledged.get(user, set()) - stored)
-            miscounted += state.json()["state"]["sessions"]["count"] != len(stored)
+            miscounted += count != len(stored)
     return lost, miscounted
 
 
@@ -393,6 +396,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="users the sessions spread over (default 300)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent agents (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="granian workers (default 2)")
+    parser.add_argument("--attempts", type=int, default=20,
+                        help="tries per call, first included (default 20; 1: agents that never retry)")
     parser.add_argument("--summarizer-delay", type=float, default=1.0, help="seconds per summary (default 1)")
     parser.add_argument("--outage", type=float, default=4.0, help="seconds Redis is down (default 4)")
     parser.add_argument("--drills", default="kill,kill+summarize,redis frozen,redis restart",
@@ -414,7 +419,8 @@ def main() -> None:
     print_table(rows)
     print()
     print("requests: every attempt, retries included; conn err: the connection failed (the killed worker's);")
-    print("gave up: calls still failing after 20 attempts; lost: ends answered 200 but not in GET .../sessions;")
+    print(f"gave up: calls still failing after {args.attempts} attempts;"
+          " lost: ends answered 200 but not in GET .../sessions;")
     print("miscounted: users whose state sessions.count differs from their stored snapshots;")
     print("respawn s: SIGKILL -> the replacement worker serving; recovery s: Redis back -> the last failed answer")
     print("(0: none after it); slowest s: the longest single request.")
