@@ -1,4 +1,5 @@
 # make run  : install into .venv, migrate, load demo data, serve on http://$(HOST):$(PORT)
+#             (python -m config.serve: granian, one worker per core unless WORKERS=N, dead workers replaced)
 # make test : install into .venv (and the system tools the tests drive) and run the whole suite
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-WORKERS ?= 1
+WORKERS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: help install system-deps run serve test lint bench
@@ -46,7 +47,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py autoplay_bootstrap
-	$(VENV)/bin/granian --interface asginl --host $(HOST) --port $(PORT) --workers $(WORKERS) config.asgi:application
+	$(PY) -m config.serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install system-deps
 	$(PY) -m pytest

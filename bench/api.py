@@ -1,9 +1,10 @@
 """Agent API throughput: session start + end pairs against the server as `make run` serves it.
 
 For each primary (the embedded default, SQLite through the database adapter,
-and Redis) this starts granian (``--interface asginl``, one worker per core)
-on a free loopback port with its own temp SQLite file (migrated first) and,
-for Redis, its own redis-server; creates an API key with the management
+and Redis) this starts the server as ``make run`` does (``python -m
+config.serve``: granian, one worker per core) on a free loopback port with
+its own temp SQLite file (migrated first) and, for Redis, its own
+redis-server; creates an API key with the management
 command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
 pairs (a realistic snapshot: four catalog workflows, three tracked) from a
 pool of keep-alive connections and prints requests/s and p50/p99 latency,
@@ -34,7 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-BIN = Path(sys.executable).parent
 PRODUCT = "bench"
 
 
@@ -118,19 +118,9 @@ class Stack:
         self.port = free_port()
         self.processes.append(
             subprocess.Popen(
-                [
-                    str(BIN / "granian"),
-                    "--interface",
-                    "asginl",  # Django has no ASGI lifespan: skip the probe, as `make run` does
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--no-access-log",
-                    "config.asgi:application",
-                ],
+                # `make run`'s command line (config/serve.py), with this run's port and workers
+                [sys.executable, "-m", "config.serve", "--host", HOST, "--port", str(self.port),
+                 "--workers", str(self.workers), "--no-access-log"],
                 env=env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,

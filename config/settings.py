@@ -205,6 +205,11 @@ CONTENT_SECURITY_POLICY = {
 
 # Request bodies above this are refused with 413 (agents send one snapshot at a time).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("AUTOPLAY_MAX_BODY_BYTES", 1024 * 1024))
+# Seconds a client gets to send its request headers and, once they are in, its whole body: a
+# stalled or trickling upload is answered 408 and its connection closed (config.request_body).
+AUTOPLAY_BODY_TIMEOUT_S = float(os.environ.get("AUTOPLAY_BODY_TIMEOUT_S", 10))
+if not AUTOPLAY_BODY_TIMEOUT_S > 0:
+    raise ImproperlyConfigured("AUTOPLAY_BODY_TIMEOUT_S must be a positive number of seconds")
 
 AUTOPLAY_STORAGE = {
     # "redis", "database" or "memory"; empty: redis if REDIS_URL is set, else database.

@@ -33,7 +33,7 @@ from tests.support.redis_server import HOST, free_port
 @dataclass
 class ApiServer:
     url: str
-    process: subprocess.Popen | None = None  # granian_server's main process (its own process group)
+    pid: int | None = None  # granian's main process, when the server is a subprocess
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -93,13 +93,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def granian_server(
-    directory: Path, products: list[str], workers: int = 2, env: dict[str, str] | None = None
+    directory: Path, products: list[str], workers: int = 2, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[ApiServer, str]]:
-    """granian + its own SQLite file (migrated) on a free port; yields the server and a fresh API key.
+    """``make run``'s server + its own SQLite file (migrated) on a free port; yields the server and a fresh API key.
 
-    ``env`` adds to (or overrides) the server's environment. Run it again on the
-    same ``directory`` to restart on the same data.
-    """
+    ``extra_env`` reaches the server only (``AUTOPLAY_BODY_TIMEOUT_S``, ``REDIS_URL``...), not the
+    migrate and key commands before it. Run it again on the same ``directory`` to restart on the same data."""
     env = {
         **os.environ,
         "AUTOPLAY_VAR_DIR": str(directory),
@@ -108,7 +107,6 @@ def granian_server(
         "REDIS_URL": "",
         "AUTOPLAY_DEMO": "0",
         "DJANGO_SECRET_KEY": "test-only",
-        **(env or {}),
     }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
@@ -123,27 +121,17 @@ def granian_server(
     )
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
-    log = (directory / "granian.log").open("ab")
+    log = (directory / "granian.log").open("ab")  # a restart on the same directory keeps the earlier log
+    # The command `make run` execs: the serve module replaces itself with granian's main process.
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "asginl",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "config.asgi:application",
-        ],
-        env=env,
+        [sys.executable, "-m", "config.serve", "--host", HOST, "--port", str(port), "--workers", str(workers)],
+        env={**env, **(extra_env or {})},
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a test may kill the whole server (main process and workers) at once
     )
-    server = ApiServer(f"http://{HOST}:{port}", process)
+    server = ApiServer(f"http://{HOST}:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
