@@ -195,22 +195,18 @@ def test_a_patch_without_an_etag_is_not_repeated_after_an_unclear_503(proxy: Fla
         client.start_session("p1", "u6", "s1")
         policy, seen = recording(backoff_s=0.01)
         client.retry = policy
-        proxy.failures = [(503, {})]  # a 503 without the API's "nothing changed" code
+        proxy.failures = [(503, {}, "bad_gateway")]  # not the API's "nothing was changed"
         proxy.requests.clear()
-        from tests.support import flaky_proxy
-
-        saved = flaky_proxy.ERROR_BODIES[503]
-        flaky_proxy.ERROR_BODIES[503] = {"code": "bad_gateway", "message": "upstream"}
-        try:
-            with pytest.raises(ConsoleUnavailableError):
-                client.patch_state("p1", "u6", [{"op": "mastery", "rating": 1}])
-            assert len(proxy.requests) == 1 and seen == []
-            etag = client.get_state("p1", "u6").etag
-            proxy.failures = [(503, {})]
-            client.patch_state("p1", "u6", [{"op": "mastery", "rating": 1}], if_match=etag)
-            assert [s[2] for s in seen] == ["503"], "with If-Match the patch is safe to repeat"
-        finally:
-            flaky_proxy.ERROR_BODIES[503] = saved
+        with pytest.raises(ConsoleUnavailableError):
+            client.patch_state("p1", "u6", [{"op": "mastery", "rating": 1}])
+        assert len(proxy.requests) == 1 and seen == []
+        etag = client.get_state("p1", "u6").etag
+        proxy.failures = [(503, {}, "bad_gateway")]
+        client.patch_state("p1", "u6", [{"op": "mastery", "rating": 1}], if_match=etag)
+        assert [s[2] for s in seen] == ["503"], "with If-Match the patch is safe to repeat"
+        proxy.failures = [(503, {})]  # the API's storage_unavailable: safe for any call
+        client.patch_state("p1", "u6", [{"op": "mastery", "rating": 2}])
+        assert [s[2] for s in seen] == ["503", "503"]
 
 
 async def test_a_refused_connection_is_retried_then_reported(key: str) -> None:

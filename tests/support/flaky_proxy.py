@@ -1,13 +1,15 @@
 """A loopback reverse proxy in front of the live API that answers the first requests with errors.
 
-``failures`` is a list of ``(status, headers)`` answered in turn (with the
-API's JSON error body); once it is empty, requests go through to the real
+``failures`` is a list of ``(status, headers)`` or ``(status, headers, code)``
+answered in turn with a JSON error body (the API's own code for 503 and 429
+unless ``code`` says otherwise); once it is empty, requests go through to the real
 server. Every request is counted, so tests see how often a client retried.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 
@@ -22,7 +24,7 @@ ERROR_BODIES = {
 class FlakyProxy(LoopbackServer):
     def __init__(self, target: str) -> None:
         super().__init__()
-        self.failures: list[tuple[int, dict[str, str]]] = []
+        self.failures: list[tuple[Any, ...]] = []
         self.requests: list[str] = []
         upstream = httpx.Client(base_url=target, timeout=30.0)
         server = self
@@ -34,8 +36,11 @@ class FlakyProxy(LoopbackServer):
                     server.requests.append(f"{self.command} {self.path}")
                     failure = server.failures.pop(0) if server.failures else None
                 if failure is not None:
-                    status, headers = failure
-                    data = json.dumps(ERROR_BODIES.get(status, {"code": "http_error", "message": "x"})).encode()
+                    status, headers = failure[:2]
+                    body = dict(ERROR_BODIES.get(status, {"code": "http_error", "message": "failure"}))
+                    if len(failure) > 2:
+                        body["code"] = failure[2]
+                    data = json.dumps(body).encode()
                     self.send_response(status)
                     for name, value in {**headers, "Content-Type": "application/json"}.items():
                         self.send_header(name, value)
