@@ -4,6 +4,11 @@ The sink form takes the API key write-only: it is encrypted on save and never
 rendered again (leave the field blank to keep the stored one). "Send test
 event" (permission ``autoplay_storage.send_test_event``) sends one real event
 through the vendor SDK and reports what happened.
+
+A webhook destination signs with a ``whsec_`` secret: left blank, one is
+generated and shown once, on a page of its own, right after the save (never
+in a message, which would keep it in the session); its change page lists
+the newest delivery attempts.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from .models import SinkDestination, SummaryRun
+from .adapters.webhook import check_secret, new_secret
+from .models import SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
 
@@ -33,7 +42,7 @@ class SinkDestinationForm(forms.ModelForm):
         help_text=(
             "PostHog: blank for US cloud, https://eu.i.posthog.com for EU, or your self-hosted URL. "
             "Amplitude: blank for the US endpoint, https://api.eu.amplitude.com/2/httpapi for EU, "
-            "or a proxy's full URL."
+            "or a proxy's full URL. Webhook: the URL the signed events are POSTed to."
         ),
     )
     api_key = forms.CharField(
@@ -41,8 +50,10 @@ class SinkDestinationForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted and never shown again. Leave blank to keep the stored key.",
+        help_text="Stored encrypted and never shown again. Leave blank to keep the stored key. "
+        "Webhook: the signing secret (whsec_...); left blank on a new webhook, one is generated and shown once.",
     )
+    generated_secret: str | None = None
 
     class Meta:
         model = SinkDestination
@@ -60,10 +71,18 @@ class SinkDestinationForm(forms.ModelForm):
         key, env = data.get("api_key"), data.get("api_key_env")
         if key and env:
             raise forms.ValidationError("Give either the API key or an environment variable name, not both.")
+        if key and data.get("kind") == SinkDestination.Kind.WEBHOOK:
+            try:
+                check_secret(key)
+            except ValueError as exc:
+                raise forms.ValidationError({"api_key": str(exc)}) from None
         if key:
             self.instance.set_api_key(key)
         elif env:
             self.instance.api_key_encrypted = ""
+        elif data.get("kind") == SinkDestination.Kind.WEBHOOK and not self.instance.api_key_encrypted:
+            self.generated_secret = new_secret()
+            self.instance.set_api_key(self.generated_secret)
         return data
 
 
@@ -83,6 +102,7 @@ class SinkDestinationAdmin(admin.ModelAdmin):
         "last_error",
         "created_at",
         "updated_at",
+        "recent_deliveries",
     ]
     fieldsets = [
         (None, {"fields": ["name", "kind", "enabled", "host", "property_prefix"]}),
@@ -95,8 +115,61 @@ class SinkDestinationAdmin(admin.ModelAdmin):
                 "fields": ["sent_count", "failed_count", "last_success_at", "last_error_at", "last_error"],
             },
         ),
+        (
+            "Delivery log",
+            {
+                "description": "Webhooks: the newest POST attempts (retries re-send the same event id).",
+                "fields": ["recent_deliveries"],
+            },
+        ),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="Recent attempts")
+    def recent_deliveries(self, obj: SinkDestination) -> str:
+        if obj.pk is None or obj.kind != SinkDestination.Kind.WEBHOOK:
+            return "-"
+        rows = WebhookDelivery.objects.filter(destination=obj).order_by("-id")[:20]
+        if not rows:
+            return "no attempts yet"
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
+            (
+                (
+                    naturaltime(r.at),
+                    r.event_type,
+                    r.event_id,
+                    r.attempt,
+                    r.status_code or "-",
+                    r.latency_ms,
+                    "delivered" if r.delivered else r.error,
+                )
+                for r in rows
+            ),
+        )
+        head = (
+            "<tr><th>When</th><th>Event</th><th>Id</th><th>Try</th><th>Status</th><th>Latency</th><th>Result</th></tr>"
+        )
+        return format_html('<table id="delivery-log">{}{}</table>', mark_safe(head), body)
+
+    def save_model(self, request: HttpRequest, obj: SinkDestination, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        request.generated_secret = getattr(form, "generated_secret", None)  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: SinkDestination, post_url_continue: str | None = None) -> Any:
+        secret = getattr(request, "generated_secret", None)
+        if not secret:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Webhook signing secret",
+            "destination": obj,
+            "secret": secret,
+            "change_url": reverse("admin:autoplay_storage_sinkdestination_change", args=[obj.pk]),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/autoplay_storage/sinkdestination/secret.html", context)
 
     @admin.display(description="Host")
     def destination(self, obj: SinkDestination) -> str:

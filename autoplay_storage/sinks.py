@@ -13,6 +13,9 @@ manager reports through ``on_sink_result`` and the SDKs' own delivery
 outcomes (``delivery_stats()``), as ``n = n + delta`` updates at most once
 per cycle, so a request never waits on them.
 
+A webhook sink also reports each POST it made (``take_attempts()``); the same
+cycle appends them to the bounded delivery log (``WebhookDelivery``).
+
 The very first use in a process waits (at most ``FIRST_LOAD_WAIT_S``) for the
 first load, so a worker's first writes already reach the sinks.
 """
@@ -34,7 +37,7 @@ from django.db.models import Count, F, Max
 
 from .adapters.analytics import DeliveryStats
 from .manager import StorageManager
-from .models import SinkDestination
+from .models import SinkDestination, WebhookDelivery
 from .models.sinks import SinkConfigError
 from .runtime import manager_hooks, storage_settings
 
@@ -66,8 +69,13 @@ def build_adapter(destination: SinkDestination, **options: Any) -> Any:
                 name=name,
                 **options,
             )
+        if destination.kind == SinkDestination.Kind.WEBHOOK:
+            from .adapters.webhook import WebhookStorageAdapter
+
+            return WebhookStorageAdapter(destination.host, key, name=name, **options)
     except ImportError as exc:
-        raise SinkConfigError(f"the {destination.kind} SDK is not installed (the analytics extra): {exc}") from exc
+        extra = "webhooks" if destination.kind == SinkDestination.Kind.WEBHOOK else "analytics"
+        raise SinkConfigError(f"the {destination.kind} library is not installed (the {extra} extra): {exc}") from exc
     raise SinkConfigError(f"unknown sink kind {destination.kind!r}")
 
 
@@ -129,6 +137,7 @@ class SinkRegistry:
         self._retiring: list[_Tracked] = []
         self._by_adapter: dict[int, _Tracked] = {}
         self._counts: dict[int, _Counts] = {}
+        self._attempts: dict[int, list[Any]] = {}  # webhook POSTs not yet in the delivery log
         self._managers: weakref.WeakKeyDictionary[StorageManager, int] = weakref.WeakKeyDictionary()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -235,6 +244,11 @@ class SinkRegistry:
             tracked.seen = now
             if delta.sent or delta.failed or delta.last_error:
                 self._count(tracked.destination_id, delta)
+            take = getattr(tracked.adapter, "take_attempts", None)
+            if take is not None:
+                attempts = take()
+                with self._lock:
+                    self._attempts.setdefault(tracked.destination_id, []).extend(attempts)
 
     def flush_counters(self, *, also: list[_Tracked] | None = None) -> None:
         """Write the pending counter deltas (one UPDATE per destination that has any)."""
@@ -245,6 +259,9 @@ class SinkRegistry:
             for tracked in also or []:
                 self._by_adapter.pop(id(tracked.adapter), None)
             pending, self._counts = self._counts, {}
+            attempts, self._attempts = self._attempts, {}
+        for destination_id, made in attempts.items():
+            record_attempts(destination_id, made)
         for destination_id, counts in pending.items():
             values = counts.updates()
             if not values:
@@ -325,7 +342,38 @@ def install() -> None:
         manager_hooks.append(apply_configured_sinks)
 
 
+def record_attempts(destination_id: int, attempts: list[Any]) -> None:
+    """Append webhook attempts to the delivery log and keep only its newest ``LOG_KEEP`` rows."""
+    if not attempts:
+        return
+    WebhookDelivery.objects.bulk_create(
+        WebhookDelivery(
+            destination_id=destination_id,
+            event_id=a.event_id[:64],
+            event_type=a.event_type[:64],
+            attempt=a.attempt,
+            status_code=a.status_code,
+            latency_ms=a.latency_ms,
+            error=a.error[:2000],
+            delivered=a.delivered,
+            at=datetime.fromtimestamp(a.at, UTC),
+        )
+        for a in attempts
+    )
+    rows = WebhookDelivery.objects.filter(destination_id=destination_id)
+    keep = WebhookDelivery.LOG_KEEP
+    oldest_kept = list(rows.order_by("-id").values_list("id", flat=True)[keep - 1 : keep])
+    if oldest_kept:
+        rows.filter(id__lt=oldest_kept[0]).delete()
+
+
 # -- "send test event" (the admin's button) --
+
+# A test reports at once: few retries, short waits.
+_TEST_OPTIONS: dict[str, dict[str, Any]] = {
+    SinkDestination.Kind.WEBHOOK: {"max_attempts": 2, "backoff_s": 0.2, "close_timeout_s": 1.0},
+}
+_VENDOR_TEST_OPTIONS = {"max_retries": 1, "flush_interval_s": 0.05, "close_timeout_s": 1.0}
 
 
 @dataclass(frozen=True)
@@ -339,7 +387,7 @@ async def send_test_event(
 ) -> SinkTestResult:
     """Send one real event through the vendor SDK with a client of its own, and say what happened."""
     try:
-        adapter = build_adapter(destination, max_retries=1, flush_interval_s=0.05, close_timeout_s=1.0)
+        adapter = build_adapter(destination, **_TEST_OPTIONS.get(destination.kind, _VENDOR_TEST_OPTIONS))
     except SinkConfigError as exc:
         return SinkTestResult(False, f"not sent: {exc}")
     started = time.perf_counter()
@@ -351,6 +399,10 @@ async def send_test_event(
         stats = adapter.delivery_stats()
     finally:
         await adapter.aclose()
+    if hasattr(adapter, "take_attempts"):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(record_attempts)(destination.pk, adapter.take_attempts())
     elapsed_ms = round((time.perf_counter() - started) * 1000)
     if stats.delivered and not stats.failed:
         return SinkTestResult(True, f"delivered to {destination.host or 'the vendor default host'} in {elapsed_ms} ms")

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.support.postgres",
     "tests.support.capture_server",
     "tests.support.llm_server",
+    "tests.support.webhook_receiver",
 ]
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "sdk-0.13"

@@ -151,3 +151,14 @@ def test_document_module_offers_what_the_issue_lists():
     )
     for helper in helpers:
         assert callable(getattr(documents.UserAdoptionState, helper)), helper
+
+
+def test_the_remote_client_imports_without_django():
+    code = (
+        "import json, sys\n"
+        "from autoplay_storage.remote import ConsoleClient, ConsoleStorageAdapter, SyncConsoleClient\n"
+        "from autoplay_storage import StorageManager\n"
+        "StorageManager([ConsoleStorageAdapter('http://127.0.0.1:9', 'key')])\n"
+        "print(json.dumps({'django': sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))}))\n"
+    )
+    assert run_probe(code) == {"django": []}

@@ -97,6 +97,8 @@ class DeliveryStats:
     last_delivered_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    dropped: int = 0
+    """Refused at hand-off because the queue was full (also reported to the caller as a failure)."""
 
 
 class PendingLedger:

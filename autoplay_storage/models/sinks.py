@@ -28,6 +28,7 @@ class SinkDestination(models.Model):
     class Kind(models.TextChoices):
         POSTHOG = "posthog", "PostHog"
         AMPLITUDE = "amplitude", "Amplitude"
+        WEBHOOK = "webhook", "Webhook"
 
     name = models.CharField(max_length=64, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -62,13 +63,15 @@ class SinkDestination(models.Model):
             )
         if self.api_key_env and not ENV_NAME_PATTERN.match(self.api_key_env):
             errors["api_key_env"] = "An environment variable name: letters, digits and underscores, e.g. POSTHOG_KEY."
+        if self.kind == self.Kind.WEBHOOK and not self.host:
+            errors["host"] = "The URL the events are POSTed to."
         if not self.api_key_encrypted and not self.api_key_env:
             errors["api_key_env"] = "Enter the API key, or the name of an environment variable holding it."
         if errors:
             raise ValidationError(errors)
 
     def set_api_key(self, plaintext: str) -> None:
-        """Store a new key encrypted (and stop reading one from the environment)."""
+        """Store a new key (a webhook's signing secret) encrypted (and stop reading one from the environment)."""
         from ..crypto import encrypt
 
         self.api_key_encrypted = encrypt(plaintext)
@@ -95,3 +98,26 @@ class SinkDestination(models.Model):
             return decrypt(self.api_key_encrypted)
         except SecretUnreadableError as exc:
             raise SinkConfigError(str(exc)) from None
+
+
+class WebhookDelivery(models.Model):
+    """One POST of one webhook event: the delivery log admins read (the newest ``LOG_KEEP`` per destination)."""
+
+    LOG_KEEP = 200
+
+    destination = models.ForeignKey(SinkDestination, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.CharField(max_length=64)
+    event_type = models.CharField(max_length=64)
+    attempt = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField()
+    error = models.TextField(blank=True)
+    delivered = models.BooleanField()
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["destination", "-id"], name="webhook_delivery_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} #{self.attempt}"
