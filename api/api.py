@@ -1,7 +1,7 @@
 """The agents' JSON API: one NinjaAPI, async routes over ``autoplay_storage`` selectors (reads) and services (writes).
 
 Paths (all under ``/api/v1/products/{product_id}/users/{user_id}``) are the
-contract agents are written against; see README "Agent API". Responses are
+contract agents are written against; see docs/api.md. Responses are
 serialized once from the wire documents (``to_dict``) and returned as they
 are: the response models below document them for OpenAPI, and re-validating
 every state on the way out would only cost time.
