@@ -88,32 +88,23 @@ class _RoundTripCounter:
     """Counts requests written to Redis sockets: each is one request/response round trip.
 
     The adapter pipelines several commands into one write (a script call,
-    MULTI..EXEC), so this counts network round trips, not commands. redis-py
-    connections (the SDK, listings) are counted by wrapping their send; the
-    adapter's own connections count their writes themselves.
+    MULTI..EXEC), so this counts network round trips, not commands. Every
+    connection (the adapter's, the SDK's) is redis-py's: its send is wrapped.
     """
 
     def __init__(self) -> None:
         from redis.asyncio.connection import AbstractConnection
 
-        from autoplay_storage.adapters.redis import _RespConnection
-
-        self._redis_py = 0
-        self._ours = _RespConnection
-        self._ours_start = _RespConnection.sends
+        self.count = 0
         self._cls = AbstractConnection
         self._original = AbstractConnection.send_packed_command
         counter = self
 
         async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            counter._redis_py += 1
+            counter.count += 1
             await counter._original(conn, command, check_health)
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-
-    @property
-    def count(self) -> int:
-        return self._redis_py + self._ours.sends - self._ours_start
 
     def restore(self) -> None:
         self._cls.send_packed_command = self._original  # type: ignore[method-assign]
