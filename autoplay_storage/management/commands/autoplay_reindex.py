@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from autoplay_storage.errors import StorageUnavailableError
-from autoplay_storage.runtime import storage_settings
+from autoplay_storage.runtime import redis_options, storage_settings
 
 
 class Command(BaseCommand):
@@ -32,12 +32,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cfg = storage_settings()
-        url = options.get("redis_url") or cfg.get("REDIS_URL")
-        if not url:
-            raise CommandError("no Redis configured: set REDIS_URL or pass --redis-url")
-        cluster = options["cluster"] if options.get("cluster") is not None else bool(cfg.get("REDIS_CLUSTER"))
+        if not (options.get("redis_url") or cfg.get("REDIS_URL") or cfg.get("REDIS_SENTINELS")):
+            raise CommandError("no Redis configured: set REDIS_URL (or AUTOPLAY_REDIS_SENTINELS) or pass --redis-url")
+        overrides: dict[str, Any] = {}
+        if options.get("redis_url"):  # this very server, not the one Sentinel names
+            overrides.update(redis_url=options["redis_url"], sentinels=())
+        if options.get("cluster") is not None:
+            overrides["cluster"] = options["cluster"]
         try:
-            counts = asyncio.run(self._run(url, cluster))
+            counts = asyncio.run(self._run(redis_options(**overrides)))
         except StorageUnavailableError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
@@ -45,10 +48,10 @@ class Command(BaseCommand):
             "({corrupt} corrupt, {pruned} stale entries dropped, {keys_scanned} keys scanned).".format(**counts)
         )
 
-    async def _run(self, url: str, cluster: bool) -> dict[str, int]:
+    async def _run(self, adapter_options: dict[str, Any]) -> dict[str, int]:
         from autoplay_storage.adapters.redis import RedisStorageAdapter
 
-        adapter = RedisStorageAdapter(url, cluster=cluster)
+        adapter = RedisStorageAdapter(**adapter_options)
         bar = tqdm(unit="key", desc="reindex", file=self.stderr._out, disable=False)
 
         def progress(advanced: int, total: int) -> None:
