@@ -223,8 +223,25 @@ async def test_a_stalled_server_times_out_as_unavailable(redis_url, raw):
         await a.aclose()
 
 
+async def test_a_caller_cancelling_is_not_a_timeout_and_leaves_nothing_behind(redis_url, raw):
+    """The caller's own deadline cancels the request: that cancellation reaches it, and the pool stays usable."""
+    a = RedisStorageAdapter(redis_url, socket_timeout_s=0.3, max_connections=1)
+    try:
+        await a.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())
+        raw.client_pause(500)
+        with pytest.raises(TimeoutError):  # the caller's wait_for, not the adapter's 503
+            await asyncio.wait_for(a.get_user_state("p", "u"), 0.05)
+        with pytest.raises(StorageUnavailableError, match="no answer within"):
+            await a.get_user_state("p", "u")  # the adapter's own deadline
+        raw.client_unpause()
+        assert (await a.get_user_state("p", "u"))["user_id"] == "u"
+    finally:
+        raw.client_unpause()
+        await a.aclose()
+
+
 def test_the_fast_path_holds_on_uvloop(redis_url, raw):
-    """granian serves the API on uvloop (a dependency): the bare-protocol connections must hold there too.
+    """granian serves the API on uvloop (a dependency): the transport must hold there too.
 
     Racing ends, a killed connection and a stalled server, on uvloop's transports.
     """

@@ -72,7 +72,7 @@ class LastSeen:
         doc = parse_document(key, seen.raw)
         if doc is None or seen.typed is None:
             return doc
-        self._states[key] = seen._replace(typed=None)  # the reader owns it now
+        self._states[key] = Seen(seen.raw, seen.filed)  # the reader owns the typed state now
         return TypedDocument(doc, seen.typed)
 
     # -- snapshots --

@@ -8,8 +8,8 @@ kind of deployment it talks to: the transport object answers for it
 ``StorageUnavailableError`` here and nowhere else.
 
 Deadlines: connections are made without redis-py's socket timeout, which
-costs a task per send and a timer per reply; each round trip runs under one
-``asyncio.timeout`` instead (``socket_timeout_s``).
+costs a task per send and a timer per reply; every round trip in flight is
+watched by one timer per transport instead (``_Deadlines``).
 """
 
 from __future__ import annotations
@@ -128,6 +128,55 @@ class _Pool(BlockingConnectionPool):
             await connection.connect()
 
 
+class _Deadlines:
+    """The deadline of every round trip in flight, on one timer, instead of a timeout context each.
+
+    An ``asyncio.timeout`` per round trip cost a sixth of what redis-py adds
+    to a session (docs/redis.md, "The transport"). Every round trip lasts at
+    most ``timeout_s``, so those in flight are kept in the order they started
+    and one timer, armed for the oldest, cancels the overdue ones; the
+    exchange that sees its cancellation raises ``TimeoutError``.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._inflight: dict[asyncio.Task[Any], float] = {}  # task -> deadline, oldest first
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        deadline = loop.time() + self.timeout_s
+        self._inflight[task] = deadline
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire, loop)
+        return task
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any], exc: BaseException) -> bool:
+        """Whether ``exc`` is this watch's cancellation of ``task`` (then it is taken back)."""
+        if not isinstance(exc, asyncio.CancelledError) or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        for task, deadline in list(self._inflight.items()):
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._expire, loop)
+                return
+            del self._inflight[task]
+            self._expired.add(task)
+            task.cancel()
+
+
 class _SentinelPool(SentinelConnectionPool, _Pool):
     """Connections to the master Sentinel names now, bounded and waited for like ``_Pool``'s."""
 
@@ -143,6 +192,7 @@ class Transport:
     ) -> None:
         self._pool = pool
         self._sentinel = sentinel
+        self._deadlines = _Deadlines(socket_timeout_s)
         self.socket_timeout_s = socket_timeout_s
         self.description = description
         self.client: Any = aioredis.Redis(connection_pool=pool)
@@ -171,23 +221,32 @@ class Transport:
             connection = await pool.get_connection()
         except ERRORS as exc:
             raise unavailable(exc) from exc
+        deadlines = self._deadlines
+        task = deadlines.begin()
         try:
-            async with asyncio.timeout(self.socket_timeout_s):
-                await connection.send_packed_command(packed(commands), check_health=False)
-                replies: list[Any] = []
-                for _ in range(len(commands)):
-                    try:
-                        replies.append(await connection.read_response(disconnect_on_error=False))
-                    except ResponseError as exc:
-                        replies.append(exc)
+            await connection.send_packed_command(packed(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in range(len(commands)):
+                try:
+                    replies.append(await connection.read_response(disconnect_on_error=False))
+                except ResponseError as exc:
+                    replies.append(exc)
         except BaseException as exc:
-            await connection.disconnect()  # replies may be unread: never reuse it
-            if isinstance(exc, ERRORS):
-                raise unavailable(exc) from exc
+            await self._failed(connection, task, exc)
             raise
         finally:
+            deadlines.end(task)
             await pool.release(connection)
         return replies
+
+    async def _failed(self, connection: Any, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """Drop a connection an exchange failed on (replies may be unread), raising the engine's error."""
+        timed_out = self._deadlines.expired(task, exc)
+        await connection.disconnect()
+        if timed_out:
+            raise unavailable(TimeoutError(f"no answer within {self._deadlines.timeout_s} s")) from exc
+        if isinstance(exc, ERRORS):
+            raise unavailable(exc) from exc
 
     async def run_script(self, script: Script, args: list[Any], after: Sequence[Command] = ()) -> list[Any]:
         """EVALSHA (EVAL the first time a server sees it), then ``after`` in the same round trip; every reply."""
@@ -233,27 +292,28 @@ class Transport:
             connection = await pool.get_connection()
         except ERRORS as exc:
             raise unavailable(exc) from exc
+        deadlines = self._deadlines
+        task = deadlines.begin()
         try:
-            async with asyncio.timeout(self.socket_timeout_s):
-                await connection.send_packed_command(packed([("WATCH", key), ("GET", key)]), check_health=False)
-                await connection.read_response(disconnect_on_error=False)
-                raw = await connection.read_response(disconnect_on_error=False)
-            steps = decide(raw)
+            await connection.send_packed_command(packed([("WATCH", key), ("GET", key)]), check_health=False)
+            await connection.read_response(disconnect_on_error=False)
+            raw = await connection.read_response(disconnect_on_error=False)
+            deadlines.end(task)
+            steps = decide(raw)  # between the two round trips: the time it takes is not theirs
             commands = [("UNWATCH",)] if steps is None else [("MULTI",), *steps[0], ("EXEC",), *steps[1]]
-            async with asyncio.timeout(self.socket_timeout_s):
-                await connection.send_packed_command(packed(commands), check_health=False)
-                replies: list[Any] = []
-                for _ in range(len(commands)):
-                    try:
-                        replies.append(await connection.read_response(disconnect_on_error=False))
-                    except ResponseError as exc:
-                        replies.append(exc)
+            deadlines.begin()
+            await connection.send_packed_command(packed(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in range(len(commands)):
+                try:
+                    replies.append(await connection.read_response(disconnect_on_error=False))
+                except ResponseError as exc:
+                    replies.append(exc)
         except BaseException as exc:
-            await connection.disconnect()  # a WATCH may still be active, or replies unread
-            if isinstance(exc, ERRORS):
-                raise unavailable(exc) from exc
+            await self._failed(connection, task, exc)  # a WATCH may still be active, or replies unread
             raise
         finally:
+            deadlines.end(task)
             await pool.release(connection)
         if steps is None:
             return raw, None
