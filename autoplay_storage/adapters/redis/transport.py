@@ -143,11 +143,16 @@ class _Deadlines:
         self._inflight: dict[asyncio.Task[Any], float] = {}  # task -> deadline, oldest first
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        # The loop the connections belong to, asked once: asking for the running
+        # loop costs a getpid() system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def begin(self) -> asyncio.Task[Any]:
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
-        loop = task.get_loop()
         deadline = loop.time() + self.timeout_s
         self._inflight[task] = deadline
         if self._timer is None:
