@@ -280,3 +280,39 @@ async def test_a_failover_mid_run_is_followed_without_a_restart(redis_sentinel, 
             assert doc["sessions"]["count"] <= len(ended)
     finally:
         await adapter.aclose()
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_sentinel_addresses_from_the_environment(monkeypatch):
+    from config.settings import env_addresses
+
+    monkeypatch.setenv("AUTOPLAY_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-b:26380,[::1]:26381")
+    assert env_addresses("AUTOPLAY_REDIS_SENTINELS") == [("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)]
+    monkeypatch.setenv("AUTOPLAY_REDIS_SENTINELS", "10.0.0.1")
+    with pytest.raises(ValueError, match="AUTOPLAY_REDIS_SENTINELS"):
+        env_addresses("AUTOPLAY_REDIS_SENTINELS")
+
+
+async def test_the_settings_build_a_sentinel_primary(settings, redis_sentinel):
+    from autoplay_storage.runtime import build_primary, primary_kind
+
+    settings.AUTOPLAY_STORAGE = {
+        **settings.AUTOPLAY_STORAGE,
+        "PRIMARY": "",
+        "REDIS_URL": "",
+        "REDIS_SENTINELS": [(HOST, redis_sentinel.sentinel_port)],
+        "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+        "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        "REDIS_WAIT_REPLICAS": 1,
+    }
+    assert primary_kind() == "redis"
+    adapter = build_primary()
+    try:
+        assert "sentinel master mymaster" in repr(adapter)
+        await one_session(StorageManager([adapter]), "u_s", "s0")  # and it waits for the replica
+        replica = redis_sentinel.servers.replica
+        assert json.loads(replica.cli("GET", "autoplay:user:p:u_s:state"))["sessions"]["count"] == 1
+    finally:
+        await adapter.aclose()
