@@ -20,15 +20,7 @@ from typing import Any
 
 from .errors import CorruptDocumentError, NotBrowsableError, StorageUnavailableError
 from .manager import atomic_update, record_session_end
-from .protocol import (
-    AutoplayStorageAdapter,
-    BrowsableStorage,
-    FrozenDocument,
-    StateDoc,
-    StoredState,
-    WrittenDocument,
-    memo_taking,
-)
+from .protocol import AutoplayStorageAdapter, BrowsableStorage, StateDoc, TypedDocument, WrittenDocument
 from .user_adoption_state import SessionIndexEntry, SessionSnapshot, UserAdoptionState
 
 logger = logging.getLogger("autoplay_storage.lifecycle")
@@ -43,26 +35,25 @@ def init_user_state(user_id: str, *, metadata: dict[str, Any] | None = None) -> 
     return UserAdoptionState(user_id=user_id, metadata=dict(metadata or {}))
 
 
-def load_state(doc: StateDoc | StoredState | None, user_id: str) -> UserAdoptionState:
+def load_state(doc: StateDoc | None, user_id: str) -> UserAdoptionState:
     """Parse a stored document, or start a new state when there is none.
 
     Raises ``UnsupportedVersionError`` for an unknown ``_v``: the caller must
     see it rather than overwrite a newer writer's data. A state the store
-    hands over with the typed state it was written from (``StoredState``) is
-    read from that memo, taken once: no parse at all.
+    hands over with the typed state it was written from (``TypedDocument``)
+    is that typed state, taken once: no parse at all.
     """
     if doc is None:
         return init_user_state(user_id)
-    if type(doc) is StoredState:
-        memo = doc.take_memo()
-        if type(memo) is UserAdoptionState:
-            return memo
-        doc = doc.document()
+    if type(doc) is TypedDocument:
+        typed = doc.take()
+        if type(typed) is UserAdoptionState:
+            return typed
     return UserAdoptionState.from_dict(doc, user_id=user_id)
 
 
 def state_document(state: UserAdoptionState) -> WrittenDocument:
-    """The document to store for ``state``, with a private copy of it for the store's memo.
+    """The document to store for ``state``, with a private copy of it a store may keep (``WrittenDocument``).
 
     The copy is what reading the stored document back gives (``clone`` writes
     free-form bags as ``to_dict`` does), for a state built by the engine's own
@@ -86,8 +77,7 @@ async def on_session_start(
 
     parsed: list[UserAdoptionState] = []
 
-    @memo_taking
-    def mutate(doc: StateDoc | StoredState | None) -> StateDoc:
+    def mutate(doc: StateDoc | None) -> StateDoc:
         state = load_state(doc, user_id)
         if metadata:
             state.merge_metadata(metadata)
@@ -131,9 +121,9 @@ async def load_onboarding_snapshot(
 
 
 def read_snapshot(doc: dict[str, Any], session_id: str, user_id: str) -> SessionSnapshot:
-    """A stored snapshot, typed: from the store's memo when it has one for these bytes (``FrozenDocument``)."""
-    if type(doc) is FrozenDocument and type(doc.memo) is SessionSnapshot:
-        return doc.memo.clone()
+    """A stored snapshot, typed: a copy of the store's typed one when it has it for these bytes (``TypedDocument``)."""
+    if type(doc) is TypedDocument and type(doc.typed) is SessionSnapshot:
+        return doc.typed.clone()
     return SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
 
 
@@ -141,8 +131,8 @@ def snapshot_document(snapshot: SessionSnapshot, user_id: str) -> dict[str, Any]
     """The document to freeze for ``snapshot``.
 
     The first session's snapshot is read back at every later session start
-    (``load_onboarding_snapshot``), so it carries a memo of how it reads
-    (``WrittenDocument``) for a store that keeps one: parsed here once, not
+    (``load_onboarding_snapshot``), so it carries how it reads
+    (``WrittenDocument``) for a store that keeps that: parsed here once, not
     at every start.
     """
     doc = snapshot.to_dict()
@@ -326,8 +316,7 @@ async def _record_end(
     parsed: list[tuple[dict[str, Any], SessionSnapshot]] = []  # the last frozen document seen, parsed
     attempts: list[tuple[UserAdoptionState, StateDoc | None, SessionSnapshot]] = []
 
-    @memo_taking
-    def fold(frozen_doc: dict[str, Any], doc: StateDoc | StoredState | None) -> StateDoc | None:
+    def fold(frozen_doc: dict[str, Any], doc: StateDoc | None) -> StateDoc | None:
         if parsed and parsed[0][0] is frozen_doc:
             snapshot = parsed[0][1]
         else:
@@ -372,8 +361,7 @@ async def apply_summary(
     """
     seen: list[SummaryWrite] = []
 
-    @memo_taking
-    def mutate(doc: StateDoc | StoredState | None) -> StateDoc | None:
+    def mutate(doc: StateDoc | None) -> StateDoc | None:
         if doc is None:
             return None
         state = load_state(doc, user_id)

@@ -26,7 +26,6 @@ from .protocol import (
     SnapshotStore,
     StateDoc,
     StateMutation,
-    memo_taking,
 )
 
 logger = logging.getLogger("autoplay_storage.manager")
@@ -116,7 +115,6 @@ class StorageManager:
             wrote.append(result is not None)
             return result
 
-        memo_taking(tracked, like=mutate)
         doc = await self._primary_call(atomic_update(self.primary, product_id, user_id, tracked))
         if wrote and wrote[-1] and doc is not None:
             await self._fan_out("save_user_state", product_id, user_id, doc)
@@ -141,7 +139,6 @@ class StorageManager:
             wrote.append(result is not None)
             return result
 
-        memo_taking(tracked, like=fold)
         frozen, doc = await self._primary_call(
             record_session_end(self.primary, product_id, user_id, session_id, snapshot, tracked)
         )
@@ -268,8 +265,7 @@ async def record_session_end(
     if _supports(adapter, SessionEndStore):
         return await adapter.record_session_end(product_id, user_id, session_id, snapshot, fold)  # type: ignore[attr-defined]
     frozen = await create_snapshot(adapter, product_id, user_id, session_id, snapshot)
-    mutate = memo_taking(lambda doc: fold(frozen, doc), like=fold)
-    return frozen, await atomic_update(adapter, product_id, user_id, mutate)
+    return frozen, await atomic_update(adapter, product_id, user_id, lambda doc: fold(frozen, doc))
 
 
 async def atomic_update(

@@ -12,9 +12,9 @@ them when present:
   state) as one atomic step, one round trip where the store can.
 - ``BrowsableStorage``: listings for the console (products, users, history).
 
-Typed memos (``WrittenDocument``, ``StoredState``, ``FrozenDocument``) let a
-store that keeps what it wrote hand the lifecycle the typed document back
-instead of a dict it would parse again; stores that ignore them lose nothing.
+``WrittenDocument`` and ``TypedDocument`` let a store that keeps what it
+wrote hand the lifecycle the typed object back with the document, instead of
+a dict it would parse again; stores that ignore them lose nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from .browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
-from .codec import parse_document
 
 StateDoc = dict[str, Any]
 StateMutation = Callable[[StateDoc | None], StateDoc | None]
@@ -31,82 +30,45 @@ StateMutation = Callable[[StateDoc | None], StateDoc | None]
 SessionFold = Callable[[dict[str, Any], StateDoc | None], StateDoc | None]
 
 
-class _MemoDocument(dict[str, Any]):
-    """A JSON document (a plain dict to anyone else) that also carries ``memo``, a typed object."""
+class _DocumentWithTyped(dict[str, Any]):
+    """A complete JSON document (a plain dict to anyone else) that also carries the engine's typed object for it."""
 
-    __slots__ = ("memo",)
+    __slots__ = ("typed",)
 
-    def __init__(self, doc: dict[str, Any], memo: object) -> None:
+    def __init__(self, doc: dict[str, Any], typed: object) -> None:
         super().__init__(doc)
-        self.memo = memo
+        self.typed = typed
+
+    def take(self) -> object:
+        """The typed object, handed over once (a second taker gets ``None`` and reads the dict)."""
+        typed, self.typed = self.typed, None
+        return typed
 
 
-class WrittenDocument(_MemoDocument):
-    """A document a mutation returns with ``memo``: the typed object it was written from.
+class WrittenDocument(_DocumentWithTyped):
+    """A document a writer offers a store, with ``typed``: a private copy of the object it was written from.
 
     Parsing a state back into typed form costs more than the rest of a session
-    end, and the process that wrote it usually handles the next session too.
-    A store that remembers the bytes it last wrote for a key may keep the memo
-    beside them and hand it back with those bytes (``StoredState``). Stores
-    that know nothing of it simply write the dict. The memo must be a private
-    copy that nothing changes afterwards.
+    end, and the process that wrote a state usually handles that user's next
+    session too. A store that remembers the bytes it wrote may keep ``typed``
+    beside them and hand it back with those very bytes (``TypedDocument``).
+    Readers never trust a ``WrittenDocument`` itself: whoever holds it may
+    have edited the dict since.
     """
 
     __slots__ = ()
 
 
-class FrozenDocument(_MemoDocument):
-    """A frozen snapshot as parsed from storage, with ``memo``: the typed snapshot those very bytes were written from.
+class TypedDocument(_DocumentWithTyped):
+    """A document a store read, with the typed object those very bytes were written from.
 
-    Snapshots never change, and a session start reads the user's first one
-    every time; a reader clones the memo instead of reading the dict field
-    by field. The memo is shared: never change it.
+    The dict is always the whole document: a wrapper that passes it on, or
+    builds a new dict from it, loses at most the speed-up, never correctness.
+    A typed state is taken once (its reader changes it); a typed snapshot is
+    shared with the store (snapshots never change), so its reader copies it.
     """
 
     __slots__ = ()
-
-
-class StoredState:
-    """The stored state as the store knows it: its bytes, and the typed state they were written from.
-
-    Offered instead of the document to a mutation that takes it
-    (``takes_memo``), which reads it only through the engine's ``load_state``.
-    The memo is handed out once: the first reader owns it; a second read
-    parses the bytes. Not a dict on purpose: a mutation that claims
-    ``takes_memo`` but reads its argument as a document fails loudly instead
-    of seeing an empty state.
-    """
-
-    __slots__ = ("_memo", "key", "raw")
-
-    def __init__(self, key: str, raw: bytes, memo: object) -> None:
-        self.key = key
-        self.raw = raw
-        self._memo = memo
-
-    def take_memo(self) -> object:
-        memo, self._memo = self._memo, None
-        return memo
-
-    def document(self) -> dict[str, Any]:
-        """The stored document, parsed (``CorruptDocumentError`` if it is not one)."""
-        doc = parse_document(self.key, self.raw)
-        assert doc is not None  # bytes are never "no document"
-        return doc
-
-
-def takes_memo(mutate: Callable[..., Any]) -> bool:
-    """Whether ``mutate`` accepts a ``StoredState`` in place of the current document."""
-    return getattr(mutate, "takes_memo", False)
-
-
-def memo_taking(fn: Callable[..., Any], like: Callable[..., Any] | None = None) -> Any:
-    """Mark ``fn`` as taking a ``StoredState`` (or, with ``like``, as doing so when ``like`` does).
-
-    Wrappers of a mutation pass the mark on, or the store falls back to parsing.
-    """
-    fn.takes_memo = True if like is None else takes_memo(like)  # type: ignore[attr-defined]
-    return fn
 
 
 @runtime_checkable
@@ -139,8 +101,7 @@ class AtomicStateStore(Protocol):
         returns the document to store, or ``None`` to leave it as it is. It
         may be called more than once (on a write conflict), so it must be a
         pure function of its argument. It may raise; nothing is written then.
-        A store may pass a ``StoredState`` instead of the document to a
-        mutation marked ``takes_memo`` (see ``memo_taking``).
+        The document may be a ``TypedDocument``; it is the whole document either way.
         """
         ...
 

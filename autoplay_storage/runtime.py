@@ -37,27 +37,39 @@ _shared_memory: AutoplayStorageAdapter | None = None
 
 
 def primary_kind() -> str:
-    """``PRIMARY`` if set; else ``"redis"`` when REDIS_URL is set, else ``"database"`` (the embedded default)."""
+    """``PRIMARY`` if set; else ``"redis"`` when Redis is configured, else ``"database"`` (the embedded default)."""
     cfg = storage_settings()
     if cfg.get("PRIMARY"):
         return cfg["PRIMARY"]
-    return "redis" if cfg.get("REDIS_URL") else "database"
+    return "redis" if cfg.get("REDIS_URL") or cfg.get("REDIS_SENTINELS") else "database"
+
+
+def redis_options(**overrides: Any) -> dict[str, Any]:
+    """``RedisStorageAdapter``'s arguments from the settings (the server and the management commands share them)."""
+    cfg = storage_settings()
+    options = {
+        "redis_url": cfg.get("REDIS_URL", ""),
+        "ttl_s": cfg.get("REDIS_TTL_S"),
+        "cluster": bool(cfg.get("REDIS_CLUSTER", False)),
+        "sentinels": cfg.get("REDIS_SENTINELS") or (),
+        "sentinel_master": cfg.get("REDIS_SENTINEL_MASTER", ""),
+        "sentinel_password": cfg.get("REDIS_SENTINEL_PASSWORD"),
+        "max_connections": cfg.get("REDIS_MAX_CONNECTIONS", 64),
+        "scripts": cfg.get("REDIS_SCRIPTS", True),
+        "state_cache_size": cfg.get("REDIS_STATE_CACHE", 4096),
+        "wait_replicas": cfg.get("REDIS_WAIT_REPLICAS", 0),
+        "wait_timeout_ms": cfg.get("REDIS_WAIT_TIMEOUT_MS", 1000),
+    }
+    options.update(overrides)
+    return options
 
 
 def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
-    cfg = storage_settings()
     kind = kind or primary_kind()
     if kind == "redis":
         from .adapters.redis import RedisStorageAdapter
 
-        return RedisStorageAdapter(
-            redis_url=cfg["REDIS_URL"],
-            ttl_s=cfg.get("REDIS_TTL_S"),
-            cluster=cfg.get("REDIS_CLUSTER", False),
-            max_connections=cfg.get("REDIS_MAX_CONNECTIONS", 64),
-            scripts=cfg.get("REDIS_SCRIPTS", True),
-            state_cache_size=cfg.get("REDIS_STATE_CACHE", 4096),
-        )
+        return RedisStorageAdapter(**redis_options())
     if kind == "memory":  # one store per process, shared by every loop (tests, throwaway demos)
         global _shared_memory
         if _shared_memory is None:
@@ -68,7 +80,7 @@ def build_primary(kind: str | None = None) -> AutoplayStorageAdapter:
     if kind == "database":
         from .adapters.database import DatabaseStorageAdapter
 
-        return DatabaseStorageAdapter(cfg.get("DATABASE_ALIAS") or "default")
+        return DatabaseStorageAdapter(storage_settings().get("DATABASE_ALIAS") or "default")
     raise ValueError(f"unknown primary {kind!r}: use 'redis', 'database' or 'memory'")
 
 

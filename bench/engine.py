@@ -19,6 +19,7 @@ measurement code. Usage::
     .venv/bin/python bench/engine.py                       # every registered backend
     .venv/bin/python bench/engine.py --backend redis --serial 5000 --concurrent-sessions 4000
     .venv/bin/python bench/engine.py --backend redis --backend sdk-redis --loop asyncio
+    .venv/bin/python bench/engine.py --backend redis --backend sdk-redis --wait-replicas 1   # the cost of WAIT
 
 Every backend runs on the same event loop: uvloop by default (granian serves
 the API on it when installed), or asyncio's own with ``--loop asyncio``.
@@ -88,32 +89,23 @@ class _RoundTripCounter:
     """Counts requests written to Redis sockets: each is one request/response round trip.
 
     The adapter pipelines several commands into one write (a script call,
-    MULTI..EXEC), so this counts network round trips, not commands. redis-py
-    connections (the SDK, listings) are counted by wrapping their send; the
-    adapter's own connections count their writes themselves.
+    MULTI..EXEC), so this counts network round trips, not commands. Every
+    connection (the adapter's, the SDK's) is redis-py's: its send is wrapped.
     """
 
     def __init__(self) -> None:
         from redis.asyncio.connection import AbstractConnection
 
-        from autoplay_storage.adapters.redis import _RespConnection
-
-        self._redis_py = 0
-        self._ours = _RespConnection
-        self._ours_start = _RespConnection.sends
+        self.count = 0
         self._cls = AbstractConnection
         self._original = AbstractConnection.send_packed_command
         counter = self
 
         async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            counter._redis_py += 1
+            counter.count += 1
             await counter._original(conn, command, check_health)
 
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-
-    @property
-    def count(self) -> int:
-        return self._redis_py + self._ours.sends - self._ours_start
 
     def restore(self) -> None:
         self._cls.send_packed_command = self._original  # type: ignore[method-assign]
@@ -139,14 +131,20 @@ async def _private_redis(args: argparse.Namespace) -> AsyncIterator[tuple[str, d
     """A redis-server of the benchmark's own (or ``--redis-url``), with the probes every Redis backend reports."""
     import redis.asyncio as aioredis
 
-    from tests.support.redis_server import start_redis
+    from tests.support.redis_server import HOST, start_redis, wait_until
 
     server = None
+    replicas = []
     directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     url = args.redis_url
     if not url:
         server = start_redis(directory)
         url = server.url
+        for i in range(args.wait_replicas):  # --wait-replicas: the replicas a session end waits for
+            replicas.append(start_redis(directory / f"replica{i}", ["--replicaof", HOST, str(server.port)]))
+        wait_until(
+            lambda: server.cli("INFO", "replication").count("state=online") == len(replicas), "replicas to sync"
+        )
     probe = aioredis.Redis.from_url(url)
     counter = _RoundTripCounter()
     probe_trips = 0
@@ -197,6 +195,8 @@ async def _private_redis(args: argparse.Namespace) -> AsyncIterator[tuple[str, d
     finally:
         counter.restore()
         await probe.aclose()
+        for replica in replicas:
+            replica.stop()
         if server is not None:
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -219,12 +219,13 @@ async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     from autoplay_storage.adapters.redis import RedisStorageAdapter
 
     async with _private_redis(args) as (url, probes):
-        adapter = RedisStorageAdapter(url, max_connections=args.max_connections)
+        adapter = RedisStorageAdapter(url, max_connections=args.max_connections, wait_replicas=args.wait_replicas)
+        waits = f"; each session end waits for {args.wait_replicas} replica(s) (WAIT)" if args.wait_replicas else ""
         try:
             yield Backend(
                 name="redis",
                 storage=StorageManager([adapter]),
-                notes=[*_redis_notes(args), f"pool of {args.max_connections} connections"],
+                notes=[*_redis_notes(args), f"pool of {args.max_connections} connections{waits}"],
                 **probes,
             )
         finally:
@@ -586,6 +587,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions-per-user", type=int, default=10)
     parser.add_argument("--max-connections", type=int, default=64, help="Redis pool size")
     parser.add_argument("--redis-url", default="", help="use this Redis instead of starting one (it is FLUSHALLed!)")
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        default=0,
+        help="start this many replicas of the private Redis; the redis backend's session ends WAIT for them",
+    )
     parser.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],

@@ -41,6 +41,17 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_addresses(name: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (Sentinel addresses); a malformed entry stops the start with its name."""
+    addresses = []
+    for item in env_list(name, ""):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{name}: {item!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -212,7 +223,7 @@ if not AUTOPLAY_BODY_TIMEOUT_S > 0:
     raise ImproperlyConfigured("AUTOPLAY_BODY_TIMEOUT_S must be a positive number of seconds")
 
 AUTOPLAY_STORAGE = {
-    # "redis", "database" or "memory"; empty: redis if REDIS_URL is set, else database.
+    # "redis", "database" or "memory"; empty: redis if REDIS_URL or sentinels are set, else database.
     "PRIMARY": os.environ.get("AUTOPLAY_PRIMARY", ""),
     # REDIS_URL set -> Redis is the primary; unset -> the database adapter.
     "REDIS_URL": os.environ.get("REDIS_URL", ""),
@@ -223,6 +234,14 @@ AUTOPLAY_STORAGE = {
     "REDIS_SCRIPTS": env_bool("AUTOPLAY_REDIS_SCRIPTS", True),
     # States remembered per worker as the base of the next write (0: read before every write).
     "REDIS_STATE_CACHE": int(os.environ.get("AUTOPLAY_REDIS_STATE_CACHE", 4096)),
+    # Sentinel: the master named REDIS_SENTINEL_MASTER, found through these sentinels
+    # (REDIS_URL then only gives the user, password, database and scheme).
+    "REDIS_SENTINELS": env_addresses("AUTOPLAY_REDIS_SENTINELS"),
+    "REDIS_SENTINEL_MASTER": os.environ.get("AUTOPLAY_REDIS_SENTINEL_MASTER", ""),
+    "REDIS_SENTINEL_PASSWORD": os.environ.get("AUTOPLAY_REDIS_SENTINEL_PASSWORD") or None,
+    # A session end waits until this many replicas have it (Redis WAIT), else it is a 503 to retry.
+    "REDIS_WAIT_REPLICAS": int(os.environ.get("AUTOPLAY_REDIS_WAIT_REPLICAS", 0)),
+    "REDIS_WAIT_TIMEOUT_MS": int(os.environ.get("AUTOPLAY_REDIS_WAIT_TIMEOUT_MS", 1000)),
     "SUMMARIZER": os.environ.get("AUTOPLAY_SUMMARIZER", "autoplay_storage.summarizers.template_summarizer"),
     "SUMMARIZER_TIMEOUT_S": float(os.environ.get("AUTOPLAY_SUMMARIZER_TIMEOUT_S", 30)),
     # autoplay_storage.summarizers.llm_summarizer: any OpenAI-compatible chat endpoint.

@@ -98,9 +98,9 @@ def test_redis_adapter_resolves_lazily():
         "cls = autoplay_storage.RedisStorageAdapter\n"
         "print(json.dumps({'before': before, 'module': cls.__module__, 'name': cls.__name__}))\n"
     )
-    assert (ROOT / "autoplay_storage" / "adapters" / "redis.py").is_file()
+    assert (ROOT / "autoplay_storage" / "adapters" / "redis" / "__init__.py").is_file()
     out = run_probe(code)
-    assert out == {"before": False, "module": "autoplay_storage.adapters.redis", "name": "RedisStorageAdapter"}
+    assert out == {"before": False, "module": "autoplay_storage.adapters.redis.adapter", "name": "RedisStorageAdapter"}
 
 
 def test_unknown_attributes_are_attribute_errors():

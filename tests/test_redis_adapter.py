@@ -164,8 +164,25 @@ async def test_a_stalled_server_times_out_as_unavailable(redis_url, raw):
         await a.aclose()
 
 
+async def test_a_caller_cancelling_is_not_a_timeout_and_leaves_nothing_behind(redis_url, raw):
+    """The caller's own deadline cancels the request: that cancellation reaches it, and the pool stays usable."""
+    a = RedisStorageAdapter(redis_url, socket_timeout_s=0.3, max_connections=1)
+    try:
+        await a.save_user_state("p", "u", UserAdoptionState(user_id="u").to_dict())
+        raw.client_pause(500)
+        with pytest.raises(TimeoutError):  # the caller's wait_for, not the adapter's 503
+            await asyncio.wait_for(a.get_user_state("p", "u"), 0.05)
+        with pytest.raises(StorageUnavailableError, match="no answer within"):
+            await a.get_user_state("p", "u")  # the adapter's own deadline
+        raw.client_unpause()
+        assert (await a.get_user_state("p", "u"))["user_id"] == "u"
+    finally:
+        raw.client_unpause()
+        await a.aclose()
+
+
 def test_the_fast_path_holds_on_uvloop(redis_url, raw):
-    """granian serves the API on uvloop (a dependency): the bare-protocol connections must hold there too.
+    """granian serves the API on uvloop (a dependency): the transport must hold there too.
 
     Racing ends, a killed connection and a stalled server, on uvloop's transports.
     """
@@ -376,38 +393,30 @@ async def test_a_session_end_folds_the_snapshot_frozen_before(adapter, raw):
 
 
 def _count_sends(monkeypatch) -> list[int]:
-    """One entry per request written to Redis (redis-py's connections and the adapter's own)."""
+    """One entry per request written to Redis (every connection is redis-py's)."""
     from redis.asyncio.connection import AbstractConnection
-
-    from autoplay_storage.adapters.redis import _RespConnection
 
     sends: list[int] = []
     original = AbstractConnection.send_packed_command
-    exchange = _RespConnection.exchange
 
     async def counted(conn, command, check_health=True):
         sends.append(1)
         await original(conn, command, check_health)
 
-    async def counted_exchange(conn, packed, expected, timeout_s):
-        sends.append(1)
-        return await exchange(conn, packed, expected, timeout_s)
-
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
-    monkeypatch.setattr(_RespConnection, "exchange", counted_exchange)
     return sends
 
 
 @pytest.mark.parametrize(
     ("options", "warm", "cold"),
-    [({}, [2, 2, 2], 4), ({"scripts": False}, [5, 5, 5], 5)],
+    [({}, [2, 2, 2], 4), ({"scripts": False}, [4, 4, 4], 4)],
     ids=["compare-and-set", "watch-multi"],
 )
 async def test_round_trips_per_lifecycle(redis_url, monkeypatch, options, warm, cold):
     """Two round trips for a whole session while the adapter saw the user last, four when another process did.
 
     A new user's first session too: its first write guesses "no state". (The SDK
-    needs five or six, without atomicity.) The WATCH/MULTI fallback needs five.
+    needs five or six, without atomicity.) The WATCH/MULTI path needs four: two a step.
     """
     sends = _count_sends(monkeypatch)
     a = RedisStorageAdapter(redis_url, **options)
@@ -661,7 +670,7 @@ def test_any_write_sequence_lists_like_the_reference(redis_server, writes, queri
         a = RedisStorageAdapter(redis_server.url)
         memory = InMemoryStorageAdapter()
         try:
-            await a._client.flushall()
+            await a.transport.client.flushall()
             for uid, journey, level, onboarded, at, metadata in writes:
                 doc = user_doc(uid, at=at, journey=journey, level=level, onboarded=onboarded, metadata=metadata)
                 await a.save_user_state("p", uid, doc)
@@ -716,24 +725,17 @@ async def test_connections_the_server_closed_while_idle_are_replaced(adapter, ra
     assert json.loads(raw.get("autoplay:user:p:u:state"))["n"] == 1
 
 
-async def test_pool_waits_hands_slots_over_in_order_and_times_out(redis_url):
-    """The fast path's pool: a burst queues for a connection, a cancelled waiter leaks no slot, a timeout is a 503."""
+async def test_a_burst_waits_for_a_connection_and_a_pool_timeout_is_a_503(redis_url):
+    """The pool is bounded: callers queue for a connection instead of failing, up to ``pool_timeout_s``."""
     a = RedisStorageAdapter(redis_url, max_connections=1, pool_timeout_s=0.3)
-    pool = a._pool
     try:
-        held = await pool.get_connection()
-        cancelled = asyncio.ensure_future(pool.get_connection())
-        waiting = asyncio.ensure_future(pool.get_connection())
-        await asyncio.sleep(0.01)
-        cancelled.cancel()
-        await asyncio.sleep(0)
-        pool.release(held)  # the slot skips the cancelled waiter and goes to the next one
-        second = await asyncio.wait_for(waiting, 1)
-        assert second is held  # the same connection, reused
+        results = await asyncio.gather(*(a.get_user_state("p", f"u{i}") for i in range(20)))
+        assert results == [None] * 20  # one connection, twenty callers: each waited its turn
+        held = asyncio.ensure_future(a.transport.call(a.transport.client.blpop(["nothing"], timeout=1)))
+        await asyncio.sleep(0.05)  # the only connection is busy for a second
         with pytest.raises(StorageUnavailableError, match="No connection available"):
             await a.get_user_state("p", "u")  # every slot busy past pool_timeout_s
-        pool.release(second)
-        assert await a.get_user_state("p", "u") is None  # the slot came back
-        assert pool._free == 1 and not pool._waiters
+        await held
+        assert await a.get_user_state("p", "u") is None  # the connection came back
     finally:
         await a.aclose()

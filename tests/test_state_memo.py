@@ -1,8 +1,8 @@
-"""The typed-state memo: a store hands the next mutation the state it last wrote, unparsed.
+"""Typed documents: a store hands the next mutation the state it last wrote, unparsed, with the whole document.
 
-What must hold: a memo reads exactly as parsing the stored bytes would, it is
-handed out once (its reader owns it), and it is never used for bytes another
-writer stored.
+What must hold: a typed state reads exactly as parsing the stored bytes would,
+it is handed out once (its reader owns it), it is never used for bytes another
+writer stored, and the dict that carries it is always the whole document.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from autoplay_storage.adapters.redis import RedisStorageAdapter
 from autoplay_storage.keys import user_state_key
 from autoplay_storage.lifecycle import load_state, on_session_end, on_session_start, state_document
 from autoplay_storage.manager import StorageManager
-from autoplay_storage.protocol import StoredState, WrittenDocument, takes_memo
+from autoplay_storage.protocol import TypedDocument, WrittenDocument
 from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState, WorkflowStatus
 
 CATALOG = ["wf_a", "wf_b", "wf_c"]
@@ -58,9 +58,9 @@ def test_clone_reads_as_the_written_document(sdk_fixtures) -> None:
     assert len(states) > 1
     for state in states:
         assert state.clone() == reread(state)
-        # state_document's memo too, and the dict it writes is the state's own.
+        # state_document's typed copy too, and the dict it writes is the state's own.
         written = state_document(state)
-        assert written.memo == reread(state)
+        assert written.typed == reread(state)
         assert dict(written) == state.to_dict()
 
 
@@ -81,27 +81,28 @@ def test_clone_shares_nothing_mutable() -> None:
     assert state.to_dict() == before
 
 
-def test_a_stored_state_memo_is_handed_out_once() -> None:
+def test_a_typed_state_is_handed_out_once() -> None:
     state = busy_state()
-    stored = StoredState("k", codec.dumps(state.to_dict()), state_document(state).memo)
+    stored = TypedDocument(state.to_dict(), state_document(state).typed)
     first = load_state(stored, "u_1")
     first.metadata["team"] = "edited by the first reader"
-    second = load_state(stored, "u_1")  # parsed from the bytes: the first reader's edits are not in it
+    second = load_state(stored, "u_1")  # parsed from the dict: the first reader's edits are not in it
     assert second == reread(state)
     assert second is not first
 
 
-def test_a_stored_state_is_not_a_document() -> None:
-    """A mutation that claims to take memos but reads a dict fails loudly, never sees an empty state."""
-    stored = StoredState("k", b"{}", None)
-    with pytest.raises((AttributeError, TypeError)):
-        stored.get("sessions")  # type: ignore[attr-defined]
-    with pytest.raises(TypeError):
-        dict(stored)  # type: ignore[call-overload]
+def test_a_typed_document_is_the_whole_document() -> None:
+    """A mutation or wrapper that reads it as a dict sees the full state, never an empty one."""
+    state = busy_state()
+    stored = TypedDocument(state.to_dict(), state.clone())
+    assert dict(stored) == state.to_dict()
+    assert stored.get("sessions") == state.to_dict()["sessions"]
+    rebuilt = dict(stored)  # a wrapper that builds its own dict loses the typed state, nothing else
+    assert load_state(rebuilt, "u_1") == reread(state)
 
 
-def test_a_written_document_is_never_read_from_its_memo() -> None:
-    """Only a store vouches for a memo: a document a caller got back may have been edited since."""
+def test_a_written_document_is_never_read_from_its_typed_copy() -> None:
+    """Only a store vouches for a typed state: a document a caller got back may have been edited since."""
     state = busy_state()
     written = state_document(state)
     written["journey_state"] = "onboarded"
@@ -110,32 +111,20 @@ def test_a_written_document_is_never_read_from_its_memo() -> None:
 
 @pytest.fixture
 def checked_loads(monkeypatch):
-    """Every memo the lifecycle reads is compared with parsing the very bytes it came with."""
+    """Every typed state the lifecycle reads is compared with parsing the document it came with."""
     used: list[int] = []
     real = lifecycle.load_state
 
     def load_and_compare(doc, user_id):
-        if type(doc) is StoredState:
-            memo = doc.take_memo()
-            assert memo == UserAdoptionState.from_dict(codec.loads(doc.raw), user_id=user_id)
+        if type(doc) is TypedDocument:
+            typed = doc.take()
+            assert typed == UserAdoptionState.from_dict(dict(doc), user_id=user_id)
             used.append(1)
-            doc = StoredState(doc.key, doc.raw, memo)
+            doc = TypedDocument(doc, typed)
         return real(doc, user_id)
 
     monkeypatch.setattr(lifecycle, "load_state", load_and_compare)
     return used
-
-
-def test_the_lifecycle_marks_its_mutations_and_wrappers_pass_the_mark_on() -> None:
-    from autoplay_storage.protocol import memo_taking
-
-    def plain(doc):
-        return doc
-
-    assert not takes_memo(plain)
-    assert takes_memo(memo_taking(lambda doc: doc))
-    assert takes_memo(memo_taking(lambda doc: doc, like=memo_taking(lambda doc: doc)))
-    assert not takes_memo(memo_taking(lambda doc: doc, like=plain))
 
 
 async def one_session(storage, user_id: str, session_id: str, n: int) -> None:
@@ -164,12 +153,12 @@ async def stores(redis_url: str):
     await adapter.aclose()
 
 
-async def test_redis_memo_reads_as_the_stored_bytes(stores, checked_loads) -> None:
+async def test_redis_typed_states_read_as_the_stored_bytes(stores, checked_loads) -> None:
     storage, other = stores
     for n in range(6):
         await one_session(storage, "u_memo", f"s{n}", n)
-    assert checked_loads, "the memo was never used"
-    # Another writer (the SDK, a hand edit) replaces the state: its bytes come with no memo.
+    assert checked_loads, "the typed state was never used"
+    # Another writer (the SDK, a hand edit) replaces the state: its bytes come with no typed state.
     key = user_state_key("p", "u_memo")
     doc = codec.loads(other.get(key))
     doc["metadata"]["plan"] = "enterprise"
@@ -178,7 +167,7 @@ async def test_redis_memo_reads_as_the_stored_bytes(stores, checked_loads) -> No
     stored = codec.loads(other.get(key))
     assert stored["metadata"]["plan"] == "enterprise"
     assert stored["sessions"]["count"] == 7
-    # Racing ends: conflicts hand back fresh bytes (no memo); every session is still recorded.
+    # Racing ends: conflicts hand back fresh bytes (no typed state); every session is still recorded.
     await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))
     await asyncio.gather(*(one_session(storage, "u_race", f"r{n}", n) for n in range(20)))  # retried
     raced = codec.loads(other.get(user_state_key("p", "u_race")))
@@ -186,7 +175,7 @@ async def test_redis_memo_reads_as_the_stored_bytes(stores, checked_loads) -> No
     assert len({e["session_id"] for e in raced["sessions"]["index"]}) == 20
 
 
-async def test_redis_without_a_cache_keeps_no_memo(redis_url: str, checked_loads) -> None:
+async def test_redis_without_a_cache_keeps_no_typed_state(redis_url: str, checked_loads) -> None:
     adapter = RedisStorageAdapter(redis_url, state_cache_size=0)
     try:
         for n in range(3):
@@ -224,7 +213,7 @@ def test_snapshot_clone_is_an_independent_equal_copy() -> None:
     assert snapshot.to_dict() == before
 
 
-def test_only_the_first_session_snapshot_carries_a_memo_and_it_reads_as_written() -> None:
+def test_only_the_first_session_snapshot_carries_a_typed_copy_and_it_reads_as_written() -> None:
     state = busy_state()
     for number in (1, 2):
         snapshot = SessionSnapshot.from_adoption_state(
@@ -234,24 +223,22 @@ def test_only_the_first_session_snapshot_carries_a_memo_and_it_reads_as_written(
         assert doc == snapshot.to_dict()
         if number == 1:
             assert type(doc) is WrittenDocument
-            assert doc.memo == SessionSnapshot.from_dict(codec.loads(codec.dumps(doc)), session_id="s1", user_id="u_1")
+            assert doc.typed == SessionSnapshot.from_dict(codec.loads(codec.dumps(doc)), session_id="s1", user_id="u_1")
         else:
             assert type(doc) is dict
 
 
 @pytest.fixture
 def checked_snapshot_reads(monkeypatch):
-    """Every snapshot memo the lifecycle reads is compared with parsing the document it came with."""
-    from autoplay_storage.protocol import FrozenDocument
-
+    """Every typed snapshot the lifecycle reads is compared with parsing the document it came with."""
     used: list[int] = []
     real = lifecycle.read_snapshot
 
     def read_and_compare(doc, session_id, user_id):
         snapshot = real(doc, session_id, user_id)
-        if type(doc) is FrozenDocument:
+        if type(doc) is TypedDocument:
             assert snapshot == SessionSnapshot.from_dict(dict(doc), session_id=session_id, user_id=user_id)
-            assert snapshot is not doc.memo  # readers get their own copy
+            assert snapshot is not doc.typed  # readers get their own copy
             used.append(1)
         return snapshot
 
@@ -259,19 +246,19 @@ def checked_snapshot_reads(monkeypatch):
     return used
 
 
-async def test_redis_onboarding_snapshot_from_memo_reads_as_stored(stores, checked_snapshot_reads) -> None:
+async def test_redis_onboarding_snapshot_from_its_typed_copy_reads_as_stored(stores, checked_snapshot_reads) -> None:
     from autoplay_storage.keys import session_key
 
     storage, other = stores
     for n in range(4):
         await one_session(storage, "u_snap", f"s{n}", n)
-    assert len(checked_snapshot_reads) == 3  # every returning start, from the memo
+    assert len(checked_snapshot_reads) == 3  # every returning start, from the typed copy
     _state, onboarding = await on_session_start("p", "u_snap", "s_next", storage)
     assert onboarding is not None and onboarding.session_id == "s0"
     onboarding.discovered_features.append("the agent's own edit")
     _, again = await on_session_start("p", "u_snap", "s_next", storage)
     assert "the agent's own edit" not in again.discovered_features
-    # A hand edit of the frozen bytes: read from what is stored now, not from the memo.
+    # A hand edit of the frozen bytes: read from what is stored now, not from the typed copy.
     key = session_key("p", "u_snap", "s0")
     doc = codec.loads(other.get(key))
     doc["discovered_features"] = ["edited by hand"]

@@ -10,20 +10,33 @@ Fixtures (the shared contract):
 * ``redis_url`` (function): ``redis_server.url`` after FLUSHALL.
 * ``redis_cluster`` (session): a real 3-master cluster; ``.url`` of one node,
   ``.nodes`` as ``[(host, port), ...]``.
+* ``redis_tls`` (session): a server that also speaks TLS with a certificate made
+  for the test; ``.tls_url`` trusts its CA, ``.ca_file``.
+* ``redis_unix`` (session): a server that also listens on a Unix socket; ``.unix_url``.
+* ``redis_replicated`` (function): a master and one replica; ``.master``, ``.replica``.
+* ``redis_sentinel`` (function): a master, a replica and a sentinel (with a
+  password) watching them as ``mymaster``; ``.sentinel_port``, ``.failover()``.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 HOST = "127.0.0.1"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -42,9 +55,10 @@ def closed_port() -> int:
     return free_port()
 
 
-def _cli(port: int, *args: str, timeout: float = 10.0) -> str:
+def _cli(port: int, *args: str, timeout: float = 10.0, password: str | None = None) -> str:
+    auth = ["--no-auth-warning", "-a", password] if password else []
     out = subprocess.run(
-        [REDIS_CLI, "-h", HOST, "-p", str(port), *args],
+        [REDIS_CLI, "-h", HOST, "-p", str(port), *auth, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -62,6 +76,8 @@ class RedisServer:
     extra_args: list[str] = field(default_factory=list)
     host: str = HOST
     process: subprocess.Popen | None = None
+    config: Path | None = None  # a config file to start from (a sentinel's, which it rewrites)
+    password: str | None = None  # what the checks below authenticate with
 
     @property
     def url(self) -> str:
@@ -72,6 +88,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
+                *([str(self.config)] if self.config else []),
                 "--port", str(self.port),
                 "--bind", HOST,
                 "--dir", str(self.directory),
@@ -88,7 +105,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited with {self.process.returncode}")
-            if _cli(self.port, "PING") == "PONG":
+            if _cli(self.port, "PING", password=self.password) == "PONG":
                 return self
             time.sleep(0.05)
         self.stop()
@@ -96,7 +113,7 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         """Run a redis-cli command against this server (for assertions and setup)."""
-        return _cli(self.port, *args)
+        return _cli(self.port, *args, password=self.password)
 
     def stop(self) -> None:
         if self.process is None:
@@ -111,15 +128,26 @@ class RedisServer:
         self.process = None
 
 
-def start_redis(directory: Path, extra_args: list[str] | None = None) -> RedisServer:
+def start_redis(directory: Path, extra_args: list[str] | None = None, **options: Any) -> RedisServer:
     """Start a standalone server on a free port (retrying if the port was taken meanwhile)."""
     last: Exception | None = None
     for _ in range(5):
         try:
-            return RedisServer(port=free_port(), directory=directory, extra_args=list(extra_args or [])).start()
+            return RedisServer(
+                port=free_port(), directory=directory, extra_args=list(extra_args or []), **options
+            ).start()
         except RuntimeError as exc:
             last = exc
     raise RuntimeError(f"could not start redis-server: {last}")
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -205,4 +233,221 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- TLS, Unix sockets ------------------------------------------------------------------
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a server certificate it signed for 127.0.0.1: (ca, cert, key) files."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "autoplay test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    files = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+@dataclass
+class TlsRedis:
+    server: RedisServer
+    tls_port: int
+    ca_file: Path
+
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://{HOST}:{self.tls_port}/0?ssl_ca_certs={self.ca_file}"
+
+
+@pytest.fixture(scope="session")
+def redis_tls() -> Iterator[TlsRedis]:
+    """A server with a TLS port beside its plain one (the plain one is for the test's own checks)."""
+    directory = Path(tempfile.mkdtemp(prefix="autoplay-redis-tls-"))
+    ca, cert, key = make_certificates(directory / "tls")
+    tls_port = free_port()
+    server = start_redis(
+        directory,
+        ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"],
+    )
+    try:
+        yield TlsRedis(server, tls_port, ca)
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class UnixRedis:
+    server: RedisServer
+    socket_path: Path
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}?db=0"
+
+
+@pytest.fixture(scope="session")
+def redis_unix() -> Iterator[UnixRedis]:
+    directory = Path(tempfile.mkdtemp(prefix="autoplay-redis-unix-"))
+    path = directory / "redis.sock"
+    server = start_redis(directory, ["--unixsocket", str(path), "--unixsocketperm", "700"])
+    try:
+        yield UnixRedis(server, path)
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- replication, Sentinel ------------------------------------------------------------------
+
+
+def _replica_online(master: RedisServer, replica: RedisServer) -> bool:
+    info = master.cli("INFO", "replication")
+    return f"port={replica.port},state=online" in info
+
+
+@dataclass
+class Replicated:
+    master: RedisServer
+    replica: RedisServer
+
+    def stop(self) -> None:
+        self.replica.stop()
+        self.master.stop()
+
+
+def start_replicated(directory: Path) -> Replicated:
+    master = start_redis(directory / "master")
+    try:
+        replica = start_redis(directory / "replica", ["--replicaof", HOST, str(master.port)])
+    except BaseException:
+        master.stop()
+        raise
+    pair = Replicated(master, replica)
+    try:
+        wait_until(lambda: _replica_online(master, replica), "the replica to sync")
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+@pytest.fixture
+def redis_replicated() -> Iterator[Replicated]:
+    directory = Path(tempfile.mkdtemp(prefix="autoplay-redis-repl-"))
+    pair = start_replicated(directory)
+    try:
+        yield pair
+    finally:
+        pair.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+SENTINEL_MASTER = "mymaster"
+SENTINEL_PASSWORD = "sentinel-secret"
+
+
+@dataclass
+class SentinelSetup:
+    """A master, its replica and one sentinel (quorum 1) watching them."""
+
+    servers: Replicated
+    sentinel: RedisServer
+
+    @property
+    def sentinel_port(self) -> int:
+        return self.sentinel.port
+
+    def master_port(self) -> int:
+        """The port of the server the sentinel names master now."""
+        out = self.sentinel.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER).split()
+        return int(out[-1])
+
+    def failover(self) -> int:
+        """``SENTINEL FAILOVER``; returns the port of the master it was (the new one is the other)."""
+        old = self.master_port()
+        out = self.sentinel.cli("SENTINEL", "FAILOVER", SENTINEL_MASTER)
+        if out != "OK":
+            raise RuntimeError(f"SENTINEL FAILOVER refused: {out}")
+        return old
+
+    def stop(self) -> None:
+        self.sentinel.stop()
+        self.servers.stop()
+
+
+def start_sentinel(directory: Path) -> SentinelSetup:
+    servers = start_replicated(directory)
+    try:
+        config = directory / "sentinel.conf"
+        config.write_text(
+            f"sentinel monitor {SENTINEL_MASTER} {HOST} {servers.master.port} 1\n"
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 5000\n"
+            f"sentinel failover-timeout {SENTINEL_MASTER} 20000\n"
+            f"requirepass {SENTINEL_PASSWORD}\n"
+        )
+        sentinel = start_redis(directory / "sentinel", ["--sentinel"], config=config, password=SENTINEL_PASSWORD)
+    except BaseException:
+        servers.stop()
+        raise
+    setup = SentinelSetup(servers, sentinel)
+    try:
+        # A failover needs a replica the sentinel knows, has asked for INFO, and sees in sync.
+        def replica_ready() -> bool:
+            lines = sentinel.cli("SENTINEL", "REPLICAS", SENTINEL_MASTER).splitlines()
+            fields = dict(zip(lines[::2], lines[1::2], strict=False))
+            return (
+                fields.get("port") == str(servers.replica.port)
+                and fields.get("flags") == "slave"
+                and fields.get("role-reported") == "slave"
+                and fields.get("master-link-status") == "ok"
+            )
+
+        wait_until(replica_ready, "the sentinel to know the replica")
+    except BaseException:
+        setup.stop()
+        raise
+    return setup
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    directory = Path(tempfile.mkdtemp(prefix="autoplay-redis-sentinel-"))
+    setup = start_sentinel(directory)
+    try:
+        yield setup
+    finally:
+        setup.stop()
         shutil.rmtree(directory, ignore_errors=True)

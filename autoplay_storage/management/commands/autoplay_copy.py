@@ -40,7 +40,7 @@ from tqdm import tqdm
 from autoplay_storage import codec
 from autoplay_storage.browse import UserQuery
 from autoplay_storage.errors import CorruptDocumentError, StorageError
-from autoplay_storage.runtime import storage_settings
+from autoplay_storage.runtime import redis_options, storage_settings
 
 KINDS = ("redis", "database")
 
@@ -100,8 +100,8 @@ class Command(BaseCommand):
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
         redis_url = options.get("redis_url") or storage_settings().get("REDIS_URL")
-        if not redis_url:
-            raise CommandError("no Redis configured: set REDIS_URL or pass --redis-url")
+        if not redis_url and not storage_settings().get("REDIS_SENTINELS"):
+            raise CommandError("no Redis configured: set REDIS_URL (or AUTOPLAY_REDIS_SENTINELS) or pass --redis-url")
         resume = decode_position(options["resume_from"]) if options.get("resume_from") else None
         self.position: str | None = options.get("resume_from")
         try:
@@ -130,13 +130,11 @@ class Command(BaseCommand):
             return DatabaseStorageAdapter(options["database"])
         from autoplay_storage.adapters.redis import RedisStorageAdapter
 
-        cfg = storage_settings()
-        return RedisStorageAdapter(
-            redis_url,
-            ttl_s=cfg.get("REDIS_TTL_S"),
-            cluster=bool(cfg.get("REDIS_CLUSTER")),
-            max_connections=cfg.get("REDIS_MAX_CONNECTIONS", 64),
-        )
+        # The copy reads and writes plain documents: no WAIT per session end, no cache worth keeping.
+        overrides: dict[str, Any] = {"wait_replicas": 0}
+        if redis_url != storage_settings().get("REDIS_URL"):  # --redis-url: this very server
+            overrides.update(redis_url=redis_url, sentinels=())
+        return RedisStorageAdapter(**redis_options(**overrides))
 
     async def _copy(self, options: dict[str, Any], redis_url: str, resume: tuple[str, str | None] | None) -> Tally:
         source = self._adapter(options["source"], options, redis_url)

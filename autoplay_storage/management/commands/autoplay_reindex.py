@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from autoplay_storage.errors import StorageUnavailableError
-from autoplay_storage.runtime import primary_kind, storage_settings
+from autoplay_storage.runtime import primary_kind, redis_options, storage_settings
 
 Unaddressable = tuple[str, str, str | None]
 """``(product_id, user_id, session_id)``; the session id is ``None`` for a user state."""
@@ -42,12 +42,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         cfg = storage_settings()
-        url = options.get("redis_url") or cfg.get("REDIS_URL")
         found: list[Unaddressable] = []
-        if url:
-            cluster = options["cluster"] if options.get("cluster") is not None else bool(cfg.get("REDIS_CLUSTER"))
+        if options.get("redis_url") or cfg.get("REDIS_URL") or cfg.get("REDIS_SENTINELS"):
+            overrides: dict[str, Any] = {}
+            if options.get("redis_url"):  # this very server, not the one Sentinel names
+                overrides.update(redis_url=options["redis_url"], sentinels=())
+            if options.get("cluster") is not None:
+                overrides["cluster"] = options["cluster"]
             try:
-                counts = asyncio.run(self._run(url, cluster, found))
+                counts = asyncio.run(self._run(redis_options(**overrides), found))
             except StorageUnavailableError as exc:
                 raise CommandError(str(exc)) from exc
             self.stdout.write(
@@ -60,7 +63,9 @@ class Command(BaseCommand):
                 "The database primary keeps its browse columns current on every write: nothing to rebuild."
             )
         else:
-            raise CommandError("no Redis configured: set REDIS_URL or pass --redis-url")
+            raise CommandError(
+                "no Redis configured: set REDIS_URL (or AUTOPLAY_REDIS_SENTINELS) or pass --redis-url"
+            )
         self._report(found)
 
     def _report(self, found: list[Unaddressable]) -> None:
@@ -76,10 +81,10 @@ class Command(BaseCommand):
             where = f"{product_id!r} / {user_id!r}"
             self.stdout.write(f"  snapshot {where} / {session_id!r}" if session_id else f"  state {where}")
 
-    async def _run(self, url: str, cluster: bool, found: list[Unaddressable]) -> dict[str, int]:
+    async def _run(self, adapter_options: dict[str, Any], found: list[Unaddressable]) -> dict[str, int]:
         from autoplay_storage.adapters.redis import RedisStorageAdapter
 
-        adapter = RedisStorageAdapter(url, cluster=cluster)
+        adapter = RedisStorageAdapter(**adapter_options)
         bar = tqdm(unit="key", desc="reindex", file=self.stderr._out, disable=False)
 
         def progress(advanced: int, total: int) -> None:

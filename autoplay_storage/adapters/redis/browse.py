@@ -1,0 +1,216 @@
+"""Listings for the console: products, users (filtered, searched, keyset-paged) and session history.
+
+Rows come from the indexes, and the live documents have the last word:
+a row whose document is gone (TTL) is skipped, one that no longer matches
+the query is dropped, a corrupt one is shown as corrupt.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ...browse import (
+    MAX_PAGE_SIZE,
+    Page,
+    ProductSummary,
+    SessionSummary,
+    UserQuery,
+    UserSummary,
+    search_terms,
+    session_summary_from_doc,
+    user_summary_from_doc,
+)
+from ...codec import parse_document
+from ...errors import CorruptDocumentError
+from .index import Command
+from .keys import (
+    JOURNEY_STATES,
+    MASTERY_LEVELS,
+    PRODUCTS_KEY,
+    SEARCH_SEP,
+    UserKeys,
+    journey_key,
+    mastery_key,
+    onboarded_key,
+    search_key,
+    users_key,
+)
+from .transport import Transport, text
+
+Position = tuple[float, str]  # (score, member) of the last row served
+
+
+def encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, member]).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> Position | None:
+    """Keyset position of the last row served: stable while rows move."""
+    if not cursor:
+        return None
+    try:
+        score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not isinstance(member, str):
+            raise ValueError
+        return float(score), member
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+def _after(item: Position, position: Position | None, descending: bool) -> bool:
+    if position is None:
+        return True
+    return item < position if descending else item > position
+
+
+def _matches(row: UserSummary, query: UserQuery, needle: str) -> bool:
+    if query.journey_state and row.journey_state != query.journey_state:
+        return False
+    if query.mastery_level and row.mastery_level != query.mastery_level:
+        return False
+    if query.onboarded is not None and row.onboarded != query.onboarded:
+        return False
+    return not needle or any(t.startswith(needle) for t in search_terms(row.user_id, row.metadata))
+
+
+class Browser:
+    """The console's reads over the indexes of ``keys``' key mode."""
+
+    def __init__(self, transport: Transport, keys: UserKeys) -> None:
+        self.transport = transport
+        self.keys = keys
+
+    async def list_products(self) -> list[ProductSummary]:
+        products = sorted(text(p) for p in await self.transport.call(self.transport.client.smembers(PRODUCTS_KEY)))
+        if not products:
+            return []
+        cmds: list[Command] = []
+        for product_id in products:
+            cmds.append(("ZCARD", users_key(product_id)))
+            cmds.extend(("ZCARD", journey_key(product_id, j)) for j in JOURNEY_STATES)
+            cmds.extend(("ZCARD", mastery_key(product_id, m)) for m in MASTERY_LEVELS)
+        counts = iter(await self.transport.pipeline(cmds))
+        out = []
+        for product_id in products:
+            user_count = next(counts)
+            journeys = {j: n for j in JOURNEY_STATES if (n := next(counts))}
+            levels = {m: n for m in MASTERY_LEVELS if (n := next(counts))}
+            if user_count:
+                out.append(ProductSummary(product_id, user_count, journeys, levels))
+        return out
+
+    async def list_users(
+        self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        query = query or UserQuery()
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        position = decode_cursor(cursor)
+        descending = query.order == "-last_activity"
+        filters = []
+        if query.journey_state:
+            filters.append(journey_key(product_id, query.journey_state))
+        if query.mastery_level:
+            filters.append(mastery_key(product_id, query.mastery_level))
+        if query.onboarded is not None:
+            filters.append(onboarded_key(product_id, query.onboarded))
+        needle = (query.search or "").strip().lower()
+        if needle:
+            candidates = await self._search(product_id, needle, filters, position, descending)
+        else:
+            candidates = await self._walk(filters or [users_key(product_id)], position, descending, limit)
+        page, more = candidates[:limit], len(candidates) > limit
+        raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in page])
+        rows = []
+        for (_, user_id), raw in zip(page, raws, strict=True):
+            if raw is None:
+                continue  # expired (TTL) or deleted since it was indexed
+            try:
+                doc = parse_document(self.keys.state(product_id, user_id), raw)
+                row = user_summary_from_doc(product_id, user_id, doc or {})
+            except CorruptDocumentError:
+                row = UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+            if _matches(row, query, needle):  # the live document has the last word
+                rows.append(row)
+        return Page(rows, encode_cursor(*page[-1]) if more and page else None)
+
+    async def list_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50, newest_first: bool = True
+    ) -> Page[SessionSummary]:
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        position = decode_cursor(cursor)
+        items: list[Position] = []
+        async for batch in self._ordered(self.keys.history(product_id, user_id), position, newest_first, limit + 1):
+            items.extend(batch)
+            if len(items) > limit:
+                break
+        page, more = items[:limit], len(items) > limit
+        raws = await self.transport.get_many([self.keys.snapshot(product_id, user_id, sid) for _, sid in page])
+        rows = []
+        for (_, session_id), raw in zip(page, raws, strict=True):
+            if raw is None:
+                continue  # expired (TTL) since it was indexed
+            try:
+                doc = parse_document(self.keys.snapshot(product_id, user_id, session_id), raw)
+            except CorruptDocumentError:
+                rows.append(SessionSummary(session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True))
+                continue
+            rows.append(session_summary_from_doc(session_id, doc or {}))
+        return Page(rows, encode_cursor(*page[-1]) if more and page else None)
+
+    async def _walk(
+        self, keys: list[str], position: Position | None, descending: bool, limit: int
+    ) -> list[Position]:
+        """Up to ``limit + 1`` members of the smallest set that are in every other set, in order."""
+        if len(keys) > 1:
+            sizes = await self.transport.pipeline([("ZCARD", k) for k in keys])
+            keys = [k for _, k in sorted(zip(sizes, keys, strict=True))]
+        driver, others = keys[0], keys[1:]
+        out: list[Position] = []
+        async for batch in self._ordered(driver, position, descending, batch=limit + 1):
+            if others:
+                checks = await self.transport.pipeline([("ZMSCORE", k, *[m for _, m in batch]) for k in others])
+                batch = [item for i, item in enumerate(batch) if all(c[i] is not None for c in checks)]
+            out.extend(batch)
+            if len(out) > limit:
+                break
+        return out[: limit + 1]
+
+    async def _ordered(
+        self, key: str, position: Position | None, descending: bool, batch: int
+    ) -> AsyncIterator[list[Position]]:
+        """Members after the keyset ``position`` in (score, member) order, a batch at a time."""
+        bound: float | str = position[0] if position else ("+inf" if descending else "-inf")
+        client, offset = self.transport.client, 0
+        while True:
+            if descending:
+                request = client.zrevrangebyscore(key, bound, "-inf", start=offset, num=batch, withscores=True)
+            else:
+                request = client.zrangebyscore(key, bound, "+inf", start=offset, num=batch, withscores=True)
+            got = await self.transport.call(request)
+            offset += len(got)
+            items = [item for m, s in got if _after(item := (float(s), text(m)), position, descending)]
+            if items:
+                yield items
+            if len(got) < batch:
+                return
+
+    async def _search(
+        self, product_id: str, needle: str, filters: list[str], position: Position | None, descending: bool
+    ) -> list[Position]:
+        """Users with a search term starting with ``needle`` (lex range), filtered, in order."""
+        low = b"[" + needle.encode()
+        high = b"(" + needle.encode() + b"\xff"
+        members = await self.transport.call(self.transport.client.zrangebylex(search_key(product_id), low, high))
+        user_ids = sorted({text(m).split(SEARCH_SEP, 1)[-1] for m in members})
+        if not user_ids:
+            return []
+        checks: list[Any] = await self.transport.pipeline(
+            [("ZMSCORE", k, *user_ids) for k in [users_key(product_id), *filters]]
+        )
+        items = [
+            (float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)
+        ]
+        return sorted((it for it in items if _after(it, position, descending)), reverse=descending)
