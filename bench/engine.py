@@ -32,10 +32,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.user_adoption_state import SessionSnapshot, WorkflowStatus
+from bench.redis_probes import private_redis, redis_notes
 
 CATALOG = [f"wf_{i}" for i in range(8)]
 
@@ -85,147 +84,20 @@ def backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
 # --- backends ---------------------------------------------------------------------------
 
 
-class _RoundTripCounter:
-    """Counts requests written to Redis sockets: each is one request/response round trip.
-
-    The adapter pipelines several commands into one write (a script call,
-    MULTI..EXEC), so this counts network round trips, not commands. Every
-    connection (the adapter's, the SDK's) is redis-py's: its send is wrapped.
-    """
-
-    def __init__(self) -> None:
-        from redis.asyncio.connection import AbstractConnection
-
-        self.count = 0
-        self._cls = AbstractConnection
-        self._original = AbstractConnection.send_packed_command
-        counter = self
-
-        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
-            counter.count += 1
-            await counter._original(conn, command, check_health)
-
-        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-
-    def restore(self) -> None:
-        self._cls.send_packed_command = self._original  # type: ignore[method-assign]
-
-
-async def _redis_info_int(client: Any, section: str, field_name: str) -> int:
-    info = await client.info(section)
-    return int(info[field_name])
-
-
-async def _key_batches(client: Any) -> AsyncIterator[list[bytes]]:
-    cursor = 0
-    while True:
-        cursor, keys = await client.scan(cursor, count=1000)
-        if keys:
-            yield keys
-        if cursor == 0:
-            return
-
-
-@contextlib.asynccontextmanager
-async def _private_redis(args: argparse.Namespace) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """A redis-server of the benchmark's own (or ``--redis-url``), with the probes every Redis backend reports."""
-    import redis.asyncio as aioredis
-
-    from tests.support.redis_server import HOST, start_redis, wait_until
-
-    server = None
-    replicas = []
-    directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    url = args.redis_url
-    if not url:
-        server = start_redis(directory)
-        url = server.url
-        for i in range(args.wait_replicas):  # --wait-replicas: the replicas a session end waits for
-            replicas.append(start_redis(directory / f"replica{i}", ["--replicaof", HOST, str(server.port)]))
-        wait_until(
-            lambda: server.cli("INFO", "replication").count("state=online") == len(replicas), "replicas to sync"
-        )
-    probe = aioredis.Redis.from_url(url)
-    counter = _RoundTripCounter()
-    probe_trips = 0
-
-    async def probed(awaitable: Awaitable[Any]) -> Any:
-        # Probe traffic is excluded from the client-side round-trip count.
-        nonlocal probe_trips
-        before = counter.count
-        try:
-            return await awaitable
-        finally:
-            probe_trips += counter.count - before
-
-    async def data_bytes() -> int:
-        # MEMORY USAGE of every key (documents + indexes): unlike INFO used_memory it
-        # does not move with client buffers and allocator state.
-        async def total() -> int:
-            n = 0
-            async for keys in _key_batches(probe):
-                async with probe.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.memory_usage(key, samples=0)
-                    n += sum(m or 0 for m in await pipe.execute())
-            return n
-
-        return await probed(total())
-
-    async def commands() -> int:
-        # The INFO that reads this counts in the next reading; run_serial subtracts it.
-        return await probed(_redis_info_int(probe, "stats", "total_commands_processed"))
-
-    async def server_cpu() -> float:
-        info = await probed(probe.info("cpu"))
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    async def reset() -> None:
-        await probed(probe.flushall())
-
-    probes = {
-        "reset": reset,
-        "round_trips": lambda: counter.count - probe_trips,
-        "commands": commands,
-        "memory_bytes": data_bytes,
-        "server_cpu_s": server_cpu,
-    }
-    try:
-        yield url, probes
-    finally:
-        counter.restore()
-        await probe.aclose()
-        for replica in replicas:
-            replica.stop()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _redis_notes(args: argparse.Namespace) -> list[str]:
-    return [
-        f"redis-server {'at ' + args.redis_url if args.redis_url else 'private, on a free loopback port'}",
-        "round trips: socket sends counted on the client (pipelined commands share one);"
-        " commands: INFO stats total_commands_processed delta (MULTI/EXEC/WATCH and commands run by a script count)",
-        "memory: MEMORY USAGE summed over every key after FLUSHALL, divided by users (documents + indexes)",
-        "server CPU: INFO cpu used_cpu_user + used_cpu_sys delta over the serial phase",
-    ]
-
-
 @backend("redis")
 @contextlib.asynccontextmanager
 async def redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     """RedisStorageAdapter on a private redis-server (or ``--redis-url``)."""
     from autoplay_storage.adapters.redis import RedisStorageAdapter
 
-    async with _private_redis(args) as (url, probes):
+    async with private_redis(args) as (url, probes):
         adapter = RedisStorageAdapter(url, max_connections=args.max_connections, wait_replicas=args.wait_replicas)
         waits = f"; each session end waits for {args.wait_replicas} replica(s) (WAIT)" if args.wait_replicas else ""
         try:
             yield Backend(
                 name="redis",
                 storage=StorageManager([adapter]),
-                notes=[*_redis_notes(args), f"pool of {args.max_connections} connections{waits}"],
+                notes=[*redis_notes(args), f"pool of {args.max_connections} connections{waits}"],
                 **probes,
             )
         finally:
@@ -285,7 +157,7 @@ async def sdk_redis_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     sdk_log.addHandler(swallowed)
     sdk_log.propagate = False  # one line per lost write would drown the table
 
-    async with _private_redis(args) as (url, probes):
+    async with private_redis(args) as (url, probes):
         adapter = SdkRedisAdapter(url)
         try:
             yield Backend(

@@ -14,7 +14,7 @@ from autoplay_storage.keys import session_key, user_state_key
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.user_adoption_state import SessionSnapshot
-from tests.test_redis_adapter import user_doc
+from tests.test_redis_browsing import user_doc
 from tests.test_redis_reindex import assert_browsable_like, load_raw, reference
 
 pytestmark = pytest.mark.cluster

@@ -7,24 +7,21 @@ the query is dropped, a corrupt one is shown as corrupt.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ...browse import (
-    MAX_PAGE_SIZE,
-    Page,
-    ProductSummary,
-    SessionSummary,
-    UserQuery,
-    UserSummary,
-    search_terms,
-    session_summary_from_doc,
-    user_summary_from_doc,
+from ...browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
+from ..common import (
+    Position,
+    clamp_limit,
+    decode_cursor,
+    is_after,
+    matches,
+    next_page,
+    search_needle,
+    session_row,
+    user_row,
 )
-from ...codec import parse_document
-from ...errors import CorruptDocumentError
 from .index import Command
 from .keys import (
     JOURNEY_STATES,
@@ -39,41 +36,6 @@ from .keys import (
     users_key,
 )
 from .transport import Transport, text
-
-Position = tuple[float, str]  # (score, member) of the last row served
-
-
-def encode_cursor(score: float, member: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([score, member]).encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> Position | None:
-    """Keyset position of the last row served: stable while rows move."""
-    if not cursor:
-        return None
-    try:
-        score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not isinstance(member, str):
-            raise ValueError
-        return float(score), member
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
-
-
-def _after(item: Position, position: Position | None, descending: bool) -> bool:
-    if position is None:
-        return True
-    return item < position if descending else item > position
-
-
-def _matches(row: UserSummary, query: UserQuery, needle: str) -> bool:
-    if query.journey_state and row.journey_state != query.journey_state:
-        return False
-    if query.mastery_level and row.mastery_level != query.mastery_level:
-        return False
-    if query.onboarded is not None and row.onboarded != query.onboarded:
-        return False
-    return not needle or any(t.startswith(needle) for t in search_terms(row.user_id, row.metadata))
 
 
 class Browser:
@@ -106,7 +68,7 @@ class Browser:
         self, product_id: str, query: UserQuery | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         query = query or UserQuery()
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        limit = clamp_limit(limit)
         position = decode_cursor(cursor)
         descending = query.order == "-last_activity"
         filters = []
@@ -116,49 +78,40 @@ class Browser:
             filters.append(mastery_key(product_id, query.mastery_level))
         if query.onboarded is not None:
             filters.append(onboarded_key(product_id, query.onboarded))
-        needle = (query.search or "").strip().lower()
+        needle = search_needle(query)
         if needle:
             candidates = await self._search(product_id, needle, filters, position, descending)
         else:
             candidates = await self._walk(filters or [users_key(product_id)], position, descending, limit)
-        page, more = candidates[:limit], len(candidates) > limit
+        page, next_cursor = next_page(candidates, limit, lambda item: item)
         raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in page])
         rows = []
         for (_, user_id), raw in zip(page, raws, strict=True):
             if raw is None:
                 continue  # expired (TTL) or deleted since it was indexed
-            try:
-                doc = parse_document(self.keys.state(product_id, user_id), raw)
-                row = user_summary_from_doc(product_id, user_id, doc or {})
-            except CorruptDocumentError:
-                row = UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
-            if _matches(row, query, needle):  # the live document has the last word
+            row = user_row(product_id, user_id, self.keys.state(product_id, user_id), raw)
+            if matches(row, query):  # the live document has the last word
                 rows.append(row)
-        return Page(rows, encode_cursor(*page[-1]) if more and page else None)
+        return Page(rows, next_cursor)
 
     async def list_sessions(
         self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50, newest_first: bool = True
     ) -> Page[SessionSummary]:
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        limit = clamp_limit(limit)
         position = decode_cursor(cursor)
         items: list[Position] = []
         async for batch in self._ordered(self.keys.history(product_id, user_id), position, newest_first, limit + 1):
             items.extend(batch)
             if len(items) > limit:
                 break
-        page, more = items[:limit], len(items) > limit
+        page, next_cursor = next_page(items, limit, lambda item: item)
         raws = await self.transport.get_many([self.keys.snapshot(product_id, user_id, sid) for _, sid in page])
-        rows = []
-        for (_, session_id), raw in zip(page, raws, strict=True):
-            if raw is None:
-                continue  # expired (TTL) since it was indexed
-            try:
-                doc = parse_document(self.keys.snapshot(product_id, user_id, session_id), raw)
-            except CorruptDocumentError:
-                rows.append(SessionSummary(session_id, session_number=0, started_at=0.0, captured_at=0.0, corrupt=True))
-                continue
-            rows.append(session_summary_from_doc(session_id, doc or {}))
-        return Page(rows, encode_cursor(*page[-1]) if more and page else None)
+        rows = [
+            session_row(session_id, self.keys.snapshot(product_id, user_id, session_id), raw)
+            for (_, session_id), raw in zip(page, raws, strict=True)
+            if raw is not None  # expired (TTL) since it was indexed
+        ]
+        return Page(rows, next_cursor)
 
     async def _walk(
         self, keys: list[str], position: Position | None, descending: bool, limit: int
@@ -191,7 +144,7 @@ class Browser:
                 request = client.zrangebyscore(key, bound, "+inf", start=offset, num=batch, withscores=True)
             got = await self.transport.call(request)
             offset += len(got)
-            items = [item for m, s in got if _after(item := (float(s), text(m)), position, descending)]
+            items = [item for m, s in got if is_after(item := (float(s), text(m)), position, descending)]
             if items:
                 yield items
             if len(got) < batch:
@@ -213,4 +166,4 @@ class Browser:
         items = [
             (float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)
         ]
-        return sorted((it for it in items if _after(it, position, descending)), reverse=descending)
+        return sorted((it for it in items if is_after(it, position, descending)), reverse=descending)
