@@ -134,9 +134,24 @@ async def run_summarizer(
 
 # -- the summary a session end asks for: run once per session, stored or superseded --
 
-# A lease outlives the summarizer's own timeout by this much: a live worker
-# always finishes (or times out) before anyone may take its claim over.
-LEASE_GRACE_S = 5.0
+# The worker running a session's summary renews its claim every HEARTBEAT_S
+# for LEASE_S more: while it lives nobody takes the claim over, and a claim
+# whose worker died is free again within LEASE_S, not after the summarizer's
+# whole timeout (the agent's retry waits that long at most).
+LEASE_S = 6.0
+HEARTBEAT_S = 2.0
+
+
+async def _heartbeat(claim: SummaryClaim) -> None:
+    """Keep ``claim`` leased while its run lasts (cancelled when it ends)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            await SummaryClaim.objects.filter(
+                pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING
+            ).aupdate(lease_expires_at=timezone.now() + timedelta(seconds=LEASE_S))
+        except DatabaseError as exc:  # the next beat tries again; the lease has room for two misses
+            logger.warning("could not renew the summary claim of %s: %s", claim, exc)
 
 
 @sync_to_async
@@ -202,6 +217,7 @@ async def _store(
 
 async def _run_claimed(claim: SummaryClaim, product_id: str, user_id: str, ended: SessionEnd) -> SessionEnd:
     previous = ended.state.onboarding.summary
+    beat = asyncio.create_task(_heartbeat(claim))
     try:
         result = await run_summarizer(
             ended.snapshot,
@@ -219,6 +235,8 @@ async def _run_claimed(claim: SummaryClaim, product_id: str, user_id: str, ended
         # cancelled): give the lease up, so the agent's retry need not wait it out.
         await _release(claim)
         raise
+    finally:
+        beat.cancel()
     await _settle(claim, SummaryClaim.State.FINISHED)
     return await _store(claim, result.text, previous, product_id, user_id, ended)
 
@@ -229,17 +247,17 @@ async def complete_session_summary(product_id: str, user_id: str, ended: Session
     Concurrent retries of one end: the first claims it and runs the
     summarizer, holding no storage lock or connection while it runs; the
     others wait for its outcome. A run whose worker died is taken over once
-    its lease runs out; a run that finished but was not stored yet is stored
-    by the retry, without running again. Returns the end with the state as
+    its lease runs out (``LEASE_S`` after its last heartbeat); a run that
+    finished but was not stored yet is stored by the retry, without running
+    again. Returns the end with the state as
     stored after. Bookkeeping failures are ``StorageUnavailableError`` (503:
     the agent retries, and the retry completes what is missing).
     """
     session_id = ended.snapshot.session_id
-    lease_s = _timeout(None) + LEASE_GRACE_S
     pause = 0.05
     try:
         while True:
-            claim, owned = await _claim(product_id, user_id, session_id, lease_s)
+            claim, owned = await _claim(product_id, user_id, session_id, LEASE_S)
             if owned:
                 return await _run_claimed(claim, product_id, user_id, ended)
             if claim.state == SummaryClaim.State.FINISHED:  # its worker stopped before storing the text

@@ -78,6 +78,32 @@ def test_concurrent_retries_of_one_end_run_the_summarizer_once(api_server, key, 
     assert SummaryClaim.objects.get(session_id="s1").state == SummaryClaim.State.APPLIED
 
 
+async def long_summarizer(snapshot: SessionSnapshot) -> str:
+    """Runs for several leases: only its heartbeat keeps the others from running it again."""
+    global _calls
+    with _calls_lock:
+        _calls += 1
+    await asyncio.sleep(2.5)
+    return f"long brief of {snapshot.session_id}"
+
+
+def test_a_run_longer_than_its_lease_is_kept_by_its_heartbeat(api_server, key, summarizer, settings, monkeypatch):
+    from autoplay_storage import summary_runs
+
+    monkeypatch.setattr(summary_runs, "LEASE_S", 1.0)
+    monkeypatch.setattr(summary_runs, "HEARTBEAT_S", 0.3)
+    settings.AUTOPLAY_STORAGE = {
+        **settings.AUTOPLAY_STORAGE,
+        "SUMMARIZER": f"{__name__}.long_summarizer",
+        "SUMMARIZER_TIMEOUT_S": 5.0,
+    }
+    end = (f"{USER}/sessions/s1/end", {"snapshot": SNAP, "summarize": True})
+    responses = asyncio.run(_post_all(api_server, key, [end] * 3))
+    assert [r.status_code for r in responses] == [200] * 3
+    assert _calls == 1, "a live run is never taken over, however long it takes"
+    assert {r.json()["state"]["onboarding"]["summary"] for r in responses} == {"long brief of s1"}
+
+
 def _recorded_without_summary(api_server: ApiServer, key: str) -> None:
     """A session end whose worker died while its summarizer ran: recorded, summary missing."""
     with api_server.client(key) as c:
