@@ -35,9 +35,12 @@ RETRY_DELAY_S = 0.25  # ...spread over 10 s, far more than a respawn takes
 
 def test_make_run_serves_with_the_serve_module() -> None:
     """The tests start the server with the very command ``make run`` ends with."""
+    # Under `make test` this make is a sub-make: without this it prints "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     dry_run = subprocess.run(
-        ["make", "-n", "run", "HOST=127.0.0.9", "PORT=8123", "WORKERS=3"],
+        ["make", "--no-print-directory", "-n", "run", "HOST=127.0.0.9", "PORT=8123", "WORKERS=3"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
