@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import pytest
@@ -25,7 +24,8 @@ from autoplay_storage.adapters.redis import (
 from autoplay_storage.browse import UserQuery
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
-from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, SessionSnapshot, UserAdoptionState
+from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, UserAdoptionState
+from tests.test_redis_adapter import compact, snapshot_for
 
 
 @pytest.fixture
@@ -43,19 +43,6 @@ def raw(redis_url: str):
     client.close()
 
 
-def compact(doc: dict) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-
-
-def snapshot_for(state: UserAdoptionState, session_id: str, *, started_at: float, now: float) -> SessionSnapshot:
-    return SessionSnapshot.from_adoption_state(
-        state,
-        session_id=session_id,
-        session_number=state.sessions.count + 1,
-        started_at=started_at,
-        catalog_workflow_ids=["wf_a", "wf_b"],
-        now=now,
-    )
 
 
 
