@@ -285,7 +285,13 @@ async def test_aclose_closes_persistent_connections(postgres_alias: str) -> None
         kept = await orm(backends) - before
         assert kept  # persistent: still open after the calls
         await adapter.aclose()
-        assert not kept & await orm(backends)
+        # A server process exits a moment after its client hangs up: give it a few seconds, no more.
+        for _ in range(50):
+            left = kept & await orm(backends)
+            if not left:
+                break
+            await asyncio.sleep(0.1)
+        assert not left, "aclose() left these connections open"
         assert await adapter.get_user_state("p", "u") is None  # usable again after closing
         await adapter.aclose()
     finally:
