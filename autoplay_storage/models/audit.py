@@ -68,6 +68,7 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-id"]
         default_permissions = ("view",)
+        permissions = [("view_recent_access", "Can see which staff opened or changed a user lately")]
         verbose_name_plural = "audit entries"
         indexes = [
             models.Index(fields=["at"], name="audit_at"),
