@@ -41,6 +41,7 @@ class Action:
     APIKEY_REVOKE = "apikey.revoke"
     SINK_CHANGE = "sink.change"
     GRANT_CHANGE = "grant.change"
+    PRODUCT_SETTINGS_CHANGE = "product_settings.change"
     SIGNIN_SUCCESS = "signin.success"
     SIGNIN_FAILURE = "signin.failure"
     SIGNIN_LOCKOUT = "signin.lockout"

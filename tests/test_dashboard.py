@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from autoplay_storage import access
 from autoplay_storage.models import SummaryRun
 from autoplay_storage.user_adoption_state import SessionSnapshot
 from tests.support.dashboard import (
@@ -551,6 +552,19 @@ def test_bootstrap_creates_roles_demo_and_sign_ins(primary, settings, monkeypatc
     assert authenticate(username="lead", password=passwords["lead"]) is not None
     assert authenticate(username="support", password="from-the-env-2718") is not None
     assert passwords["admin"] != passwords["lead"]
+    # the demo sign-ins see the demo product; the admin role sees every product
+    from django.contrib.auth.models import User
+
+    from autoplay_storage.access import product_access
+    from autoplay_storage.models import AuditEntry
+
+    for name in ("lead", "support"):
+        seen = product_access(User.objects.get(username=name))
+        assert seen == access.ProductAccess(all=False, products=frozenset({"demo-projects"}))
+        assert AuditEntry.objects.get(action="grant.change", details__grantee=f"user:{name}").details == {
+            "grantee": f"user:{name}", "granted": ["demo-projects"]
+        }
+    assert product_access(User.objects.get(username="admin")).all
 
     async def products(storage):
         return await storage.browser.list_products()
