@@ -12,6 +12,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from api.ids import is_product_id
 from api.models import ApiKey, Scope
+from autoplay_storage.audit import Action, Actor, record
+
+COMMAND = Actor.system("manage.py autoplay_apikey")
 
 
 class Command(BaseCommand):
@@ -54,6 +57,7 @@ class Command(BaseCommand):
                 "(letters, digits and . _ @ + - only, not only dots)"
             )
         row, key = ApiKey.issue(name.strip(), products, scopes=scopes)
+        record(Action.APIKEY_CREATE, actor=COMMAND, details=row.audit_details())
         self.stderr.write(
             f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}, "
             f"scopes {', '.join(row.scopes)}; shown once:"
@@ -75,4 +79,5 @@ class Command(BaseCommand):
             raise CommandError(f"no key with prefix {prefix!r}")
         if not row.revoke():
             raise CommandError(f"key ap_{prefix}_… was already revoked")
+        record(Action.APIKEY_REVOKE, actor=COMMAND, details=row.audit_details())
         self.stdout.write(f"Revoked ap_{prefix}_… ({row.name}).")
