@@ -20,6 +20,12 @@ from autoplay_storage.audit import Actor
 class Command(BaseCommand):
     help = "Grant (or with --revoke take away) products to a console user or, with --group, to a group."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # Options may come between or after the names: `autoplay_grant sam --revoke prod_1`.
+        parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
+        return parser
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("args", nargs="*", metavar="USERNAME PRODUCT", help="a username, then product ids")
         parser.add_argument("--group", help="grant to this group (every positional argument is then a product)")
