@@ -41,8 +41,8 @@ def _moment(text: str, name: str, problems: list[str], *, end: bool) -> datetime
     if not text:
         return None
     try:
-        moment = parse_datetime(text)
-        day = None if moment else parse_date(text)
+        day = parse_date(text)  # first: Python reads a bare date as a date-time at midnight too
+        moment = None if day else parse_datetime(text)
     except ValueError:
         moment = day = None
     if day is not None:
