@@ -222,8 +222,6 @@ async def users(request: HttpRequest, product_id: str) -> HttpResponse:
         else:
             items, next_cursor = result.items, result.next_cursor
     filtered = bool(query.search or query.journey_state or query.mastery_level or query.onboarded is not None)
-    if not items and not problems and not filtered and cursor is None:
-        return not_found(request, product_id)  # a product is its users: none, no product
     return page(
         request,
         "dashboard/users.html",

@@ -71,11 +71,17 @@ def test_an_ungranted_product_is_the_missing_products_404_and_is_recorded(two_pr
     }
     for name, args in urls.items():
         refused = sam.get(reverse(f"dashboard:{name}", args=args))
-        missing = sam.get(reverse(f"dashboard:{name}", args=["ghost", *args[1:]]))
-        assert refused.status_code == missing.status_code == 404, name
-        assert unmasked(refused).replace(B, "ghost") == unmasked(missing), name
-    denied = entries("permission.denied")
+        # the same as a product that does not exist and is not granted either ...
+        nowhere = sam.get(reverse(f"dashboard:{name}", args=["nowhere", *args[1:]]))
+        assert refused.status_code == nowhere.status_code == 404, name
+        assert unmasked(refused).replace(B, "nowhere") == unmasked(nowhere), name
+        if name != "users":  # ... and, for a user or a session, as a real miss in a granted product
+            missing = sam.get(reverse(f"dashboard:{name}", args=["ghost", *args[1:]]))
+            assert missing.status_code == 404, name
+            assert unmasked(refused).replace(B, "ghost") == unmasked(missing), name
+    denied = [e for e in entries("permission.denied") if e.product_id == B]
     assert len(denied) == 4  # the ghost product's pages are plain misses, not denials
+    assert not AuditEntry.objects.filter(product_id="ghost").exists()
     last = denied[-1]
     assert (last.actor_kind, last.actor, last.product_id, last.user_id, last.session_id, last.client_address) == (
         "staff", "sam", B, plan.user_id, session, "127.0.0.1"
