@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from autoplay_storage import selectors
-from autoplay_storage.access import aproduct_access
+from autoplay_storage.access import ACCESS_ALL, ProductAccess, aproduct_access
 from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
 from autoplay_storage.browse import Page, SessionSummary, UserQuery
 from autoplay_storage.errors import (
@@ -71,6 +71,13 @@ def error_page(request: HttpRequest, status: int, title: str, message: str, **ex
     return page(request, "dashboard/error.html", context, status)
 
 
+class AllPermissions(frozenset):
+    """A superuser's permissions: every one, as ``has_perm`` answers for an active superuser."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
 def not_found(
     request: HttpRequest, product_id: str, user_id: str | None = None, session_id: str | None = None, **_: Any
 ) -> HttpResponse:
@@ -105,13 +112,17 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
             request.user = user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            can_view = await user.ahas_perm(VIEW_CONSOLE)
+            # One lookup for every permission the page and its layout ask about.
+            if user.is_active and user.is_superuser:
+                request.permissions = AllPermissions()
+            else:
+                request.permissions = frozenset(await user.aget_all_permissions() if user.is_active else ())
             request.console = {
-                "can_rerun": await user.ahas_perm(RERUN_SUMMARY),
-                "can_audit": await user.ahas_perm(VIEW_AUDIT),
+                "can_rerun": RERUN_SUMMARY in request.permissions,
+                "can_audit": VIEW_AUDIT in request.permissions,
                 "roles": [g.name async for g in user.groups.order_by("name")],
             }
-            if not can_view or not await user.ahas_perm(permission):
+            if VIEW_CONSOLE not in request.permissions or permission not in request.permissions:
                 await arecord_request(
                     request, Action.PERMISSION_DENIED, product_id=kwargs.get("product_id", ""),
                     user_id=kwargs.get("user_id", ""), session_id=kwargs.get("session_id", ""),
@@ -123,7 +134,8 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
                     "Not allowed",
                     "Your account does not have the permission for this page. Ask an admin to give you a role.",
                 )
-            request.product_access = await aproduct_access(user)
+            everything = ACCESS_ALL in request.permissions
+            request.product_access = ProductAccess(all=True) if everything else await aproduct_access(user)
             product_id = kwargs.get("product_id")
             if product_id is not None and not request.product_access.allows(product_id):
                 await arecord_request(
@@ -428,6 +440,6 @@ async def rerun_summary_view(request: HttpRequest, product_id: str, user_id: str
 
 async def recent_access(request: HttpRequest, product_id: str, user_id: str) -> list[Any] | None:
     """Who of the staff opened or changed this user lately (``None``: not for this viewer)."""
-    if not await request.user.ahas_perm(VIEW_RECENT_ACCESS):
+    if VIEW_RECENT_ACCESS not in request.permissions:
         return None
     return await arecent_staff_entries(product_id, user_id, limit=RECENT_ACCESS_SHOWN)
