@@ -1,10 +1,12 @@
-"""``Authorization: Bearer <key>`` for every agent route.
+"""``Authorization: Bearer <key>`` for every agent route, and the key's rate limit.
 
 Every request authenticates, so the lookup must be cheap: a verified key is
-remembered in-process for ``CACHE_TTL_S`` (a revoked key stops working in
-every worker within that time, at once in the worker that revoked it), and
-``last_used_at`` is written at most once a minute per key and worker rather
-than once per request.
+kept in Django's cache, which every worker shares (Redis, or a table of the
+database), for ``CACHE_TTL_S``. Revoking a key replaces its entry with a
+tombstone, so every worker refuses it from the next request on; an entry is
+only ever added (``add``), never overwritten, so a request that read the key
+just before the revoke cannot put it back. ``last_used_at`` is written at
+most once a minute per key and worker rather than once per request.
 """
 
 from __future__ import annotations
@@ -15,94 +17,117 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security.http import HttpAuthBase
 
+from . import ratelimit
 from .errors import RETRY_AFTER_S, ApiError, body_too_large, missing_key
 from .models import DEFAULT_SCOPES, ApiKey, Scope, hash_key, split_key
 
 logger = logging.getLogger("api.auth")
 
-CACHE_TTL_S = 10.0
+CACHE_TTL_S = 300
 LAST_USED_EVERY_S = 60.0
-_CACHE_MAX = 4096
+_REVOKED = "revoked"
 
 
-@dataclass
+@dataclass(frozen=True)
 class KeyIdentity:
     """What a route knows about the caller (``request.auth``)."""
 
     key_id: int
     name: str
     products: frozenset[str]
-    verified_until: float
-    last_used_written: float = 0.0
     scopes: frozenset[str] = frozenset(DEFAULT_SCOPES)
     prefix: str = ""
+    limit: ratelimit.Limit | None = None
 
     def allows(self, product_id: str) -> bool:
         return product_id in self.products
 
 
-_verified: dict[str, KeyIdentity] = {}
+_last_used: dict[int, float] = {}  # key id -> when this worker last wrote last_used_at (monotonic)
+
+
+def _cache_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"
 
 
 def forget(key_hash: str | None = None) -> None:
-    """Drop cached verifications (one key after a revoke, or all)."""
+    """Refuse a key in every worker from now on (its revoke calls this); ``None``: this worker's bookkeeping only.
+
+    Never ``cache.clear()``: on Redis that would be ``FLUSHDB``, the primary's data included.
+    """
     if key_hash is None:
-        _verified.clear()
-    else:
-        _verified.pop(key_hash, None)
+        _last_used.clear()
+        return
+    cache.set(_cache_key(key_hash), _REVOKED, CACHE_TTL_S)
 
 
 def _invalid() -> ApiError:
     return ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
 
 
+def _unavailable(exc: Exception) -> ApiError:
+    logger.warning("API key lookup failed: %s", exc)
+    return ApiError(
+        503,
+        "auth_unavailable",
+        "API keys cannot be checked right now; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def verify(key: str) -> KeyIdentity:
     """The identity of a key, or ``ApiError`` 401."""
     digest = hash_key(key)
-    now = time.monotonic()
-    identity = _verified.get(digest)
-    if identity is not None and identity.verified_until > now:
-        return identity
+    try:
+        cached = await cache.aget(_cache_key(digest))
+    except Exception as exc:  # the cache server is down: the database still answers
+        logger.warning("API key cache unavailable: %s", exc)
+        cached = None
+    if cached == _REVOKED:
+        raise _invalid()
+    if isinstance(cached, KeyIdentity):
+        return cached
     parts = split_key(key)
     if parts is None:
         raise _invalid()
     try:
         row = (
             await ApiKey.objects.filter(prefix=parts[0])
-            .only("id", "name", "key_hash", "products", "scopes", "revoked_at")
+            .only("id", "name", "prefix", "key_hash", "products", "scopes", "rate", "burst", "revoked_at")
             .afirst()
         )
     except DatabaseError as exc:
-        logger.warning("API key lookup failed: %s", exc)
-        raise ApiError(
-            503,
-            "auth_unavailable",
-            "API keys cannot be checked right now; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
+        raise _unavailable(exc) from exc
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
-        _verified.pop(digest, None)
         raise _invalid()
-    if len(_verified) >= _CACHE_MAX:
-        _verified.clear()
-    previous = identity.last_used_written if identity else 0.0
     identity = KeyIdentity(
-        row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous, frozenset(row.scopes or ()), parts[0]
+        row.id,
+        row.name,
+        frozenset(row.products),
+        frozenset(row.scopes or ()),
+        row.prefix,
+        ratelimit.Limit.of(row.rate, row.burst),
     )
-    _verified[digest] = identity
+    try:
+        await cache.aadd(_cache_key(digest), identity, CACHE_TTL_S)
+    except Exception as exc:
+        logger.warning("API key cache unavailable: %s", exc)
     return identity
 
 
 async def _touch(identity: KeyIdentity) -> None:
     now = time.monotonic()
-    if now - identity.last_used_written < LAST_USED_EVERY_S:
+    if now - _last_used.get(identity.key_id, -LAST_USED_EVERY_S) < LAST_USED_EVERY_S:
         return
-    identity.last_used_written = now
+    if len(_last_used) >= 4096:
+        _last_used.clear()
+    _last_used[identity.key_id] = now
     try:
         await ApiKey.objects.filter(pk=identity.key_id).aupdate(last_used_at=timezone.now())
     except DatabaseError as exc:  # bookkeeping: never fail the agent's request over it
@@ -150,5 +175,7 @@ class ApiKeyAuth(HttpAuthBase):
         needed = self.scope or (Scope.READ if request.method in _READ_METHODS else Scope.WRITE)
         if needed not in identity.scopes:
             raise ApiError(403, "scope_forbidden", f"this API key lacks the {needed!s} scope this route needs")
+        if identity.limit is not None:  # before the body is parsed: a refused request does nothing
+            await ratelimit.check(identity.prefix, identity.limit)
         await _touch(identity)
         return identity
