@@ -9,11 +9,15 @@ command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
 pairs (a realistic snapshot: four catalog workflows, three tracked) from a
 pool of keep-alive connections and prints requests/s and p50/p99 latency,
 then the floor: requests that pass the key check and stop at validation.
+``--rate-limit R`` measures a second key, limited to R requests/s (high
+enough never to refuse), on the same server right after the first: the cost
+of the limiter's check, side by side with a key without a limit.
 The load generator is a small raw HTTP/1.1 client on asyncio, so the
 figures measure the server rather than a client library.
 
     .venv/bin/python bench/api.py                      # both primaries, defaults
     .venv/bin/python bench/api.py --primary redis --pairs 5000 --connections 64
+    .venv/bin/python bench/api.py --rate-limit 1000000   # a key without a limit, then one with
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Stack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     port: int = 0
     key: str = ""
+    redis_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -104,17 +109,10 @@ class Stack:
                 )
             )
             env["REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
+        self.redis_env = {"REDIS_URL": env["REDIS_URL"]} if "REDIS_URL" in env else {}
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
-        created = subprocess.run(
-            [*manage, "autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        self.key = created.stdout.strip().splitlines()[-1]
+        self.key = self.create_key()
         self.port = free_port()
         self.processes.append(
             subprocess.Popen(
@@ -132,6 +130,19 @@ class Stack:
         except RuntimeError:
             sys.stderr.write((self.directory / "granian.log").read_text(errors="replace")[-4000:])
             raise
+
+    def create_key(self, *options: str) -> str:
+        """A new API key for the bench product (``options``: ``--rate``, ``--burst``)."""
+        command = ["autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT, *options]
+        created = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *command],
+            env={**self.env(), **self.redis_env},
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return created.stdout.strip().splitlines()[-1]
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -262,19 +273,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(primary: str, args: argparse.Namespace) -> None:
-    stack = Stack(primary, args.workers)
-    try:
-        stack.start()
-        asyncio.run(drive(stack.port, stack.key, args.warmup, args.connections, args.users, "warm"))
-        t0 = time.perf_counter()
-        latencies = asyncio.run(drive(stack.port, stack.key, args.pairs, args.connections, args.users, "run"))
-        elapsed = time.perf_counter() - t0
-        floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, stack.key, args.pairs, args.connections))
-    finally:
-        stack.stop()
+def measure(stack: Stack, key: str, args: argparse.Namespace, tag: str) -> tuple[dict, float, list[float], float]:
+    asyncio.run(drive(stack.port, key, args.warmup, args.connections, args.users, f"warm-{tag}"))
+    t0 = time.perf_counter()
+    latencies = asyncio.run(drive(stack.port, key, args.pairs, args.connections, args.users, f"run-{tag}"))
+    elapsed = time.perf_counter() - t0
+    floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, key, args.pairs, args.connections))
+    return latencies, elapsed, floor_latencies, floor_elapsed
+
+
+def report(label: str, args: argparse.Namespace, results: tuple[dict, float, list[float], float]) -> None:
+    latencies, elapsed, floor_latencies, floor_elapsed = results
     every = latencies["start"] + latencies["end"]
-    label = {"database": "embedded default (SQLite, database adapter)", "redis": "Redis"}[primary]
     print(f"-- {label}: {args.pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
     print(f"   requests/s       {len(every) / elapsed:9.0f}   ({len(every)} requests in {elapsed:.2f} s)")
     print(f"   pairs/s          {args.pairs / elapsed:9.0f}")
@@ -290,6 +300,22 @@ def run(primary: str, args: argparse.Namespace) -> None:
     )
 
 
+def run(primary: str, args: argparse.Namespace) -> None:
+    stack = Stack(primary, args.workers)
+    label = {"database": "embedded default (SQLite, database adapter)", "redis": "Redis"}[primary]
+    try:
+        stack.start()
+        keys = {label: stack.key}
+        if args.rate_limit:
+            limit = f"{args.rate_limit:g}"
+            keys[f"{label}, key limited to {limit}/s"] = stack.create_key("--rate", limit, "--burst", limit)
+        results = {name: measure(stack, key, args, str(n)) for n, (name, key) in enumerate(keys.items())}
+    finally:
+        stack.stop()
+    for name, figures in results.items():
+        report(name, args, figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--primary", choices=["database", "redis", "both"], default="both")
@@ -297,6 +323,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="pairs before measuring (default 200)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--users", type=int, default=500, help="distinct users the sessions spread over (default 500)")
+    parser.add_argument(
+        "--rate-limit", type=float, default=0, help="also measure a key limited to this many requests/s (burst alike)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="granian workers (default: cores)")
     args = parser.parse_args()
     print(f"bench/api.py: {os.cpu_count()} cores; load generator in this process")

@@ -1,4 +1,4 @@
-"""Django's cache is shared by the workers: a revoked key is refused at once by each; its keys never touch the wire keys."""
+"""Django's cache is shared by the workers: a revoked key is refused at once by each; no cache key is a wire key."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_a_revoked_key_is_refused_at_once_by_every_worker(server) -> None:
 
 
 def test_cache_keys_never_collide_with_the_wire_keys(tmp_path: Path, redis_url: str) -> None:
-    """API keys, rate limits and sign-in counters in Redis all sit under ``autoplay-cache:``, apart from ``autoplay:``."""
+    """API keys, rate limits and sign-in counters sit under ``autoplay-cache:``, apart from ``autoplay:``."""
     extra = {"REDIS_URL": redis_url}
     client = redis.Redis.from_url(redis_url)
     manage(tmp_path, "collectstatic", "--noinput", "-v", "0")  # the sign-in page names the hashed static files
