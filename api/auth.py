@@ -53,7 +53,8 @@ _last_used: dict[int, float] = {}  # key id -> when this worker last wrote last_
 
 
 def _cache_key(key_hash: str) -> str:
-    return f"apikey:{key_hash}"
+    """Versioned: a deployment that changes ``KeyIdentity`` bumps it rather than unpickle an older shape."""
+    return f"apikey:v1:{key_hash}"
 
 
 def forget(key_hash: str | None = None) -> None:

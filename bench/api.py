@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import socket
@@ -307,8 +308,8 @@ def run(primary: str, args: argparse.Namespace) -> None:
         stack.start()
         keys = {label: stack.key}
         if args.rate_limit:
-            limit = f"{args.rate_limit:g}"
-            keys[f"{label}, key limited to {limit}/s"] = stack.create_key("--rate", limit, "--burst", limit)
+            rate, burst = f"{args.rate_limit:.15g}", str(max(1, math.ceil(args.rate_limit)))
+            keys[f"{label}, key limited to {rate}/s"] = stack.create_key("--rate", rate, "--burst", burst)
         results = {name: measure(stack, key, args, str(n)) for n, (name, key) in enumerate(keys.items())}
     finally:
         stack.stop()
