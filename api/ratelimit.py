@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from pyrate_limiter import Rate
-from pyrate_limiter.abstracts.algorithm import GCRA, Decision, State, StateAlgorithm
-from pyrate_limiter.abstracts.store import StateStore
-from pyrate_limiter.buckets import RedisStateStore
+from pyrate_limiter import GCRA, Decision, Rate, RedisStateStore, StateAlgorithm, StateStore
+from pyrate_limiter.abstracts.algorithm import State
 
 from .errors import RETRY_AFTER_S, ApiError
 from .models import RateLimitState
@@ -58,6 +56,11 @@ class Limit:
         return [Rate(max(1, round(self.rate * 1000)), _PER_MS, burst=self.burst)]
 
 
+def _now_ms() -> int:
+    """The wall clock, which every worker shares (a monotonic clock is per process)."""
+    return time.time_ns() // 1_000_000
+
+
 class DatabaseStateStore(StateStore):
     """pyrate-limiter's state-store interface on a database row, atomic across processes."""
 
@@ -67,6 +70,8 @@ class DatabaseStateStore(StateStore):
         self.key = key
 
     def check(self, algorithm: StateAlgorithm, rates: list[Rate], now: int, weight: int) -> Decision:
+        """``now`` is read again once the row is held: a request that queued for the lock behind later
+        ones must not be judged at its earlier arrival time, before theirs."""
         rows = RateLimitState.objects.select_for_update()
         with transaction.atomic():
             row = rows.filter(key=self.key).first()
@@ -74,6 +79,7 @@ class DatabaseStateStore(StateStore):
                 RateLimitState.objects.bulk_create([RateLimitState(key=self.key)], ignore_conflicts=True)
                 row = rows.get(key=self.key)
             state = algorithm.decode(row.state) if len(row.state) == len(rates) else algorithm.initial(rates)
+            now = max(now, _now_ms())
             new_state, decision = algorithm.step(rates, state, now, weight)
             if decision.allowed:
                 RateLimitState.objects.filter(key=self.key).update(state=[str(v) for v in new_state])
@@ -144,7 +150,7 @@ async def check(key_prefix: str, limit: Limit) -> None:
     """Spend one request of the key's limit, or raise ``ApiError`` 429 (nothing spent)."""
     key = f"{settings.CACHE_KEY_PREFIX}:ratelimit:{key_prefix}"
     rates = limit.rates()
-    now = time.time_ns() // 1_000_000  # wall clock: shared by every worker
+    now = _now_ms()
     url = _redis_url()
     try:
         if url:
