@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from pyrate_limiter import GCRA, Decision, Rate, RedisStateStore, StateAlgorithm, StateStore
 from pyrate_limiter.abstracts.algorithm import State
 
@@ -66,31 +66,33 @@ class DatabaseStateStore(StateStore):
 
     is_async = False
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, using: str = DEFAULT_DB_ALIAS) -> None:
         self.key = key
+        self.using = using
 
     def check(self, algorithm: StateAlgorithm, rates: list[Rate], now: int, weight: int) -> Decision:
         """``now`` is read again once the row is held: a request that queued for the lock behind later
         ones must not be judged at its earlier arrival time, before theirs."""
-        rows = RateLimitState.objects.select_for_update()
-        with transaction.atomic():
+        table = RateLimitState.objects.using(self.using)
+        rows = table.select_for_update()
+        with transaction.atomic(using=self.using):
             row = rows.filter(key=self.key).first()
             if row is None:  # first use: create it, or wait for the worker that just did
-                RateLimitState.objects.bulk_create([RateLimitState(key=self.key)], ignore_conflicts=True)
+                table.bulk_create([RateLimitState(key=self.key)], ignore_conflicts=True)
                 row = rows.get(key=self.key)
             state = algorithm.decode(row.state) if len(row.state) == len(rates) else algorithm.initial(rates)
             now = max(now, _now_ms())
             new_state, decision = algorithm.step(rates, state, now, weight)
             if decision.allowed:
-                RateLimitState.objects.filter(key=self.key).update(state=[str(v) for v in new_state])
+                table.filter(key=self.key).update(state=[str(v) for v in new_state])
             return decision
 
     def read(self, algorithm: StateAlgorithm, rates: list[Rate]) -> State:
-        row = RateLimitState.objects.filter(key=self.key).first()
+        row = RateLimitState.objects.using(self.using).filter(key=self.key).first()
         return algorithm.decode(row.state) if row is not None else algorithm.initial(rates)
 
     def reset(self) -> None:
-        RateLimitState.objects.filter(key=self.key).delete()
+        RateLimitState.objects.using(self.using).filter(key=self.key).delete()
 
 
 class _Redis:
@@ -142,21 +144,34 @@ def _refused(decision: Decision, limit: Limit) -> ApiError:
 
 
 _check_database = sync_to_async(
-    lambda key, rates, now: DatabaseStateStore(key).check(_ALGORITHM, rates, now, 1), thread_sensitive=True
+    lambda key, rates, now, weight: DatabaseStateStore(key).check(_ALGORITHM, rates, now, weight),
+    thread_sensitive=True,
 )
 
+LEASE_SHARE = 0.02  # of a key's rate taken from the shared state at once (when the burst allows)
+LEASE_S = 1.0  # leased requests not spent within this are dropped, never saved up
 
-async def check(key_prefix: str, limit: Limit) -> None:
-    """Spend one request of the key's limit, or raise ``ApiError`` 429 (nothing spent)."""
-    key = f"{settings.CACHE_KEY_PREFIX}:ratelimit:{key_prefix}"
-    rates = limit.rates()
-    now = _now_ms()
+
+@dataclass
+class _Lease:
+    requests: int
+    until: float  # time.monotonic()
+
+
+_leases: dict[str, _Lease] = {}
+
+
+def lease_size(limit: Limit) -> int:
+    """Requests one worker takes from the shared state at once: 2% of a second's rate, within the burst."""
+    return max(1, min(limit.burst, int(limit.rate * LEASE_SHARE)))
+
+
+async def _spend(key: str, rates: list[Rate], weight: int) -> Decision:
     url = _redis_url()
     try:
         if url:
-            decision = await _redis.store(url, key).check(_ALGORITHM, rates, now, 1)
-        else:
-            decision = await _check_database(key, rates, now)
+            return await _redis.store(url, key).check(_ALGORITHM, rates, _now_ms(), weight)
+        return await _check_database(key, rates, _now_ms(), weight)
     except (DatabaseError, RedisError, OSError) as exc:
         raise ApiError(
             503,
@@ -164,5 +179,35 @@ async def check(key_prefix: str, limit: Limit) -> None:
             "the rate limit cannot be checked right now; nothing was done, retry later",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from exc
+
+
+async def check(key_prefix: str, limit: Limit) -> None:
+    """Spend one request of the key's limit, or raise ``ApiError`` 429 (nothing spent).
+
+    A busy key's requests are taken from the shared state a few at a time
+    (:func:`lease_size`, as one weighted GCRA step) and spent in this worker,
+    so a high limit costs one shared round trip per lease rather than per
+    request. Every request let through was first spent in the shared state,
+    so the limit is never exceeded; a worker's unspent lease (at most 2% of
+    a second's rate, dropped after ``LEASE_S``) can only make it stricter.
+    A key whose 2% is under one request is checked request by request.
+    """
+    key = f"{settings.CACHE_KEY_PREFIX}:ratelimit:{key_prefix}"
+    lease = _leases.get(key)
+    if lease is not None and lease.requests > 0 and lease.until > time.monotonic():
+        lease.requests -= 1
+        return
+    rates = limit.rates()
+    size = lease_size(limit)
+    decision = await _spend(key, rates, size)
+    if not decision.allowed and size > 1:  # fewer left than a lease: one is enough for this request
+        size = 1
+        decision = await _spend(key, rates, 1)
     if not decision.allowed:
         raise _refused(decision, limit)
+    if size > 1:
+        if len(_leases) >= 4096:
+            _leases.clear()
+        left = _leases.get(key)
+        kept = left.requests if left is not None and left.until > time.monotonic() else 0
+        _leases[key] = _Lease(kept + size - 1, time.monotonic() + LEASE_S)

@@ -286,9 +286,10 @@ def measure(stack: Stack, key: str, args: argparse.Namespace, tag: str) -> tuple
 def report(label: str, args: argparse.Namespace, results: tuple[dict, float, list[float], float]) -> None:
     latencies, elapsed, floor_latencies, floor_elapsed = results
     every = latencies["start"] + latencies["end"]
-    print(f"-- {label}: {args.pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
+    pairs = args.pairs * args.rounds
+    print(f"-- {label}: {pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
     print(f"   requests/s       {len(every) / elapsed:9.0f}   ({len(every)} requests in {elapsed:.2f} s)")
-    print(f"   pairs/s          {args.pairs / elapsed:9.0f}")
+    print(f"   pairs/s          {pairs / elapsed:9.0f}")
     for name, values in (("all", every), ("start", latencies["start"]), ("end", latencies["end"])):
         print(
             f"   {name:<6} latency  p50 {percentile(values, 0.5) * 1000:7.2f} ms   "
@@ -310,7 +311,20 @@ def run(primary: str, args: argparse.Namespace) -> None:
         if args.rate_limit:
             rate, burst = f"{args.rate_limit:.15g}", str(max(1, math.ceil(args.rate_limit)))
             keys[f"{label}, key limited to {rate}/s"] = stack.create_key("--rate", rate, "--burst", burst)
-        results = {name: measure(stack, key, args, str(n)) for n, (name, key) in enumerate(keys.items())}
+        results: dict[str, tuple[dict, float, list[float], float]] = {}
+        for round_ in range(args.rounds):  # alternating, so a drift in the machine's load hits both keys alike
+            order = list(keys.items()) if round_ % 2 == 0 else list(reversed(keys.items()))
+            for name, key in order:
+                got = measure(stack, key, args, f"{round_}-{list(keys).index(name)}")
+                if name in results:
+                    was = results[name]
+                    got = (
+                        {route: was[0][route] + got[0][route] for route in got[0]},
+                        was[1] + got[1],
+                        was[2] + got[2],
+                        was[3] + got[3],
+                    )
+                results[name] = got
     finally:
         stack.stop()
     for name, figures in results.items():
@@ -327,6 +341,7 @@ def main() -> None:
     parser.add_argument(
         "--rate-limit", type=float, default=0, help="also measure a key limited to this many requests/s (burst alike)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per key, alternating keys (default 1)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="granian workers (default: cores)")
     args = parser.parse_args()
     print(f"bench/api.py: {os.cpu_count()} cores; load generator in this process")

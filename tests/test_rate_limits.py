@@ -100,6 +100,41 @@ def test_a_refused_write_does_nothing(server) -> None:
     assert after["etag"] == before["etag"] and after["state"]["metadata"] == before["state"]["metadata"]
 
 
+@pytest.fixture(params=["default", pytest.param("postgres", marks=pytest.mark.postgres)])
+def alias(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("postgres_alias") if request.param == "postgres" else "default"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_store_never_spends_a_token_twice(alias: str) -> None:
+    """Eight threads, each with its own connection, race for a burst of 50: exactly 50 get through."""
+    from django.db import connections
+    from pyrate_limiter import GCRA
+
+    from api.ratelimit import DatabaseStateStore, Limit
+
+    rates = Limit(0.001, 50).rates()  # one request per 1000 s after the burst: none refills during the test
+    admitted: list[int] = []
+    waits: list[int] = []
+
+    def race() -> None:
+        try:
+            store = DatabaseStateStore("race", using=alias)
+            for _ in range(25):
+                decision = store.check(GCRA(), rates, time.time_ns() // 1_000_000, 1)
+                (admitted if decision.allowed else waits).append(decision.retry_after_ms or 0)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(admitted) == 50 and len(waits) == 150
+    assert min(waits) > 900_000  # the next token is ~1000 s away
+
+
 @pytest.mark.django_db
 def test_the_command_and_the_admin_form_set_a_limit_and_refuse_a_bad_one(client, admin_user) -> None:
     from django.core.management import CommandError, call_command
