@@ -274,27 +274,72 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(stack: Stack, key: str, args: argparse.Namespace, tag: str) -> tuple[dict, float, list[float], float]:
+def server_cpu_s(stack: Stack) -> float:
+    """CPU seconds used so far by the server side: granian's processes (main and workers) and redis-server.
+
+    Throughput on a machine shared with other work moves with their load; the
+    CPU a request costs the server moves much less, so both are printed.
+    """
+    granian = stack.processes[-1].pid
+    pids = [p.pid for p in stack.processes]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == granian:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Figures:
+    latencies: dict[str, list[float]]
+    elapsed: float
+    cpu_s: float
+    floor_latencies: list[float]
+    floor_elapsed: float
+
+    def __add__(self, other: Figures) -> Figures:
+        return Figures(
+            {route: self.latencies[route] + other.latencies[route] for route in self.latencies},
+            self.elapsed + other.elapsed,
+            self.cpu_s + other.cpu_s,
+            self.floor_latencies + other.floor_latencies,
+            self.floor_elapsed + other.floor_elapsed,
+        )
+
+
+def measure(stack: Stack, key: str, args: argparse.Namespace, tag: str) -> Figures:
     asyncio.run(drive(stack.port, key, args.warmup, args.connections, args.users, f"warm-{tag}"))
-    t0 = time.perf_counter()
+    cpu0, t0 = server_cpu_s(stack), time.perf_counter()
     latencies = asyncio.run(drive(stack.port, key, args.pairs, args.connections, args.users, f"run-{tag}"))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu_s = time.perf_counter() - t0, server_cpu_s(stack) - cpu0
     floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, key, args.pairs, args.connections))
-    return latencies, elapsed, floor_latencies, floor_elapsed
+    return Figures(latencies, elapsed, cpu_s, floor_latencies, floor_elapsed)
 
 
-def report(label: str, args: argparse.Namespace, results: tuple[dict, float, list[float], float]) -> None:
-    latencies, elapsed, floor_latencies, floor_elapsed = results
+def report(label: str, args: argparse.Namespace, figures: Figures) -> None:
+    latencies, elapsed = figures.latencies, figures.elapsed
     every = latencies["start"] + latencies["end"]
     pairs = args.pairs * args.rounds
     print(f"-- {label}: {pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
     print(f"   requests/s       {len(every) / elapsed:9.0f}   ({len(every)} requests in {elapsed:.2f} s)")
     print(f"   pairs/s          {pairs / elapsed:9.0f}")
+    print(f"   server CPU       {figures.cpu_s / len(every) * 1000:9.2f} ms per request (granian and redis-server)")
     for name, values in (("all", every), ("start", latencies["start"]), ("end", latencies["end"])):
         print(
             f"   {name:<6} latency  p50 {percentile(values, 0.5) * 1000:7.2f} ms   "
             f"p99 {percentile(values, 0.99) * 1000:7.2f} ms   mean {statistics.fmean(values) * 1000:7.2f} ms"
         )
+    floor_latencies, floor_elapsed = figures.floor_latencies, figures.floor_elapsed
     print(
         f"   floor (key checked, body refused by validation, no storage): {len(floor_latencies) / floor_elapsed:.0f}"
         f" requests/s, p50 {percentile(floor_latencies, 0.5) * 1000:.2f} ms,"
@@ -311,20 +356,12 @@ def run(primary: str, args: argparse.Namespace) -> None:
         if args.rate_limit:
             rate, burst = f"{args.rate_limit:.15g}", str(max(1, math.ceil(args.rate_limit)))
             keys[f"{label}, key limited to {rate}/s"] = stack.create_key("--rate", rate, "--burst", burst)
-        results: dict[str, tuple[dict, float, list[float], float]] = {}
+        results: dict[str, Figures] = {}
         for round_ in range(args.rounds):  # alternating, so a drift in the machine's load hits both keys alike
             order = list(keys.items()) if round_ % 2 == 0 else list(reversed(keys.items()))
             for name, key in order:
                 got = measure(stack, key, args, f"{round_}-{list(keys).index(name)}")
-                if name in results:
-                    was = results[name]
-                    got = (
-                        {route: was[0][route] + got[0][route] for route in got[0]},
-                        was[1] + got[1],
-                        was[2] + got[2],
-                        was[3] + got[3],
-                    )
-                results[name] = got
+                results[name] = results[name] + got if name in results else got
     finally:
         stack.stop()
     for name, figures in results.items():
