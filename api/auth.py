@@ -1,18 +1,24 @@
 """``Authorization: Bearer <key>`` for every agent route, and the key's rate limit.
 
-Every request authenticates, so the lookup must be cheap: a verified key is
-kept in Django's cache, which every worker shares (Redis, or a table of the
-database), for ``CACHE_TTL_S``. Revoking a key replaces its entry with a
-tombstone, so every worker refuses it from the next request on; an entry is
-only ever added (``add``), never overwritten, so a request that read the key
-just before the revoke cannot put it back. ``last_used_at`` is written at
-most once a minute per key and worker rather than once per request.
+Every request authenticates, so the lookup must cost nothing: a verified key
+is remembered in the worker, for ``CACHE_TTL_S``. Revocation reaches every
+worker through Django's cache, which they all share (Redis, or a table of
+the database): revoking a key writes a new *revocation generation* there,
+and a worker reads the generation at most every ``GENERATION_CHECK_S``
+(inline, on a request) and forgets every key it verified when it changed.
+A worker trusts what it remembers only while its last read of the
+generation began less than ``GENERATION_CHECK_S`` ago, and a revoke returns
+only ``2 * GENERATION_CHECK_S`` after writing the generation: so once it has
+returned, every worker's next request re-reads and refuses the key. A
+lookup that began before a generation change is not remembered.
+``last_used_at`` is written at most once a minute per key and worker.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -29,9 +35,11 @@ from .models import DEFAULT_SCOPES, ApiKey, Scope, hash_key, split_key
 
 logger = logging.getLogger("api.auth")
 
-CACHE_TTL_S = 300
+CACHE_TTL_S = 300.0
+GENERATION_CHECK_S = 0.25
+GENERATION_KEY = "apikey:revocation-generation"
 LAST_USED_EVERY_S = 60.0
-_REVOKED = "revoked"
+_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -49,51 +57,65 @@ class KeyIdentity:
         return product_id in self.products
 
 
+@dataclass
+class _Worker:
+    """This worker's verified keys and what it last read of the revocation generation."""
+
+    verified: dict[str, tuple[KeyIdentity, float]]  # key hash -> identity, valid until (monotonic)
+    generation: object = None
+    checked_at: float = float("-inf")  # when the last successful read of the generation began (monotonic)
+
+
+_worker = _Worker({})
 _last_used: dict[int, float] = {}  # key id -> when this worker last wrote last_used_at (monotonic)
 
 
-def _cache_key(key_hash: str) -> str:
-    """Versioned: a deployment that changes ``KeyIdentity`` bumps it rather than unpickle an older shape."""
-    return f"apikey:v1:{key_hash}"
-
-
 def forget(key_hash: str | None = None) -> None:
-    """Refuse a key in every worker from now on (its revoke calls this); ``None``: this worker's bookkeeping only.
+    """Refuse a key in every worker (``ApiKey.revoke`` calls this after marking the row); ``None``: this one only.
 
-    Never ``cache.clear()``: on Redis that would be ``FLUSHDB``, the primary's data included.
+    Blocks for ``2 * GENERATION_CHECK_S``: when it returns, no worker still
+    trusts what it verified before. Never ``cache.clear()``: on Redis that
+    would be ``FLUSHDB``, the primary's data included.
     """
-    if key_hash is None:
-        _last_used.clear()
+    _worker.verified.clear()
+    _worker.checked_at = float("-inf")
+    _last_used.clear()
+    if key_hash is not None:
+        cache.set(GENERATION_KEY, secrets.token_hex(8), None)
+        time.sleep(2 * GENERATION_CHECK_S)
+
+
+async def _check_generation() -> None:
+    """Forget this worker's verified keys if a key was revoked since it last looked (at most every 0.25 s)."""
+    started = time.monotonic()
+    if started - _worker.checked_at < GENERATION_CHECK_S:
         return
-    cache.set(_cache_key(key_hash), _REVOKED, CACHE_TTL_S)
+    try:
+        generation = await cache.aget(GENERATION_KEY)
+    except Exception as exc:  # the cache is down: trust nothing remembered, ask the database each time
+        logger.warning("API key revocations cannot be read from the cache: %s", exc)
+        _worker.verified.clear()
+        return
+    if generation != _worker.generation:
+        _worker.verified.clear()
+        _worker.generation = generation
+    _worker.checked_at = max(_worker.checked_at, started)
 
 
 def _invalid() -> ApiError:
     return ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
 
 
-def _unavailable(exc: Exception) -> ApiError:
-    logger.warning("API key lookup failed: %s", exc)
-    return ApiError(
-        503,
-        "auth_unavailable",
-        "API keys cannot be checked right now; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
-
-
 async def verify(key: str) -> KeyIdentity:
     """The identity of a key, or ``ApiError`` 401."""
     digest = hash_key(key)
-    try:
-        cached = await cache.aget(_cache_key(digest))
-    except Exception as exc:  # the cache server is down: the database still answers
-        logger.warning("API key cache unavailable: %s", exc)
-        cached = None
-    if cached == _REVOKED:
-        raise _invalid()
-    if isinstance(cached, KeyIdentity):
-        return cached
+    await _check_generation()
+    now = time.monotonic()
+    remembered = _worker.verified.get(digest)
+    fresh = now - _worker.checked_at < GENERATION_CHECK_S
+    if remembered is not None and remembered[1] > now and fresh:
+        return remembered[0]
+    generation = _worker.generation
     parts = split_key(key)
     if parts is None:
         raise _invalid()
@@ -104,8 +126,15 @@ async def verify(key: str) -> KeyIdentity:
             .afirst()
         )
     except DatabaseError as exc:
-        raise _unavailable(exc) from exc
+        logger.warning("API key lookup failed: %s", exc)
+        raise ApiError(
+            503,
+            "auth_unavailable",
+            "API keys cannot be checked right now; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+        _worker.verified.pop(digest, None)
         raise _invalid()
     identity = KeyIdentity(
         row.id,
@@ -115,10 +144,10 @@ async def verify(key: str) -> KeyIdentity:
         row.prefix,
         ratelimit.Limit.of(row.rate, row.burst),
     )
-    try:
-        await cache.aadd(_cache_key(digest), identity, CACHE_TTL_S)
-    except Exception as exc:
-        logger.warning("API key cache unavailable: %s", exc)
+    if generation == _worker.generation:  # no revocation seen while the row was read
+        if len(_worker.verified) >= _CACHE_MAX:
+            _worker.verified.clear()
+        _worker.verified[digest] = (identity, now + CACHE_TTL_S)
     return identity
 
 

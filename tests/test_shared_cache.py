@@ -41,7 +41,7 @@ def test_a_revoked_key_is_refused_at_once_by_every_worker(server) -> None:
 
 
 def test_cache_keys_never_collide_with_the_wire_keys(tmp_path: Path, redis_url: str) -> None:
-    """API keys, rate limits and sign-in counters sit under ``autoplay-cache:``, apart from ``autoplay:``."""
+    """Revocations, rate limits and sign-in counters sit under ``autoplay-cache:``, apart from ``autoplay:``."""
     extra = {"REDIS_URL": redis_url}
     client = redis.Redis.from_url(redis_url)
     manage(tmp_path, "collectstatic", "--noinput", "-v", "0")  # the sign-in page names the hashed static files
@@ -58,9 +58,10 @@ def test_cache_keys_never_collide_with_the_wire_keys(tmp_path: Path, redis_url: 
             page = c.get("/accounts/login/")
             token = page.text.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
             c.post("/accounts/login/", data={"username": "x", "password": "y", "csrfmiddlewaretoken": token})
+        manage(tmp_path, "autoplay_apikey", "revoke", limited.split("_")[1], extra_env=extra)  # the generation
     keys |= {k.decode() for k in client.scan_iter(count=1000)}
     cache_keys = [k for k in keys if k.startswith("autoplay-cache:")]
-    assert any(":apikey:" in k for k in cache_keys), keys
+    assert "autoplay-cache:1:apikey:revocation-generation" in cache_keys, keys
     assert any(k.startswith("autoplay-cache:ratelimit:") for k in cache_keys), keys
     assert any(":axes-" in k for k in cache_keys), keys
     assert any(fnmatch.fnmatchcase(k, WIRE_PATTERNS[0]) for k in keys)  # the state itself is on the wire key
