@@ -124,8 +124,8 @@ class ApiKey(models.Model):
     def revoke(self) -> bool:
         """Revoke once; returns whether this call revoked it.
 
-        Every worker refuses the key from the next request on: its cached
-        verification in the shared cache is replaced by a tombstone (api/auth.py).
+        Every worker refuses the key once this returns (``api.auth.forget``:
+        a new revocation generation in the shared cache, then a 0.5 s wait).
         """
         from .auth import forget
 
