@@ -8,6 +8,7 @@ server's own database file.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -85,6 +86,12 @@ def test_five_failures_for_one_user_name_lock_it_out_across_workers(server) -> N
     actions = audit_actions(directory)
     assert actions.count(("signin.failure", "alice")) == 8  # 5 wrong passwords, then 3 refused attempts
     assert actions.count(("signin.lockout", "alice")) == 1
+    with sqlite3.connect(directory / "db.sqlite3") as db:
+        details = [
+            json.loads(row[0])
+            for row in db.execute("SELECT details FROM autoplay_storage_auditentry WHERE action = 'signin.failure'")
+        ]
+    assert [d["refused_while_locked_out"] for d in details] == [False] * 5 + [True] * 3
     assert ("signin.success", "bob") in actions
 
 
