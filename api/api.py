@@ -72,7 +72,7 @@ IfMatch = Annotated[
 ]
 
 USER = "/v1/products/{product_id}/users/{user_id}"
-_COMMON: dict[int, Any] = {401: Error, 403: Error, 422: Error, 503: Error}
+_COMMON: dict[int, Any] = {401: Error, 403: Error, 422: Error, 429: Error, 503: Error}
 _READ = {**_COMMON, 404: Error, 409: Error}
 _WRITE = {**_COMMON, 400: Error, 409: Error, 413: Error}
 

@@ -541,16 +541,18 @@ def test_rerun_enforces_csrf(primary, settings) -> None:
 
 def test_bootstrap_creates_roles_demo_and_sign_ins(primary, settings, monkeypatch, capsys) -> None:
     from django.contrib.auth import authenticate
+    from django.test import RequestFactory
 
+    signing_in = RequestFactory().post("/accounts/login/")  # sign-in lockouts need the request (django-axes)
     monkeypatch.setenv("AUTOPLAY_SUPPORT_PASSWORD", "from-the-env-2718")
     settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "DEMO": True}
     call_command("autoplay_bootstrap", "--demo-users", "5", verbosity=0)
     out = capsys.readouterr().out
     passwords = dict(re.findall(r"^\s+(\w+)\s+role \w+\s+password (\S+)", out, re.M))
     assert set(passwords) == {"admin", "lead", "support"}
-    assert authenticate(username="admin", password=passwords["admin"]).is_staff
-    assert authenticate(username="lead", password=passwords["lead"]) is not None
-    assert authenticate(username="support", password="from-the-env-2718") is not None
+    assert authenticate(signing_in, username="admin", password=passwords["admin"]).is_staff
+    assert authenticate(signing_in, username="lead", password=passwords["lead"]) is not None
+    assert authenticate(signing_in, username="support", password="from-the-env-2718") is not None
     assert passwords["admin"] != passwords["lead"]
     # the demo sign-ins see the demo product; the admin role sees every product
     from django.contrib.auth.models import User

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from tqdm import tqdm
@@ -44,6 +45,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.quiet = options["verbosity"] == 0
+        # The database cache's table (a no-op on Redis); migrate made it, unless Redis was the cache then.
+        call_command("createcachetable", verbosity=0)
         counts = sync_roles(Group, Permission)
         self.stdout.write("Roles: " + ", ".join(f"{role} ({n} permissions)" for role, n in counts.items()))
         if primary_kind() == "memory":
