@@ -150,7 +150,8 @@ def test_key_create_and_revoke_from_the_command(db, capsys) -> None:
     call_command("autoplay_apikey", "create", "--name", "agent", "--product", "p1")
     key = capsys.readouterr().out.strip()
     row = ApiKey.objects.get()
-    described = {"key": f"ap_{row.prefix}_…", "name": "agent", "products": ["p1"], "scopes": ["read", "write"], "rate": None, "burst": None}
+    described = {"key": f"ap_{row.prefix}_…", "name": "agent", "products": ["p1"],
+                 "scopes": ["read", "write"], "rate": None, "burst": None}
     assert fields(only("apikey.create")) == (
         "system", "manage.py autoplay_apikey", "apikey.create", "", "", "", None, described
     )
@@ -164,7 +165,8 @@ def test_key_create_and_revoke_from_the_admin(db) -> None:
     page = root.post(reverse("admin:api_apikey_add"), {"name": "agent", "products_text": "p1", "scopes": ["read"]})
     key = page.context["key"]
     row = ApiKey.objects.get()
-    described = {"key": f"ap_{row.prefix}_…", "name": "agent", "products": ["p1"], "scopes": ["read"], "rate": None, "burst": None}
+    described = {"key": f"ap_{row.prefix}_…", "name": "agent", "products": ["p1"],
+                 "scopes": ["read"], "rate": None, "burst": None}
     assert fields(only("apikey.create")) == ("staff", "root", "apikey.create", "", "", "", "127.0.0.1", described)
     root.post(reverse("admin:api_apikey_changelist"), {"action": "revoke_keys", "_selected_action": [row.pk]})
     assert fields(only("apikey.revoke"))[:2] == ("staff", "root") and only("apikey.revoke").details == described
