@@ -58,16 +58,16 @@ def dumps(doc: Any) -> bytes:
     return dumps_strict(doc)
 
 
-# 20 digits in a row may be an integer beyond 64 bits, which orjson would read
-# as a float; the standard library keeps it exact. (Digits in a string also
-# count: that only costs the slower parser.) translate+find is ~15x faster
-# than a regular expression here.
+# 19 digits in a row may be an integer beyond 64 bits (below -2**63 already
+# has 19), which orjson would read as a float; the standard library keeps it
+# exact. (Digits in a string also count: that only costs the slower parser.)
+# translate+find is ~15x faster than a regular expression here.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_TWENTY_DIGITS = b"0" * 20
+_LONG_RUN = b"0" * 19
 
 
 def _may_hold_a_long_integer(raw: bytes) -> bool:
-    return raw.translate(_DIGITS_TO_ZERO).find(_TWENTY_DIGITS) >= 0
+    return raw.translate(_DIGITS_TO_ZERO).find(_LONG_RUN) >= 0
 
 
 def loads(raw: bytes | str) -> Any:

@@ -39,6 +39,8 @@ def test_dumps_reads_back_as_the_standard_library_reads_it(value):
         '{"big":123456789012345678901234567890}',
         '{"s":"\\ud800"}',  # a lone surrogate
         '{"neg":-123456789012345678901234567890,"f":1e400}',
+        '{"n":-9223372036854775809}',  # 19 digits, one below the 64-bit range
+        '{"n":18446744073709551616}',  # 2**64
     ],
 )
 def test_what_orjson_refuses_the_standard_library_still_reads(text):
@@ -58,6 +60,9 @@ def test_not_json_is_a_value_error():
 
 def test_dumps_copes_with_what_orjson_cannot_encode():
     assert json.loads(codec.dumps({"n": 2**70})) == {"n": 2**70}
+    for edge in (-(2**63) - 1, -(2**63), 2**64 - 1, 2**64):  # just beyond and at orjson's integer range
+        assert codec.loads(codec.dumps({"n": edge})) == {"n": edge}
+        assert type(codec.loads(codec.dumps({"n": edge}))["n"]) is int
     assert json.loads(codec.dumps({1: "x"})) == {"1": "x"}
 
 
