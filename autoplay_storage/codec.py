@@ -50,12 +50,27 @@ def dumps(doc: Any) -> bytes:
     NaN in free-form bags). orjson would write a stray NaN as ``null``, so a
     document from elsewhere goes through ``dumps_strict`` first.
     """
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(doc)
-        except TypeError:  # an int beyond 64 bits, a lone surrogate: the standard library copes
-            pass
-    return dumps_strict(doc)
+    return dumps_exact(doc) or dumps_strict(doc)
+
+
+def dumps_exact(doc: Any) -> bytes | None:
+    """What ``dumps`` writes when orjson can write it, else ``None`` (an int beyond 64 bits, a lone surrogate).
+
+    orjson reads back exactly what it wrote (every integer it writes is in its
+    64-bit range), so these bytes may be read with ``loads_exact``.
+    """
+    if _orjson is None:
+        return None
+    try:
+        return _orjson.dumps(doc)
+    except TypeError:  # the standard library copes
+        return None
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Parse bytes ``dumps_exact`` wrote: without the scan for long integers that text from anywhere needs."""
+    assert _orjson is not None  # dumps_exact wrote them
+    return _orjson.loads(raw)
 
 
 # 19 digits in a row may be an integer beyond 64 bits (below -2**63 already

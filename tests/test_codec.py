@@ -32,6 +32,23 @@ def test_dumps_reads_back_as_the_standard_library_reads_it(value):
     assert codec.loads(codec.dumps(value)) == value
 
 
+@given(json_values)
+def test_what_orjson_wrote_reads_back_exactly_without_the_scan(value):
+    """``loads_exact`` skips the long-integer scan only for bytes orjson wrote, which it reads as it wrote them."""
+    raw = codec.dumps_exact(value)
+    if raw is not None:
+        assert codec.loads_exact(raw) == value == codec.loads(raw)
+        assert raw == codec.dumps(value)
+
+
+def test_orjson_does_not_write_what_it_would_read_back_otherwise():
+    for edge in (-(2**63), 2**64 - 1):  # the ends of its range: written, and read back as integers
+        assert type(codec.loads_exact(codec.dumps_exact(edge))) is int
+    for beyond in (-(2**63) - 1, 2**64, "\ud800"):  # the standard library writes these; they need the scan
+        assert codec.dumps_exact({"n": beyond}) is None
+        assert codec.loads(codec.dumps({"n": beyond})) == {"n": beyond}
+
+
 @pytest.mark.parametrize(
     "text",
     [
