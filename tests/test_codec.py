@@ -32,6 +32,23 @@ def test_dumps_reads_back_as_the_standard_library_reads_it(value):
     assert codec.loads(codec.dumps(value)) == value
 
 
+@given(json_values)
+def test_what_orjson_wrote_reads_back_exactly_without_the_scan(value):
+    """``loads_exact`` skips the long-integer scan only for bytes orjson wrote, which it reads as it wrote them."""
+    raw = codec.dumps_exact(value)
+    if raw is not None:
+        assert codec.loads_exact(raw) == value == codec.loads(raw)
+        assert raw == codec.dumps(value)
+
+
+def test_orjson_does_not_write_what_it_would_read_back_otherwise():
+    for edge in (-(2**63), 2**64 - 1):  # the ends of its range: written, and read back as integers
+        assert type(codec.loads_exact(codec.dumps_exact(edge))) is int
+    for beyond in (-(2**63) - 1, 2**64, "\ud800"):  # the standard library writes these; they need the scan
+        assert codec.dumps_exact({"n": beyond}) is None
+        assert codec.loads(codec.dumps({"n": beyond})) == {"n": beyond}
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -39,6 +56,8 @@ def test_dumps_reads_back_as_the_standard_library_reads_it(value):
         '{"big":123456789012345678901234567890}',
         '{"s":"\\ud800"}',  # a lone surrogate
         '{"neg":-123456789012345678901234567890,"f":1e400}',
+        '{"n":-9223372036854775809}',  # 19 digits, one below the 64-bit range
+        '{"n":18446744073709551616}',  # 2**64
     ],
 )
 def test_what_orjson_refuses_the_standard_library_still_reads(text):
@@ -58,6 +77,9 @@ def test_not_json_is_a_value_error():
 
 def test_dumps_copes_with_what_orjson_cannot_encode():
     assert json.loads(codec.dumps({"n": 2**70})) == {"n": 2**70}
+    for edge in (-(2**63) - 1, -(2**63), 2**64 - 1, 2**64):  # just beyond and at orjson's integer range
+        assert codec.loads(codec.dumps({"n": edge})) == {"n": edge}
+        assert type(codec.loads(codec.dumps({"n": edge}))["n"]) is int
     assert json.loads(codec.dumps({1: "x"})) == {"1": "x"}
 
 

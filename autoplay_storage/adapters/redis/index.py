@@ -102,9 +102,11 @@ def index_commands(
     ``filed`` says this adapter filed ``old`` itself when it wrote those very
     bytes: then the product and unchanged search terms are not filed again.
     Otherwise (another writer, such as the SDK) everything is filed, so the
-    indexes heal.
+    indexes heal. The score is written as text once (``repr``, what the client
+    would send for the float): a float's shortest repr costs more than the
+    rest of a command's packing, and every filter set repeats it.
     """
-    score = new.score
+    score = repr(new.score)
     cmds: list[Command] = [] if filed else [("SADD", PRODUCTS_KEY, product_id)]
     cmds.append(("ZADD", users_key(product_id), score, user_id))
     new_filters = filter_keys(product_id, new.journey_state, new.mastery_level, new.onboarded)

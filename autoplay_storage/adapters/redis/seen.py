@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
+from ... import codec
 from ...codec import parse_document
 from ...protocol import TypedDocument, WrittenDocument
 from .index import IndexEntry
@@ -27,6 +28,7 @@ class Seen(NamedTuple):
     raw: bytes | None  # None: Redis said there is no state
     filed: IndexEntry | None = None  # the index entry this adapter filed when it wrote ``raw``
     typed: object = None  # the typed state ``raw`` was written from, until handed out
+    exact: bool = False  # ``raw`` is what this adapter wrote with ``codec.dumps_exact``
 
 
 NOTHING_SEEN = Seen(None)
@@ -53,13 +55,15 @@ class LastSeen:
     def get(self, key: str) -> Seen | None:
         return self._states.get(key)
 
-    def see(self, key: str, raw: bytes | None, filed: IndexEntry | None = None, written: Any = None) -> None:
+    def see(
+        self, key: str, raw: bytes | None, filed: IndexEntry | None = None, written: Any = None, exact: bool = False
+    ) -> None:
         """Remember ``raw`` for ``key``; ``written``: the document it was written from, typed state and all."""
         if not self.size:
             return
         typed = written.take() if type(written) is WrittenDocument else None  # the store's own from now on
         states = self._states
-        states[key] = Seen(raw, filed, typed)
+        states[key] = Seen(raw, filed, typed, exact)
         states.move_to_end(key)
         if len(states) > self.size:
             states.popitem(last=False)
@@ -69,10 +73,11 @@ class LastSeen:
 
     def current(self, key: str, seen: Seen) -> dict[str, Any] | None:
         """The document ``seen`` holds, parsed; a ``TypedDocument`` with its typed state, handed out once."""
-        doc = parse_document(key, seen.raw)
+        # Bytes this adapter wrote (``exact``) are a JSON object orjson reads as it wrote them.
+        doc = codec.loads_exact(seen.raw) if seen.exact else parse_document(key, seen.raw)
         if doc is None or seen.typed is None:
             return doc
-        self._states[key] = Seen(seen.raw, seen.filed)  # the reader owns the typed state now
+        self._states[key] = Seen(seen.raw, seen.filed, None, seen.exact)  # the reader owns the typed state now
         return TypedDocument(doc, seen.typed)
 
     # -- snapshots --

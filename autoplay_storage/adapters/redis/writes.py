@@ -204,13 +204,13 @@ class ScriptWriter(Writer):
                 onboarding = first_session_on_start(current, new)
                 if onboarding is not None:
                     read = self.keys.snapshot(product_id, user_id, onboarding)
-            payload = self._state_write(key, new, writes)
+            written = self._state_write(key, new, writes)
             (reply,) = await self._cas(key, raw, writes, read=read)
             if reply[0] == STALE:
                 self.seen.see(key, reply[1])
                 continue
-            if payload is not None:
-                self.seen.see(key, payload, entry, new)
+            if written is not None:
+                self.seen.see(key, written[0], entry, new, exact=written[1])
             if read and len(reply) > 1 and isinstance(reply[1], bytes):
                 self.seen.prefetched(read, reply[1])
             return current if new is None else new
@@ -226,11 +226,11 @@ class ScriptWriter(Writer):
         mutate = fold_into(fold, snapshot)
         for attempt in range(MAX_TX_ATTEMPTS):
             raw, (current, new, writes, entry) = await self._base(key, product_id, user_id, mutate, attempt == 0)
-            payload = self._state_write(key, new, writes)
+            written = self._state_write(key, new, writes)
             reply, *waited = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key, after=self.wait_commands())
             if reply[0] == WRITTEN:
-                if payload is not None:
-                    self.seen.see(key, payload, entry, new)
+                if written is not None:
+                    self.seen.see(key, written[0], entry, new, exact=written[1])
                 self.seen.keep_frozen(snap_key, freeze[0][2], snapshot)
                 if waited:
                     self.check_acknowledged(waited[0], snap_key)
@@ -248,13 +248,14 @@ class ScriptWriter(Writer):
             return frozen, state
         raise gave_up(key)
 
-    def _state_write(self, key: str, new: StateDoc | None, writes: list[Command]) -> bytes | None:
-        """Append the SET of ``new`` to ``writes`` (after its index changes); its bytes."""
+    def _state_write(self, key: str, new: StateDoc | None, writes: list[Command]) -> tuple[bytes, bool] | None:
+        """Append the SET of ``new`` to ``writes`` (after its index changes); its bytes, and whether orjson wrote it."""
         if new is None:
             return None
-        payload = codec.dumps(new)
+        exact = codec.dumps_exact(new)
+        payload = exact or codec.dumps_strict(new)
         writes.append(("SET", key, payload, *self.ex))
-        return payload
+        return payload, exact is not None
 
     async def _base(
         self, key: str, product_id: str, user_id: str, mutate: StateMutation, guess_new: bool
