@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('autoplay_storage', '0004_webhook_sink'),
+        ('autoplay_storage', '0005_audit_and_grants'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

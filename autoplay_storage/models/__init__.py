@@ -1,5 +1,7 @@
 """ORM models of the storage app, one module per concern."""
 
+from .access import ProductGrant, ProductSettings
+from .audit import AuditEntry
 from .facts import ProductCounter, UserMetadataFact, UserWorkflowFact
 from .records import SessionSnapshotRecord, UserStateRecord
 from .segments import Segment
@@ -7,7 +9,10 @@ from .sinks import SinkDestination, WebhookDelivery
 from .summaries import SummaryClaim, SummaryRun
 
 __all__ = [
+    "AuditEntry",
     "ProductCounter",
+    "ProductGrant",
+    "ProductSettings",
     "Segment",
     "SessionSnapshotRecord",
     "SinkDestination",
