@@ -145,6 +145,8 @@ class Writer:
         payload = freeze[0][2]
         if results[0] is not None:
             self.seen.keep_frozen(key, payload, snapshot)
+            # Counted once, by the writer whose SET NX froze it (the product's keys may be in another slot).
+            await self.transport.pipeline(snapshot_commands(product_id, snapshot_facts(snapshot)))
             return snapshot, payload
         # Already there (a retry, or written by another writer such as the SDK):
         # return the frozen one, and make the history order it by its capture time.
