@@ -34,11 +34,8 @@ def cas_arguments(state_key: str, expected: bytes, writes: list[Command], *, fre
     cost more than the rest of the script's checks.
     """
     # Each write names exactly one key, second: with the state, the frozen and the read key, all of them.
-    keys = list(
-        dict.fromkeys(
-            [state_key, *([freeze] if freeze else []), *([read] if read else []), *[cmd[1] for cmd in writes]]
-        )
-    )
+    keys = list(dict.fromkeys([state_key, *([freeze] if freeze else []), *([read] if read else []),
+                               *[cmd[1] for cmd in writes]]))
     args: list[Any] = [len(keys), *keys, expected, freeze, read]
     for cmd in writes:
         args.append(len(cmd))
