@@ -55,8 +55,9 @@ class WorkflowFact(NamedTuple):
     evidence: str
 
 
-@dataclass(frozen=True)
-class UserFacts:
+class UserFacts(NamedTuple):
+    """A tuple: built on every state write, compared field by field by the diff."""
+
     journey_state: str = "onboarding"
     mastery_level: str = "novice"
     onboarded: bool = False
@@ -85,33 +86,34 @@ def _finite(value: Any) -> bool:
 
 def _progress_at(wp: dict[str, Any]) -> float:
     """When the workflow last moved: detected, completed, or a step completed (re-judging is no progress)."""
-    times = [wp.get("first_detected_at"), wp.get("completed_at")]
+    best = None
     steps = wp.get("steps")
-    if isinstance(steps, dict):
-        times.extend(s.get("completed_at") for s in steps.values() if isinstance(s, dict))
-    found = [float(t) for t in times if _finite(t)]
-    if found:
-        return max(found)
-    evaluated = wp.get("last_evaluated_at")
-    return float(evaluated) if _finite(evaluated) else 0.0
+    times = [wp.get("first_detected_at"), wp.get("completed_at")]
+    if steps and type(steps) is dict:
+        times += [s.get("completed_at") for s in steps.values() if type(s) is dict]
+    for t in times:  # type() rather than isinstance: a bool is not a time
+        if (type(t) is float or type(t) is int) and math.isfinite(t) and (best is None or t > best):
+            best = t
+    if best is None:
+        evaluated = wp.get("last_evaluated_at")
+        return float(evaluated) if _finite(evaluated) else 0.0
+    return float(best)
 
 
-def _sessions_to_onboard(completed_at: float | None, count: int, index: list[dict[str, Any]]) -> int | None:
+def _sessions_to_onboard(completed_at: float, count: int, index: list[Any]) -> int:
     """Sessions finished when onboarding completed: the older ones beyond the index, plus those indexed up to then."""
-    if completed_at is None:
-        return None
-    upto = sum(1 for e in index if _finite(e.get("captured_at")) and e["captured_at"] <= completed_at)
+    upto = sum(1 for e in index if type(e) is dict and _finite(t := e.get("captured_at")) and t <= completed_at)
     return max(1, count - len(index) + upto)
 
 
 def _metadata(metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        sorted(
-            (k, v)
-            for k, v in metadata.items()
-            if isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= META_KEY_MAX and len(v) <= META_VALUE_MAX
-        )
-    )
+    pairs = [
+        (k, v)
+        for k, v in metadata.items()
+        if type(v) is str and type(k) is str and 0 < len(k) <= META_KEY_MAX and len(v) <= META_VALUE_MAX
+    ]
+    pairs.sort()
+    return tuple(pairs)
 
 
 def _canonical(doc: dict[str, Any]) -> bool:
@@ -121,65 +123,67 @@ def _canonical(doc: dict[str, Any]) -> bool:
         doc.get("_v", 1) == 1
         and type(doc.get("journey_state")) is str
         and doc["journey_state"] in _JOURNEYS
-        and isinstance(mastery, dict)
+        and type(mastery) is dict
         and type(mastery.get("level")) is str
         and mastery["level"] in _LEVELS
-        and isinstance(onboarding, dict)
-        and isinstance(sessions, dict)
+        and type(onboarding) is dict
+        and type(sessions) is dict
         and type(sessions.get("count")) is int
         and sessions["count"] >= 0
-        and isinstance(sessions.get("index"), list)
-        and isinstance(doc.get("metadata"), dict)
+        and type(sessions.get("index")) is list
+        and len(sessions["index"]) <= sessions["count"]
+        and type(doc.get("metadata")) is dict
         and _finite(doc.get("first_seen_at"))
         and _finite(doc.get("last_updated_at"))
-        and isinstance(onboarding.get("workflow_progress"), dict)
+        and type(onboarding.get("workflow_progress")) is dict
     ):
         return False
     completed = onboarding.get("onboarding_completed_at")
-    if completed is not None and not _finite(completed):
-        return False
-    index = sessions["index"]
-    if len(index) > sessions["count"] or not all(isinstance(e, dict) for e in index):
-        return False
-    return all(
-        isinstance(wp, dict) and type(wp.get("status")) is str and wp["status"] in _STATUSES and wid
-        for wid, wp in onboarding["workflow_progress"].items()
-    )
+    return completed is None or _finite(completed)
+
+
+def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
+    """The active workflows, sorted; ``None`` if an entry is not what this engine writes."""
+    found = []
+    for wid, wp in progress.items():
+        if type(wp) is not dict or not wid:
+            return None
+        status = wp.get("status")
+        if status == "not_started":
+            continue
+        if status not in ACTIVE_STATUSES:
+            return None
+        evidence = wp.get("evidence")
+        found.append(
+            WorkflowFact(wid, status, _progress_at(wp), evidence[:EVIDENCE_MAX] if type(evidence) is str else "")
+        )
+    found.sort()
+    return tuple(found)
 
 
 def user_facts(doc: dict[str, Any]) -> UserFacts | None:
     """The facts of a stored state document; ``None`` when it cannot be read (it counts nowhere)."""
-    if not _canonical(doc):
+    workflows = _workflows(doc["onboarding"]["workflow_progress"]) if _canonical(doc) else None
+    if workflows is None:  # another writer's document: read it by the documents' own rules
         try:
             doc = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
         except (DocumentError, TypeError, ValueError):
             return None
+        workflows = _workflows(doc["onboarding"]["workflow_progress"]) or ()
     onboarding, sessions = doc["onboarding"], doc["sessions"]
     completed = onboarding.get("onboarding_completed_at")
-    workflows = tuple(
-        sorted(
-            WorkflowFact(
-                wid,
-                wp["status"],
-                _progress_at(wp),
-                wp.get("evidence", "")[:EVIDENCE_MAX] if isinstance(wp.get("evidence"), str) else "",
-            )
-            for wid, wp in onboarding["workflow_progress"].items()
-            if wp["status"] in ACTIVE_STATUSES
-        )
-    )
     first_seen = float(doc["first_seen_at"])
     return UserFacts(
-        journey_state=doc["journey_state"],
-        mastery_level=doc["mastery"]["level"],
-        onboarded=completed is not None,
-        sessions_to_onboard=_sessions_to_onboard(completed, sessions["count"], sessions["index"]),
-        cohort_week=week_of(first_seen),
-        first_seen_at=first_seen,
-        last_activity_at=float(doc["last_updated_at"]),
-        sessions_count=sessions["count"],
-        workflows=workflows,
-        metadata=_metadata(doc["metadata"]),
+        doc["journey_state"],
+        doc["mastery"]["level"],
+        completed is not None,
+        None if completed is None else _sessions_to_onboard(completed, sessions["count"], sessions["index"]),
+        week_of(first_seen),
+        first_seen,
+        float(doc["last_updated_at"]),
+        sessions["count"],
+        workflows,
+        _metadata(doc["metadata"]),
     )
 
 

@@ -14,7 +14,9 @@ On Redis they go through the manager (``save_user_state``, concurrently); on
 the database through the adapter's own row writer in one transaction per
 batch, because one transaction per user on SQLite would take minutes.
 
-    .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,database]
+    .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,postgres]
+
+The insight pages (bench/insight_pages.py) are timed after the others.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,25 +70,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def load_database_states(users: int, batch: int = 2000) -> None:
-    """The adapter's own row writer (document + browse columns + search terms), one transaction per batch."""
+def load_database_states(users: int, alias: str = "default", batch: int = 2000) -> None:
+    """The adapter's own row writer (document, browse columns, search terms, insight rows and counters),
+    one transaction per batch; then ANALYZE, as autovacuum would after a load."""
     import itertools
     import json
 
-    from django.db import transaction
+    from django.db import connections, transaction
     from tqdm import tqdm
 
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
     from autoplay_storage.demo import clone_states, state_archetypes
 
-    adapter = DatabaseStorageAdapter()
+    adapter = DatabaseStorageAdapter(alias)
     clones = clone_states(asyncio.run(state_archetypes(200, seed=1)), users, seed=1)
     with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
         while chunk := list(itertools.islice(clones, batch)):
-            with transaction.atomic():
+            with transaction.atomic(using=alias):
                 for uid, doc in chunk:
                     adapter._write_state(None, PRODUCT, uid, json.dumps(doc, separators=(",", ":")), doc)
             bar.update(len(chunk))
+    if connections[alias].vendor == "postgresql":
+        with connections[alias].cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+    connections[alias].close()
 
 
 async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
@@ -106,11 +114,12 @@ async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
     return heavy.user_id
 
 
-async def measure(urls: dict[str, str], requests: int) -> dict[str, list[float]]:
+async def measure(urls: dict[str, str], requests: int, export_filter: dict[str, str]) -> dict[str, list[float]]:
     from django.contrib.auth.models import User
     from django.test import AsyncClient
 
     from autoplay_storage.runtime import get_storage
+    from bench.insight_pages import measure_insight
 
     user = await User.objects.aget(username="bench-lead")
     client = AsyncClient()
@@ -125,6 +134,7 @@ async def measure(urls: dict[str, str], requests: int) -> dict[str, list[float]]
             response = await client.get(url)
             timings[name].append((time.perf_counter() - t0) * 1000)
             assert response.status_code == 200
+    await measure_insight(client, PRODUCT, requests, export_filter)
     await get_storage().aclose()
     return timings
 
@@ -135,12 +145,16 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
 
     from autoplay_storage.runtime import reset_storage
 
-    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "PRIMARY": kind, "REDIS_URL": redis_url or ""}
+    primary = "database" if kind in ("database", "postgres") else kind
+    alias = "postgres" if kind == "postgres" else "default"
+    settings.AUTOPLAY_STORAGE = {
+        **settings.AUTOPLAY_STORAGE, "PRIMARY": primary, "REDIS_URL": redis_url or "", "DATABASE_ALIAS": alias,
+    }  # fmt: skip
     reset_storage()
     print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
     t0 = time.perf_counter()
-    if kind == "database":
-        load_database_states(args.users)
+    if kind in ("database", "postgres"):
+        load_database_states(args.users, alias)
     heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency))
     prefix = "ana."
     elapsed = time.perf_counter() - t0
@@ -154,7 +168,7 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
         "user page, 5 sessions": reverse("dashboard:user", args=[PRODUCT, "u_typical"]),
         f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
     }
-    timings = asyncio.run(measure(urls, args.requests))
+    timings = asyncio.run(measure(urls, args.requests, args.export_filter))
     print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, values in timings.items():
         print(f"  {name:<46} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
@@ -168,7 +182,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=500, help="sessions of the one heavy user")
     parser.add_argument("--requests", type=int, default=40, help="timed requests per page")
     parser.add_argument("--concurrency", type=int, default=200, help="users written at once while loading")
-    parser.add_argument("--primaries", default="redis,database")
+    parser.add_argument("--primaries", default="redis,database", help="redis, database (SQLite), postgres")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/autoplay_bench_dashboard",
+                        help="PostgreSQL for the postgres primary (the database is dropped and created)")
+    parser.add_argument("--export-filter", default="", help="query string of the timed CSV export, e.g. mastery=novice")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]
 
@@ -178,22 +195,37 @@ def main() -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "false"
+    args.export_filter = dict(urllib.parse.parse_qsl(args.export_filter))
     import django
-
-    django.setup()
     from django.conf import settings
+
+    if "postgres" in kinds:
+        import dj_database_url
+
+        from bench.engine_database import pg_admin
+
+        name = args.pg_url.rsplit("/", 1)[-1]
+        pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(args.pg_url, f'CREATE DATABASE "{name}"')
+        settings.DATABASES  # noqa: B018 (configure the settings before adding an alias)
+        settings.DATABASES["postgres"] = dj_database_url.parse(args.pg_url, conn_max_age=60)
+    django.setup()
     from django.contrib.auth.models import Group, Permission, User
     from django.core.management import call_command
 
+    from autoplay_storage.models import ProductGrant
     from dashboard.roles import LEAD, sync_roles
 
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     call_command("migrate", verbosity=0)
+    if "postgres" in kinds:
+        call_command("migrate", database="postgres", verbosity=0)
     sync_roles(Group, Permission)
     lead = User.objects.create_user("bench-lead", password=None)
     lead.groups.add(Group.objects.get(name=LEAD))
+    ProductGrant.objects.create(user=lead, product_id=PRODUCT)
     print(f"console bench: {args.users:,} users, heavy user with {args.sessions} sessions, "
           f"{args.requests} timed requests per page (in-process AsyncClient, signed-in lead)")
 

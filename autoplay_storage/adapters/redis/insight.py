@@ -2,13 +2,15 @@
 
 Numbers are read from the sets and counters the writes keep (``ZCARD``,
 ``ZCOUNT``, ``HGETALL``): a page view costs a few round trips, never a scan
-of the documents. A list walks the smallest set that every row must be in,
-in activity order, and checks the others per batch (``ZMSCORE``); the live
-documents have the last word, as for every listing.
+of the documents. A list walks the smallest activity-ordered set every row
+must be in and checks the others per batch (``ZMSCORE``), or reads a small
+workflow or metadata set whole and sorts it; the live documents have the
+last word, as for every listing.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +50,7 @@ from .keys import UserKeys, journey_key, mastery_key, onboarded_key, users_key
 from .transport import Transport, text
 
 SCAN_MAX = 20_000  # members a list walks per request before it answers with what it found and a cursor
+LOOKUP_FIRST = 5_000  # a membership set this small is read whole and sorted, instead of walking the users
 _BATCH = 500
 
 
@@ -55,7 +58,8 @@ _BATCH = 500
 class _Plan:
     """A filter as sets: every row is in ``all_of``, in one of each ``any_of``, in none of ``none_of``."""
 
-    all_of: list[str]
+    all_of: list[str]  # scored by last activity
+    members_of: list[str] = field(default_factory=list)  # membership only (score 0)
     any_of: list[list[str]] = field(default_factory=list)
     none_of: list[str] = field(default_factory=list)
     ranges: list[tuple[str, float, float]] = field(default_factory=list)  # key, low (incl.), high (excl.)
@@ -78,9 +82,9 @@ def _plan(product_id: str, f: UserFilter) -> _Plan:
         if status == "untouched":
             plan.none_of += [workflow_key(product_id, f.workflow_id, s) for s in ("completed", "in_progress")]
         else:
-            plan.all_of.append(workflow_key(product_id, f.workflow_id, status))
+            plan.members_of.append(workflow_key(product_id, f.workflow_id, status))
     if f.meta_key:
-        plan.all_of.append(meta_key(product_id, f.meta_key, f.meta_value or ""))
+        plan.members_of.append(meta_key(product_id, f.meta_key, f.meta_value or ""))
     if f.active_after is not None:
         plan.low = f.active_after
     if f.active_before is not None:
@@ -167,12 +171,18 @@ class Insight:
     async def count(self, product_id: str, f: UserFilter) -> int:
         plan = _plan(product_id, f)
         low, high = _bound(plan.low), _bound(plan.high, exclusive=True)
-        if len(plan.all_of) == 1 and not (plan.any_of or plan.none_of or plan.ranges):
+        if len(plan.all_of) == 1 and not (plan.members_of or plan.any_of or plan.none_of or plan.ranges):
             (n,) = await self.transport.pipeline([("ZCOUNT", plan.all_of[0], low, high)])
+            return int(n)
+        alone = not (plan.any_of or plan.none_of or plan.ranges) and (plan.low, plan.high) == (-math.inf, math.inf)
+        if alone and plan.all_of == [users_key(product_id)] and len(plan.members_of) == 1:
+            (n,) = await self.transport.pipeline([("ZCARD", plan.members_of[0])])
             return int(n)
         # Intersections in a scratch key of the product (one slot), gone at the end of the transaction.
         tmp, other = (f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}:{i}" for i in range(2))
-        cmds: list[Command] = [("ZINTERSTORE", tmp, len(plan.all_of), *plan.all_of, "AGGREGATE", "MAX")]
+        keys = [*plan.all_of, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
+        weights = [1] * len(plan.all_of) + [0] * len(plan.members_of)
+        cmds: list[Command] = [("ZINTERSTORE", tmp, len(keys), *keys, "WEIGHTS", *weights, "AGGREGATE", "MAX")]
         for group in plan.any_of:
             cmds.append(("ZUNIONSTORE", other, len(group), *group))
             cmds.append(("ZINTERSTORE", tmp, 2, tmp, other, "AGGREGATE", "MAX"))
@@ -219,10 +229,14 @@ class Insight:
     ) -> tuple[list[Position], Position | None]:
         """Up to ``limit + 1`` members that pass ``plan``, in order; and where to resume if the walk stopped early."""
         drivers = plan.all_of
+        sizes = await self.transport.pipeline([("ZCARD", k) for k in [*drivers, *plan.members_of]])
+        if plan.members_of:
+            small = min(zip(sizes[len(drivers) :], plan.members_of, strict=True))
+            if small[0] <= LOOKUP_FIRST and small[0] < min(sizes[: len(drivers)]):
+                return await self._lookup(small[1], plan, position, descending, limit), None
         if len(drivers) > 1:
-            sizes = await self.transport.pipeline([("ZCARD", k) for k in drivers])
             drivers = [k for _, k in sorted(zip(sizes, drivers, strict=True))]
-        driver, others = drivers[0], drivers[1:]
+        driver, others = drivers[0], [*drivers[1:], *plan.members_of]
         high, low = _bound(plan.high, exclusive=True), _bound(plan.low)
         if position is not None and descending and position[0] < plan.high:
             high = repr(position[0])
@@ -250,6 +264,27 @@ class Insight:
             if len(got) < _BATCH:
                 return out, None
         return out, last
+
+    async def _lookup(
+        self, key: str, plan: _Plan, position: Position | None, descending: bool, limit: int
+    ) -> list[Position]:
+        """A small membership set read whole: its members' activity from the first activity set, sorted here."""
+        members = [text(m) for m in await self.transport.call(self.transport.client.zrange(key, 0, -1))]
+        if not members:
+            return []
+        (scores,) = await self.transport.pipeline([("ZMSCORE", plan.all_of[0], *members)])
+        batch = [(float(sc), m) for m, sc in zip(members, scores, strict=True) if sc is not None]
+        batch = [b for b in batch if plan.low <= b[0] < plan.high]
+        if position is not None:
+            batch = [b for b in batch if (b < position if descending else b > position)]
+        batch.sort(reverse=descending)
+        others = [k for k in [*plan.all_of[1:], *plan.members_of] if k != key]
+        out: list[Position] = []
+        for i in range(0, len(batch), _BATCH):
+            out.extend(await self._check(batch[i : i + _BATCH], others, plan))
+            if len(out) > limit:
+                break
+        return out[: limit + 1]
 
     async def _check(self, batch: list[Position], others: list[str], plan: _Plan) -> list[Position]:
         members = [m for _, m in batch]

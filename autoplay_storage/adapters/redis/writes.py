@@ -24,7 +24,7 @@ from ...codec import parse_document
 from ...errors import StorageUnavailableError
 from ...facts import snapshot_facts, user_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
-from .facts import facts_commands, snapshot_commands
+from .facts import FactsMemo, facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands, index_entry
 from .keys import UserKeys
 from .scripts import CAS, FROZEN, STALE, WRITTEN, cas_arguments
@@ -93,6 +93,7 @@ class Writer:
         self.ttl_s = ttl_s
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.facts = FactsMemo(seen.size)
 
     # -- replica acknowledgement (WAIT) --
 
@@ -175,7 +176,7 @@ class Writer:
             current = self.seen.current(key, seen)
             # Before mutate runs: it may change the document it is given in place.
             old = filed if filed is not None or current is None else index_entry(product_id, user_id, current)
-            old_facts = None if current is None else user_facts(current)
+            old_facts = self.facts.old(key, filed, current)
             new = mutate(current)
         except BaseException:
             self.seen.forget(key)
@@ -183,8 +184,10 @@ class Writer:
         if new is None:
             return parse_document(key, raw), None, [], None
         entry = index_entry(product_id, user_id, new)
+        new_facts = user_facts(new)
+        self.facts.keep(key, entry, new_facts)
         commands = index_commands(product_id, user_id, old, entry, filed=filed is not None)
-        commands += facts_commands(product_id, user_id, old_facts, user_facts(new))
+        commands += facts_commands(product_id, user_id, old_facts, new_facts)
         return current, new, commands, entry
 
     async def last_seen(self, key: str) -> Seen:
