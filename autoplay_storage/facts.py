@@ -84,20 +84,30 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_tuple = tuple.__new__
+
+
+def _time(value: Any) -> float | None:
+    """A usable timestamp (``type`` rather than ``isinstance``: a bool is not a time)."""
+    cls = value.__class__
+    return float(value) if (cls is float or cls is int) and math.isfinite(value) else None
+
+
 def _progress_at(wp: dict[str, Any]) -> float:
     """When the workflow last moved: detected, completed, or a step completed (re-judging is no progress)."""
-    best = None
+    best = _time(wp.get("first_detected_at"))
+    done = wp.get("completed_at")
+    if done is not None and (done := _time(done)) is not None and (best is None or done > best):
+        best = done
     steps = wp.get("steps")
-    times = [wp.get("first_detected_at"), wp.get("completed_at")]
-    if steps and type(steps) is dict:
-        times += [s.get("completed_at") for s in steps.values() if type(s) is dict]
-    for t in times:  # type() rather than isinstance: a bool is not a time
-        if (type(t) is float or type(t) is int) and math.isfinite(t) and (best is None or t > best):
-            best = t
+    if steps and steps.__class__ is dict:
+        for step in steps.values():
+            t = step.get("completed_at") if step.__class__ is dict else None
+            if t is not None and (t := _time(t)) is not None and (best is None or t > best):
+                best = t
     if best is None:
-        evaluated = wp.get("last_evaluated_at")
-        return float(evaluated) if _finite(evaluated) else 0.0
-    return float(best)
+        return _time(wp.get("last_evaluated_at")) or 0.0
+    return best
 
 
 def _sessions_to_onboard(completed_at: float, count: int, index: list[Any]) -> int:
@@ -146,17 +156,16 @@ def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
     """The active workflows, sorted; ``None`` if an entry is not what this engine writes."""
     found = []
     for wid, wp in progress.items():
-        if type(wp) is not dict or not wid:
+        if wp.__class__ is not dict or not wid:
             return None
         status = wp.get("status")
         if status == "not_started":
             continue
-        if status not in ACTIVE_STATUSES:
+        if status != "in_progress" and status != "completed":
             return None
         evidence = wp.get("evidence")
-        found.append(
-            WorkflowFact(wid, status, _progress_at(wp), evidence[:EVIDENCE_MAX] if type(evidence) is str else "")
-        )
+        evidence = evidence[:EVIDENCE_MAX] if evidence.__class__ is str else ""
+        found.append(_tuple(WorkflowFact, (wid, status, _progress_at(wp), evidence)))  # skips namedtuple's __new__
     found.sort()
     return tuple(found)
 
