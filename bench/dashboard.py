@@ -76,7 +76,7 @@ def load_database_states(users: int, alias: str = "default", batch: int = 2000) 
     import itertools
     import json
 
-    from django.db import connections, transaction
+    from django.db import transaction
     from tqdm import tqdm
 
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
@@ -90,23 +90,34 @@ def load_database_states(users: int, alias: str = "default", batch: int = 2000) 
                 for uid, doc in chunk:
                     adapter._write_state(None, PRODUCT, uid, json.dumps(doc, separators=(",", ":")), doc)
             bar.update(len(chunk))
+    analyze(alias)
+
+
+def analyze(alias: str) -> None:
+    """VACUUM ANALYZE after a bulk load, as autovacuum would soon after (index-only scans, fresh statistics)."""
+    from django.db import connections
+
     if connections[alias].vendor == "postgresql":
         with connections[alias].cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
     connections[alias].close()
 
 
-async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
-    """Load the users (Redis: through the manager) and the heavy user; returns the heavy user's id."""
+async def load(kind: str, users: int, sessions: int, concurrency: int, direct: bool, redis_url: str | None) -> str:
+    """Load the users (Redis: through the manager, or ``--direct``) and the heavy user; returns its id."""
     from tqdm import tqdm
 
     from autoplay_storage.demo import load_states_bulk, load_user_direct, plan_user
     from autoplay_storage.runtime import get_storage
+    from bench.insight_load import load_redis
 
     storage = get_storage()
-    if kind != "database":
+    if kind == "redis":
         with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
-            await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
+            if direct:
+                await asyncio.to_thread(load_redis, redis_url, PRODUCT, users, bar.update)
+            else:
+                await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
     heavy = plan_user(random.Random(2), sessions=sessions, user_id="u_heavy")
     await load_user_direct(storage, PRODUCT, heavy)
     await load_user_direct(storage, PRODUCT, plan_user(random.Random(3), sessions=5, user_id="u_typical"))
@@ -154,8 +165,17 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
     print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
     t0 = time.perf_counter()
     if kind in ("database", "postgres"):
-        load_database_states(args.users, alias)
-    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency))
+        if args.direct:
+            from tqdm import tqdm
+
+            from bench.insight_load import load_database
+
+            with tqdm(total=args.users, unit="user", desc="  users", mininterval=2.0) as bar:
+                load_database(alias, PRODUCT, args.users, bar.update)
+            analyze(alias)
+        else:
+            load_database_states(args.users, alias)
+    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency, args.direct, redis_url))
     prefix = "ana."
     elapsed = time.perf_counter() - t0
     print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s)")
@@ -185,6 +205,7 @@ def main() -> None:
     parser.add_argument("--primaries", default="redis,database", help="redis, database (SQLite), postgres")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/autoplay_bench_dashboard",
                         help="PostgreSQL for the postgres primary (the database is dropped and created)")
+    parser.add_argument("--direct", action="store_true", help="bulk loaders (pipelines, bulk INSERTs) for 1,000,000")
     parser.add_argument("--export-filter", default="", help="query string of the timed CSV export, e.g. mastery=novice")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]

@@ -153,7 +153,6 @@ async def _users_list(
             "filtered": not f.empty,
             "journeys": [j.value for j in JourneyState],
             "levels": [m.value for m in MasteryLevel],
-            "workflows": [row.workflow_id for row in (await selectors.product_stats(product_id)).funnel],
         },
         status=400 if problems else 200,
     )

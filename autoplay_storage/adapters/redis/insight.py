@@ -28,7 +28,8 @@ from ...facts import (
     matches,
     user_facts,
 )
-from ..common import Position, clamp_limit, decode_cursor, encode_cursor, user_row
+from ..common import Position, clamp_limit, decode_cursor, encode_cursor
+from ..database_rows import user_summary  # the list-row reader that skips what a row does not show
 from .facts import (
     NEVER,
     SEP,
@@ -208,6 +209,7 @@ class Insight:
         descending = f.order == "-last_activity"
         plan = _plan(product_id, f)
         found, resume = await self._walk(plan, position, descending, limit)
+        check = not f.empty  # an unfiltered list has nothing an index entry could get wrong but the order
         page, more = found[:limit], len(found) > limit
         raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in page])
         rows = []
@@ -219,8 +221,9 @@ class Insight:
                 doc = parse_document(key, raw)
             except CorruptDocumentError:
                 continue  # counts nowhere
-            if matches(user_facts(doc or {}), f):  # the live document has the last word
-                rows.append(user_row(product_id, user_id, key, raw))
+            if check and not matches(user_facts(doc or {}), f):  # the live document has the last word
+                continue
+            rows.append(user_summary(product_id, user_id, doc or {}))
         next_position = page[-1] if more and page else resume
         return Page(rows, encode_cursor(next_position) if next_position else None)
 
@@ -366,4 +369,4 @@ def _stuck_row(
     wf = facts.workflow(workflow_id) if facts else None
     if wf is None or wf.status != "in_progress" or wf.last_progress_at >= older_than:
         return None
-    return StuckUser(user_row(product_id, user_id, key, raw), workflow_id, wf.last_progress_at, wf.evidence)
+    return StuckUser(user_summary(product_id, user_id, doc or {}), workflow_id, wf.last_progress_at, wf.evidence)
