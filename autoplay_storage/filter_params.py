@@ -91,8 +91,9 @@ def parse_filter(params: Mapping[str, Any]) -> tuple[UserFilter, list[str]]:
         workflow = ""
     meta_key, meta_value = get("meta_key"), get("meta_value")
     if len(meta_key) > META_KEY_MAX or len(meta_value) > META_VALUE_MAX:
-        problems.append(f"Metadata filters take a key of at most {META_KEY_MAX} and a value of at most "
-                        f"{META_VALUE_MAX} characters.")
+        problems.append(
+            f"Metadata filters take a key of at most {META_KEY_MAX} and a value of at most {META_VALUE_MAX} characters."
+        )
         meta_key = meta_value = ""
     if meta_value and not meta_key:
         problems.append("A metadata value needs the key it belongs to (meta_key=...).")

@@ -28,9 +28,7 @@ def _frame(label: str, top_value: float, unit: str) -> list[str]:
         y = TOP + (HEIGHT - TOP - BOTTOM) * (1 - tick / 4)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         value = top_value * tick / 4
-        parts.append(
-            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.0f}{unit}</text>'
-        )
+        parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.0f}{unit}</text>')
     return parts
 
 

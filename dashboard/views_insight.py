@@ -322,10 +322,10 @@ async def csv_download(
     return response
 
 
-async def users_csv(request: HttpRequest, product_id: str, fetch: Callable[[str | None], Awaitable[Page[Any]]],
-                    details: dict[str, Any]) -> HttpResponseBase:
+async def users_csv(
+    request: HttpRequest, product_id: str, fetch: Callable[[str | None], Awaitable[Page[Any]]], details: dict[str, Any]
+) -> HttpResponseBase:
     """The plain users list (search and quick filters) as CSV, for ``views.users``."""
     if (hidden := await _hidden(request, product_id)) is not None:
         return hidden
     return await csv_download(request, product_id, "users", fetch, user_cells, USER_COLUMNS, details)
-

@@ -108,8 +108,14 @@ def test_a_segment_is_saved_shared_counted_and_opened_as_a_list(primary) -> None
     sam = person("sam", "support", PRODUCT)
     wid = stats().funnel[0].workflow_id
     url = reverse("dashboard:insight_users", args=[PRODUCT])
-    listed = sam.get(url, {"workflow": wid, "status": "completed", "mastery": ["novice", "beginner", "intermediate",
-                                                                             "proficient", "power_user"]})
+    listed = sam.get(
+        url,
+        {
+            "workflow": wid,
+            "status": "completed",
+            "mastery": ["novice", "beginner", "intermediate", "proficient", "power_user"],
+        },
+    )
     assert listed.status_code == 200
     total = int(re.search(r'class="total">(\d+)<', listed.content.decode())[1])
     assert total == next(r.completed for r in stats().funnel if r.workflow_id == wid)
