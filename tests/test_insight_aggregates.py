@@ -188,11 +188,19 @@ async def check(adapter, documents) -> None:
     assert sorted(got) == sorted(stuck)
 
 
-async def test_aggregates_agree_with_a_full_recount_and_after_a_rebuild(store) -> None:
+async def test_aggregates_agree_with_a_full_recount_and_after_a_rebuild(store, monkeypatch) -> None:
     adapter, documents, rebuild = store
     storage = StorageManager([adapter])
     await drive(storage, random.Random(17))
     await check(adapter, documents)
+    if isinstance(adapter, RedisStorageAdapter):  # the lists' other paths: walking past small sets, short walks
+        from autoplay_storage.adapters.redis import insight
+
+        monkeypatch.setattr(insight, "LOOKUP_FIRST", 0)
+        monkeypatch.setattr(insight, "SCAN_MAX", 5)
+        monkeypatch.setattr(insight, "_BATCH", 2)
+        await check(adapter, documents)
+        monkeypatch.undo()
     await rebuild()
     await check(adapter, documents)
     await drive(storage, random.Random(18), users=5)  # writes after a rebuild go on from the rebuilt numbers
