@@ -68,27 +68,55 @@ def _db_documents(alias: str) -> tuple[list[dict], list[dict]]:
     return states, snaps
 
 
-def _redis_documents(url: str) -> tuple[list[dict], list[dict]]:
-    client = redis.Redis.from_url(url)
+def _redis_documents(url: str, cluster: bool = False) -> tuple[list[dict], list[dict]]:
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster.from_url(url)
+        scan = {"target_nodes": RedisCluster.PRIMARIES}
+        part = f"{{{PRODUCT}:*}}"
+    else:
+        client, scan, part = redis.Redis.from_url(url), {}, f"{PRODUCT}:*"
     try:
-        states = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{PRODUCT}:*:state")]
-        snaps = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{PRODUCT}:*:session:*")]
+        states = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{part}:state", **scan)]
+        snaps = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{part}:session:*", **scan)]
     finally:
         client.close()
     return states, snaps
+
+
+def _flush_cluster(url: str) -> None:
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(url)
+    try:
+        client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    finally:
+        client.close()
 
 
 @pytest.fixture(
     params=[
         "redis-scripts",
         "redis-watch",
+        pytest.param("redis-cluster", marks=pytest.mark.cluster),
         pytest.param("sqlite", marks=pytest.mark.django_db(transaction=True)),
         pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.django_db(transaction=True)]),
     ]
 )
 async def store(request):
     """(adapter, documents(), rebuild()) on one primary."""
-    if request.param.startswith("redis"):
+    if request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        await asyncio.to_thread(_flush_cluster, cluster.url)
+        adapter = RedisStorageAdapter(cluster.url, cluster=True, max_connections=16)
+
+        async def documents():
+            return await asyncio.to_thread(_redis_documents, cluster.url, True)
+
+        async def rebuild():
+            await adapter.reindex()
+    elif request.param.startswith("redis"):
         url = request.getfixturevalue("redis_url")
         adapter = RedisStorageAdapter(url, scripts=request.param == "redis-scripts")
 

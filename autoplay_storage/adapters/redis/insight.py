@@ -159,7 +159,10 @@ class Insight:
         for week, size, onboarded, after in cohorts:
             median = None
             if onboarded:
-                scores = [float(s) for s in next(median_of)[1::2]]
+                reply = next(median_of)  # flat on a raw connection, pairs through the cluster client
+                flat = not (reply and isinstance(reply[0], (list, tuple)))
+                pairs = zip(reply[::2], reply[1::2], strict=True) if flat else reply
+                scores = [float(score) for _, score in pairs]
                 median = sum(scores) / len(scores)
             rows.append(CohortRow(week, size, after, onboarded, median))
         levels: dict[int, dict[str, int]] = {}
@@ -179,7 +182,7 @@ class Insight:
         if alone and plan.all_of == [users_key(product_id)] and len(plan.members_of) == 1:
             (n,) = await self.transport.pipeline([("ZCARD", plan.members_of[0])])
             return int(n)
-        # Intersections in a scratch key of the product (one slot), gone at the end of the transaction.
+        # Intersections in scratch keys of the product (one slot), deleted by the last command.
         tmp, other = (f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}:{i}" for i in range(2))
         keys = [*plan.all_of, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
         weights = [1] * len(plan.all_of) + [0] * len(plan.members_of)
@@ -196,7 +199,7 @@ class Insight:
             cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(lo, exclusive=True)))
             cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(hi), "+inf"))
         cmds += [("ZCARD", tmp), ("DEL", tmp, other)]
-        results = await self.transport.transaction(cmds)
+        results = await self.transport.pipeline(cmds)  # in order on one connection; the scratch keys are ours alone
         return int(results[-2])
 
     # -- lists --
