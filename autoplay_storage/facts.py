@@ -129,8 +129,10 @@ def _metadata(metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def _canonical(doc: dict[str, Any]) -> bool:
     """The fields facts read are already valid (every document this engine writes): read them directly."""
     mastery, onboarding, sessions = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions")
+    version = doc.get("_v", 1)
     if not (
-        doc.get("_v", 1) == 1
+        version == 1
+        and version.__class__ is not bool
         and type(doc.get("journey_state")) is str
         and doc["journey_state"] in _JOURNEYS
         and type(mastery) is dict
@@ -170,15 +172,33 @@ def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
     return tuple(found)
 
 
+def _index_usable(index: list[Any]) -> bool:
+    """Every entry is one the reader keeps (a dict with its own session id and a capture time)."""
+    ids = set()
+    for e in index:
+        if e.__class__ is not dict or e.get("session_id").__class__ is not str or not e["session_id"]:
+            return False
+        if _time(e.get("captured_at")) is None or e["session_id"] in ids:
+            return False
+        ids.add(e["session_id"])
+    return True
+
+
 def user_facts(doc: dict[str, Any]) -> UserFacts | None:
     """The facts of a stored state document; ``None`` when it cannot be read (it counts nowhere)."""
     workflows = _workflows(doc["onboarding"]["workflow_progress"]) if _canonical(doc) else None
+    onboarded = workflows is not None and doc["onboarding"].get("onboarding_completed_at") is not None
+    if onboarded and not _index_usable(doc["sessions"]["index"]):  # only sessions to onboard read the index
+        workflows = None
     if workflows is None:  # another writer's document: read it by the documents' own rules
         try:
-            doc = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
+            fixed = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
         except (DocumentError, TypeError, ValueError):
             return None
-        workflows = _workflows(doc["onboarding"]["workflow_progress"]) or ()
+        # Where the reader would say "now" for a missing time, facts say 0: a recount must give the same.
+        for name in ("first_seen_at", "last_updated_at"):
+            fixed[name] = float(doc[name]) if _finite(doc.get(name)) else 0.0
+        doc, workflows = fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or ()
     onboarding, sessions = doc["onboarding"], doc["sessions"]
     completed = onboarding.get("onboarding_completed_at")
     first_seen = float(doc["first_seen_at"])
@@ -262,7 +282,7 @@ class UserFilter:
         for name in ("active_after", "active_before", "first_seen_after", "first_seen_before"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = f"{value:g}"
+                out[name] = repr(value)  # every digit: a saved segment must mean what was asked
         if self.sessions_min is not None:
             out["sessions_min"] = str(self.sessions_min)
         if self.sessions_max is not None:
@@ -428,3 +448,46 @@ class InsightStore(Protocol):
     ) -> Page[StuckUser]:
         """Users in progress on a workflow with no progress since ``older_than``, newest stuck first."""
         ...
+
+
+def list_row(product_id: str, user_id: str, doc: dict[str, Any]) -> UserSummary:
+    """``database_rows.user_summary`` for a list or an export, reading a canonical document's fields directly.
+
+    The same values (every field read is already valid, which ``_canonical``
+    checks); any other document goes through the defensive reader.
+    """
+    from .adapters.database_rows import user_summary
+
+    mastery, onboarding, sessions, metadata = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions"), None
+    if _canonical(doc):
+        metadata = doc["metadata"]
+        if not all(v.__class__ in (str, int, bool) or v is None for v in metadata.values()):
+            metadata = None  # floats (maybe not finite) and containers: the defensive reader copies them safely
+    rating, rate, current = (
+        (mastery.get("rating"), onboarding.get("completion_rate"), sessions.get("current_session_id"))
+        if metadata is not None
+        else (None, None, None)
+    )
+    if (
+        metadata is None
+        or rating.__class__ is not int
+        or not 0 <= rating <= 10
+        or rate.__class__ is not float
+        or not 0.0 <= rate <= 1.0
+        or not (current is None or current.__class__ is str)
+    ):
+        return user_summary(product_id, user_id, doc)
+    return UserSummary(
+        product_id=product_id,
+        user_id=user_id,
+        journey_state=doc["journey_state"],
+        mastery_level=mastery["level"],
+        mastery_rating=rating,
+        completion_rate=rate,
+        onboarded=onboarding.get("onboarding_completed_at") is not None,
+        sessions_count=sessions["count"],
+        first_seen_at=float(doc["first_seen_at"]),
+        last_activity_at=float(doc["last_updated_at"]),
+        current_session_id=current or None,
+        metadata=metadata,
+    )

@@ -12,9 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..browse import Page, UserSummary
-from ..facts import ProductStats, StuckUser, UserFilter, build_stats, cohort_row
+from ..facts import ProductStats, StuckUser, UserFilter, build_stats, cohort_row, list_row
 from .common import Position, clamp_limit, decode_cursor, next_page, user_row
-from .database_rows import user_summary
 
 
 def _state_key(product_id: str, user_id: str) -> str:
@@ -130,7 +129,7 @@ def _list(using: str, product_id: str, f: UserFilter, after: Position | None, li
     order = ("-last_activity_at", "-user_id") if descending else ("last_activity_at", "user_id")
     found = list(rows.order_by(*order).values_list("user_id", "document", "last_activity_at")[: limit + 1])
     page, next_cursor = next_page(found, limit, lambda row: (row[2], row[0]))
-    items = [user_row(product_id, uid, _state_key(product_id, uid), raw, user_summary) for uid, raw, _ in page]
+    items = [user_row(product_id, uid, _state_key(product_id, uid), raw, list_row) for uid, raw, _ in page]
     return Page(items, next_cursor)
 
 
@@ -154,7 +153,7 @@ def _stuck(using: str, product_id: str, older_than: float, after: Position | Non
     )
     page, next_cursor = next_page(found, limit, lambda row: (row[3], str(row[0])))
     items = [
-        StuckUser(user_row(product_id, uid, _state_key(product_id, uid), raw, user_summary), wid, at, evidence)
+        StuckUser(user_row(product_id, uid, _state_key(product_id, uid), raw, list_row), wid, at, evidence)
         for _id, uid, wid, at, evidence, raw in page
     ]
     return Page(items, next_cursor)

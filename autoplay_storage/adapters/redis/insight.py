@@ -25,11 +25,11 @@ from ...facts import (
     StuckUser,
     UserFilter,
     build_stats,
+    list_row,
     matches,
     user_facts,
 )
 from ..common import Position, clamp_limit, decode_cursor, encode_cursor
-from ..database_rows import user_summary  # the list-row reader that skips what a row does not show
 from .facts import (
     NEVER,
     SEP,
@@ -226,7 +226,7 @@ class Insight:
                 continue  # counts nowhere
             if check and not matches(user_facts(doc or {}), f):  # the live document has the last word
                 continue
-            rows.append(user_summary(product_id, user_id, doc or {}))
+            rows.append(list_row(product_id, user_id, doc or {}))
         next_position = page[-1] if more and page else resume
         return Page(rows, encode_cursor(next_position) if next_position else None)
 
@@ -372,4 +372,4 @@ def _stuck_row(
     wf = facts.workflow(workflow_id) if facts else None
     if wf is None or wf.status != "in_progress" or wf.last_progress_at >= older_than:
         return None
-    return StuckUser(user_summary(product_id, user_id, doc or {}), workflow_id, wf.last_progress_at, wf.evidence)
+    return StuckUser(list_row(product_id, user_id, doc or {}), workflow_id, wf.last_progress_at, wf.evidence)
