@@ -182,14 +182,23 @@ class Insight:
         if alone and plan.all_of == [users_key(product_id)] and len(plan.members_of) == 1:
             (n,) = await self.transport.pipeline([("ZCARD", plan.members_of[0])])
             return int(n)
-        # Intersections in scratch keys of the product (one slot), deleted by the last command.
-        tmp, other = (f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}:{i}" for i in range(2))
-        keys = [*plan.all_of, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
-        weights = [1] * len(plan.all_of) + [0] * len(plan.members_of)
+        # Intersections in scratch keys of the product (one slot), deleted by the last command. Redis
+        # intersects in the time of the smallest input, so the users index is left out when a smaller
+        # set bounds the result and no activity range needs its scores.
+        scratch = f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}"
+        tmp = scratch + ":0"
+        ranged = not (plan.low == -math.inf and plan.high == math.inf)
+        activity = [k for k in plan.all_of if k != users_key(product_id) or not plan.members_of or ranged]
+        keys = [*activity, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
+        weights = [1] * len(activity) + [0] * len(plan.members_of)
         cmds: list[Command] = [("ZINTERSTORE", tmp, len(keys), *keys, "WEIGHTS", *weights, "AGGREGATE", "MAX")]
-        for group in plan.any_of:
-            cmds.append(("ZUNIONSTORE", other, len(group), *group))
-            cmds.append(("ZINTERSTORE", tmp, 2, tmp, other, "AGGREGATE", "MAX"))
+        parts: list[str] = []
+        for g, group in enumerate(plan.any_of):  # each level cut from the result so far, then their union
+            names = [f"{scratch}:{g}:{i}" for i in range(len(group))]
+            for name, key in zip(names, group, strict=True):
+                cmds.append(("ZINTERSTORE", name, 2, tmp, key, "WEIGHTS", 1, 0, "AGGREGATE", "MAX"))
+            cmds.append(("ZUNIONSTORE", tmp, len(names), *names, "AGGREGATE", "MAX"))
+            parts += names
         if plan.none_of:
             cmds.append(("ZDIFFSTORE", tmp, 1 + len(plan.none_of), tmp, *plan.none_of))
         cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(plan.low, exclusive=True)))
@@ -198,7 +207,7 @@ class Insight:
             cmds.append(("ZINTERSTORE", tmp, 2, tmp, key, "WEIGHTS", 0, 1))
             cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(lo, exclusive=True)))
             cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(hi), "+inf"))
-        cmds += [("ZCARD", tmp), ("DEL", tmp, other)]
+        cmds += [("ZCARD", tmp), ("DEL", tmp, *parts)]
         results = await self.transport.pipeline(cmds)  # in order on one connection; the scratch keys are ours alone
         return int(results[-2])
 
@@ -251,11 +260,12 @@ class Insight:
         out: list[Position] = []
         offset, scanned, last = 0, 0, None
         client = self.transport.client
+        size = min(_BATCH, 2 * (limit + 1))  # doubled while the checks keep too few: few round trips either way
         while scanned < SCAN_MAX:
             if descending:
-                request = client.zrevrangebyscore(driver, high, low, start=offset, num=_BATCH, withscores=True)
+                request = client.zrevrangebyscore(driver, high, low, start=offset, num=size, withscores=True)
             else:
-                request = client.zrangebyscore(driver, low, high, start=offset, num=_BATCH, withscores=True)
+                request = client.zrangebyscore(driver, low, high, start=offset, num=size, withscores=True)
             got = await self.transport.call(request)
             offset += len(got)
             scanned += len(got)
@@ -267,8 +277,9 @@ class Insight:
                 out.extend(await self._check(batch, others, plan))
                 if len(out) > limit:
                     return out[: limit + 1], None
-            if len(got) < _BATCH:
+            if len(got) < size:
                 return out, None
+            size = min(_BATCH, size * 2)
         return out, last
 
     async def _lookup(
