@@ -24,6 +24,7 @@ from . import errors
 from .auth import ApiKeyAuth
 from .errors import ApiError, json_response
 from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN, SESSION_ID_PATTERN, USER_ID_PATTERN
+from .insight import router as insight_router
 from .parser import StrictJsonParser
 from .schemas import (
     ContextOut,
@@ -62,6 +63,7 @@ api = NinjaAPI(
     auth=ApiKeyAuth(),
 )
 errors.install(api)
+api.add_router("", insight_router)
 
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]

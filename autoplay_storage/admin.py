@@ -33,7 +33,7 @@ from django.utils.text import Truncator
 from . import admin_access  # noqa: F401  registers the grants and product settings admin
 from .adapters.webhook import check_secret, new_secret
 from .audit import SECRET_MASK, Action, masked, record_request
-from .models import AuditEntry, SinkDestination, SummaryRun, WebhookDelivery
+from .models import AuditEntry, Segment, SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
 
@@ -308,3 +308,13 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    """Saved segments (docs/insight.md): rename or remove them; the console creates them."""
+
+    list_display = ("name", "product_id", "created_by", "created_at", "slug")
+    list_filter = ("product_id",)
+    search_fields = ("name", "product_id", "slug")
+    readonly_fields = ("slug", "created_by", "created_at")

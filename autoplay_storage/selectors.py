@@ -11,13 +11,19 @@ is reported with its raw text, never as "not found".
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .browse import MAX_PAGE_SIZE, Page, ProductSummary, SessionSummary, UserQuery, UserSummary
-from .errors import CorruptDocumentError, UnsupportedVersionError
+from .errors import CorruptDocumentError, NotBrowsableError, UnsupportedVersionError
+from .facts import DAY_S, InsightStore, ProductStats, StuckUser, UserFilter
+from .facts import FunnelRow as FunnelRow  # the interfaces' names for what the insight reads return
+from .filter_params import PARAMS
+from .filter_params import parse_filter as parse_filter
 from .lifecycle import build_agent_context, load_onboarding_snapshot, load_state
-from .models import SummaryRun
+from .models import Segment, SummaryRun
 from .runtime import get_storage
 from .services import StateNotFoundError, VersionedState
 from .user_adoption_state import SessionSnapshot, UserAdoptionState
@@ -147,3 +153,66 @@ async def summary_runs(product_id: str, user_id: str, *, limit: int) -> list[Sum
     """The user's newest summary runs first, with who ran them."""
     runs = SummaryRun.objects.filter(product_id=product_id, user_id=user_id).select_related("actor")
     return [run async for run in runs.order_by("-started_at", "-id")[:limit]]
+
+
+# -- insight (docs/insight.md) ---------------------------------------------------
+
+EXPORT_PAGE = MAX_PAGE_SIZE
+FILTER_PARAMS = PARAMS  # the query-string names of a segment's filter
+
+
+def _insight() -> InsightStore:
+    primary = get_storage().primary
+    if not isinstance(primary, InsightStore):
+        raise NotBrowsableError(f"the primary {type(primary).__name__} keeps no insight aggregates")
+    return primary
+
+
+async def product_stats(product_id: str) -> ProductStats:
+    """The funnel, the cohorts and the charts' numbers, from the aggregates the primary keeps as it writes."""
+    return await _insight().insight_stats(product_id)
+
+
+async def count_users(product_id: str, f: UserFilter) -> int:
+    return await _insight().count_users(product_id, f)
+
+
+async def list_filtered_users(
+    product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+) -> Page[UserSummary]:
+    """One page of the users in a segment's filter. ``ValueError`` for a cursor not ours."""
+    return await _insight().list_filtered_users(product_id, f, cursor=cursor, limit=_page_size(limit))
+
+
+async def stuck_after_days(product_id: str) -> int:
+    """The product's setting (7 days unless set in the admin)."""
+    from .access import aproduct_settings
+
+    return (await aproduct_settings(product_id)).stuck_after_days
+
+
+async def list_stuck(
+    product_id: str, *, days: int, cursor: str | None = None, limit: int = 50, now: float | None = None
+) -> Page[StuckUser]:
+    """The support queue: in progress on a workflow with no progress for ``days`` days, newest stuck first."""
+    older_than = (time.time() if now is None else now) - days * DAY_S
+    return await _insight().list_stuck(product_id, older_than, cursor=cursor, limit=_page_size(limit))
+
+
+async def export_pages(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[list[T]]:
+    """Every page of a listing, a page at a time (an export holds one page in memory, never the whole list)."""
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        if page.items:
+            yield page.items
+        if not (cursor := page.next_cursor):
+            return
+
+
+async def segments(product_id: str) -> list[Segment]:
+    return [s async for s in Segment.objects.filter(product_id=product_id).select_related("created_by")]
+
+
+async def segment(product_id: str, slug: str) -> Segment | None:
+    return await Segment.objects.filter(product_id=product_id, slug=slug).select_related("created_by").afirst()

@@ -28,6 +28,7 @@ from .lifecycle import (
     on_session_start,
 )
 from .lifecycle import end_session as lifecycle_end_session
+from .models import Segment
 from .protocol import StateDoc
 from .runtime import get_storage
 from .user_adoption_state import CompletionRateDenominator, SessionSnapshot, UserAdoptionState
@@ -267,3 +268,14 @@ async def patch_state(
 
     stored = await get_storage().update_user_state(product_id, user_id, mutate)
     return _stored(stored, product_id, user_id, parsed[-1] if parsed else None)
+
+
+# -- segments -------------------------------------------------------------------
+
+
+async def create_segment(product_id: str, name: str, params: Mapping[str, str], *, actor: Any) -> Segment:
+    """Save a named filter (its query-string form, already checked by ``filter_params.parse_filter``)."""
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise ValueError("A segment needs a name of 1 to 120 characters.")
+    return await Segment.objects.acreate(product_id=product_id, name=name, params=dict(params), created_by=actor)

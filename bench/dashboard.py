@@ -15,7 +15,9 @@ On Redis they go through the manager (``save_user_state``, concurrently); on
 the database through the adapter's own row writer in one transaction per
 batch, because one transaction per user on SQLite would take minutes.
 
-    .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,database]
+    .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,postgres]
+
+The insight pages (bench/insight_pages.py) are timed after the others.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +71,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def load_database_states(users: int, batch: int = 2000) -> None:
-    """The adapter's own row writer (document + browse columns + search terms), one transaction per batch."""
+def load_database_states(users: int, alias: str = "default", batch: int = 2000) -> None:
+    """The adapter's own row writer (document, browse columns, search terms, insight rows and counters),
+    one transaction per batch; then ANALYZE, as autovacuum would after a load."""
     import itertools
     import json
 
@@ -79,27 +83,42 @@ def load_database_states(users: int, batch: int = 2000) -> None:
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
     from autoplay_storage.demo import clone_states, state_archetypes
 
-    adapter = DatabaseStorageAdapter()
+    adapter = DatabaseStorageAdapter(alias)
     clones = clone_states(asyncio.run(state_archetypes(200, seed=1)), users, seed=1)
     with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
         while chunk := list(itertools.islice(clones, batch)):
-            with transaction.atomic():
+            with transaction.atomic(using=alias):
                 for uid, doc in chunk:
                     adapter._write_state(None, PRODUCT, uid, json.dumps(doc, separators=(",", ":")), doc)
             bar.update(len(chunk))
+    analyze(alias)
 
 
-async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
-    """Load the users (Redis: through the manager) and the heavy user; returns the heavy user's id."""
+def analyze(alias: str) -> None:
+    """VACUUM ANALYZE after a bulk load, as autovacuum would soon after (index-only scans, fresh statistics)."""
+    from django.db import connections
+
+    if connections[alias].vendor == "postgresql":
+        with connections[alias].cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+    connections[alias].close()
+
+
+async def load(kind: str, users: int, sessions: int, concurrency: int, direct: bool, redis_url: str | None) -> str:
+    """Load the users (Redis: through the manager, or ``--direct``) and the heavy user; returns its id."""
     from tqdm import tqdm
 
     from autoplay_storage.demo import load_states_bulk, load_user_direct, plan_user
     from autoplay_storage.runtime import get_storage
+    from bench.insight_load import load_redis
 
     storage = get_storage()
-    if kind != "database":
+    if kind == "redis":
         with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
-            await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
+            if direct:
+                await asyncio.to_thread(load_redis, redis_url, PRODUCT, users, bar.update)
+            else:
+                await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
     heavy = plan_user(random.Random(2), sessions=sessions, user_id="u_heavy")
     await load_user_direct(storage, PRODUCT, heavy)
     await load_user_direct(storage, PRODUCT, plan_user(random.Random(3), sessions=5, user_id="u_typical"))
@@ -107,7 +126,9 @@ async def load(kind: str, users: int, sessions: int, concurrency: int) -> str:
     return heavy.user_id
 
 
-async def measure(urls: dict[str, str], requests: int) -> dict[str, tuple[list[float], list[float]]]:
+async def measure(
+    urls: dict[str, str], requests: int, export_filter: dict[str, str]
+) -> dict[str, tuple[list[float], list[float]]]:
     """Wall-clock and process CPU milliseconds per request, per page.
 
     CPU time (every thread of this process: the event loop and the threads
@@ -118,6 +139,7 @@ async def measure(urls: dict[str, str], requests: int) -> dict[str, tuple[list[f
     from django.test import AsyncClient
 
     from autoplay_storage.runtime import get_storage
+    from bench.insight_pages import measure_insight
 
     user = await User.objects.aget(username="bench-lead")
     client = AsyncClient()
@@ -134,6 +156,7 @@ async def measure(urls: dict[str, str], requests: int) -> dict[str, tuple[list[f
             wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
             assert response.status_code == 200
+    await measure_insight(client, PRODUCT, requests, export_filter)
     await get_storage().aclose()
     return timings
 
@@ -144,13 +167,26 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
 
     from autoplay_storage.runtime import reset_storage
 
-    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "PRIMARY": kind, "REDIS_URL": redis_url or ""}
+    primary = "database" if kind in ("database", "postgres") else kind
+    alias = "postgres" if kind == "postgres" else "default"
+    settings.AUTOPLAY_STORAGE = {
+        **settings.AUTOPLAY_STORAGE, "PRIMARY": primary, "REDIS_URL": redis_url or "", "DATABASE_ALIAS": alias,
+    }  # fmt: skip
     reset_storage()
     print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
     t0 = time.perf_counter()
-    if kind == "database":
-        load_database_states(args.users)
-    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency))
+    if kind in ("database", "postgres"):
+        if args.direct:
+            from tqdm import tqdm
+
+            from bench.insight_load import load_database
+
+            with tqdm(total=args.users, unit="user", desc="  users", mininterval=2.0) as bar:
+                load_database(alias, PRODUCT, args.users, bar.update)
+            analyze(alias)
+        else:
+            load_database_states(args.users, alias)
+    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency, args.direct, redis_url))
     prefix = "ana."
     elapsed = time.perf_counter() - t0
     print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s)")
@@ -163,7 +199,7 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
         "user page, 5 sessions": reverse("dashboard:user", args=[PRODUCT, "u_typical"]),
         f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
     }
-    timings = asyncio.run(measure(urls, args.requests))
+    timings = asyncio.run(measure(urls, args.requests, args.export_filter))
     print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8}")
     for name, (values, cpu) in timings.items():
         print(f"  {name:<46} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
@@ -177,7 +213,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=500, help="sessions of the one heavy user")
     parser.add_argument("--requests", type=int, default=40, help="timed requests per page")
     parser.add_argument("--concurrency", type=int, default=200, help="users written at once while loading")
-    parser.add_argument("--primaries", default="redis,database")
+    parser.add_argument("--primaries", default="redis,database", help="redis, database (SQLite), postgres")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/autoplay_bench_dashboard",
+                        help="PostgreSQL for the postgres primary (the database is dropped and created)")
+    parser.add_argument("--direct", action="store_true", help="bulk loaders (pipelines, bulk INSERTs) for 1,000,000")
+    parser.add_argument("--export-filter", default="", help="query string of the timed CSV export, e.g. mastery=novice")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]
 
@@ -187,10 +227,21 @@ def main() -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "false"
+    args.export_filter = dict(urllib.parse.parse_qsl(args.export_filter))
     import django
-
-    django.setup()
     from django.conf import settings
+
+    if "postgres" in kinds:
+        import dj_database_url
+
+        from bench.engine_database import pg_admin
+
+        name = args.pg_url.rsplit("/", 1)[-1]
+        pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(args.pg_url, f'CREATE DATABASE "{name}"')
+        settings.DATABASES  # noqa: B018 (configure the settings before adding an alias)
+        settings.DATABASES["postgres"] = dj_database_url.parse(args.pg_url, conn_max_age=60)
+    django.setup()
     from django.contrib.auth.models import Group, Permission, User
     from django.core.management import call_command
 
@@ -201,6 +252,8 @@ def main() -> None:
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     call_command("migrate", verbosity=0)
+    if "postgres" in kinds:
+        call_command("migrate", database="postgres", verbosity=0)
     sync_roles(Group, Permission)
     lead = User.objects.create_user("bench-lead", password=None)
     lead.groups.add(Group.objects.get(name=LEAD))

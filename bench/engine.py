@@ -204,6 +204,14 @@ register_engine_backends(backend, Backend)
 # --- the workload ----------------------------------------------------------------------------
 
 
+def _insight_backends() -> None:
+    """``redis-no-insight``: the cost of the insight aggregates, measured side by side (bench/insight_cost.py)."""
+    from bench.insight_cost import register
+
+    register(backend, BACKENDS, lifecycle)
+
+
+
 async def lifecycle(storage: StorageManager, product_id: str, user_id: str, session_id: str, n: int) -> None:
     """What an agent does for one session: start, work (progress, features), end.
 
@@ -444,6 +452,8 @@ def _recorded_rate(r: Result) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    if "redis-no-insight" not in BACKENDS:
+        _insight_backends()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--backend", action="append", choices=sorted(BACKENDS), help="repeatable; default: every registered backend"
@@ -464,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="start this many replicas of the private Redis; the redis backend's session ends WAIT for them",
+    )
+    parser.add_argument(
+        "--aggregates-off", action="store_true", help="every backend without the insight aggregates (their cost)"
     )
     parser.add_argument(
         "--loop",
@@ -488,6 +501,10 @@ def _sdk_installed() -> bool:
 
 async def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.aggregates_off:
+        from bench.insight_cost import aggregates_off
+
+        aggregates_off().__enter__()  # for the whole run: every backend without the insight aggregates
     names = args.backend or [n for n in sorted(BACKENDS) if n != "sdk-redis" or _sdk_installed()]
     if "sdk-redis" not in names:
         print("(the sdk-redis baseline is skipped: `pip install -e .[bench]` installs the published SDK)")

@@ -291,8 +291,10 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
 
     pg_url = getattr(args, "pg_url", None) or ENGINE_PG_URL
     ensure_django(pg_url)
+    from autoplay_storage.models.facts import ProductCounter, UserMetadataFact, UserWorkflowFact
     from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
 
+    insight = (UserWorkflowFact, UserMetadataFact, ProductCounter)
     alias = {"sqlite": "default", "postgres": "postgres"}[kind]
     dbname = pg_url.rsplit("/", 1)[-1]
     if kind == "postgres":
@@ -305,11 +307,11 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
 
     def empty() -> None:
         if kind == "postgres":  # TRUNCATE gives the space back, so the size probe starts from zero
-            tables = [m._meta.db_table for m in (UserSearchTerm, UserStateRecord, SessionSnapshotRecord)]
+            tables = [m._meta.db_table for m in (*insight, UserSearchTerm, UserStateRecord, SessionSnapshotRecord)]
             with connections[alias].cursor() as cursor:
                 cursor.execute(f"TRUNCATE {', '.join(tables)}")
         else:
-            for model in (UserSearchTerm, UserStateRecord, SessionSnapshotRecord):
+            for model in (*insight, UserSearchTerm, UserStateRecord, SessionSnapshotRecord):
                 model.objects.using(alias).all().delete()
 
     def size() -> int:

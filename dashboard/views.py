@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST, require_safe
 from autoplay_storage import selectors
 from autoplay_storage.access import ACCESS_ALL, ProductAccess, aproduct_access
 from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
-from autoplay_storage.browse import Page, SessionSummary, UserQuery
+from autoplay_storage.browse import Page, SessionSummary, UserQuery, UserSummary
 from autoplay_storage.errors import (
     CorruptDocumentError,
     NotBrowsableError,
@@ -222,8 +222,16 @@ def parse_user_query(params: Any) -> tuple[UserQuery, list[str]]:
 
 @require_safe
 @console_view()
-async def users(request: HttpRequest, product_id: str) -> HttpResponse:
+async def users(request: HttpRequest, product_id: str) -> HttpResponseBase:
     query, problems = parse_user_query(request.GET)
+    if request.GET.get("format") == "csv" and not problems:  # this very list, every page, as CSV
+        from .views_insight import users_csv
+
+        def fetch(cursor: str | None) -> Awaitable[Page[UserSummary]]:
+            return selectors.list_users(product_id, query, cursor=cursor, limit=selectors.EXPORT_PAGE)
+
+        details = {k: v for k, v in request.GET.items() if k in ("q", "journey", "mastery", "onboarded", "order")}
+        return await users_csv(request, product_id, fetch, {"list": "users", "filter": details})
     cursor = request.GET.get("cursor") or None
     items, next_cursor = [], None
     if not problems:

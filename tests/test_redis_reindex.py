@@ -144,10 +144,11 @@ def test_without_a_redis_it_says_so(settings):
 
 
 @pytest.mark.django_db
-def test_on_the_database_primary_there_is_nothing_to_rebuild(settings):
+def test_on_the_database_primary_only_the_insight_aggregates_are_rebuilt(settings):
     settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "REDIS_URL": "", "PRIMARY": "database"}
     out, _ = run_reindex()
-    assert "nothing to rebuild" in out and "No document is filed under an id made only of dots." in out
+    assert "rebuilt the insight aggregates from 0 user states and 0 snapshots" in out
+    assert "No document is filed under an id made only of dots." in out
 
 
 def test_unreachable_redis_is_a_command_error():

@@ -50,6 +50,7 @@ from ..codec import dumps_text
 from ..codec import parse_document as _parse
 from ..errors import CorruptDocumentError, StorageUnavailableError
 from ..protocol import SessionFold, StateDoc, StateMutation
+from . import database_facts
 from .common import (
     Position,
     clamp_limit,
@@ -60,6 +61,7 @@ from .common import (
     session_row,
     user_row,
 )
+from .database_insight import DatabaseInsight
 from .database_rows import Statements, snapshot_columns, statements_for, user_summary
 
 T = TypeVar("T")
@@ -124,7 +126,7 @@ def _snapshot_key(product_id: str, user_id: str, session_id: str) -> str:
     return f"db:{product_id}/{user_id}/{session_id}"
 
 
-class DatabaseStorageAdapter:
+class DatabaseStorageAdapter(DatabaseInsight):
     """Readable, browsable primary on a Django database alias."""
 
     name = "database"
@@ -315,6 +317,8 @@ class DatabaseStorageAdapter:
             else:
                 state_id = row[0]
                 cursor.execute(sql.update_state, (*columns, state_id))
+            database_facts.write_user(connection, state_id, product_id, user_id, row and row[1], doc)
+            if row is not None:
                 if row[2] == search_text:
                     return
                 cursor.execute(sql.delete_terms, (state_id,))
@@ -382,7 +386,9 @@ class DatabaseStorageAdapter:
         columns = snapshot_columns(doc)
 
         def write() -> str | None:
-            with self._writer():
+            from django.db import transaction
+
+            with self._writer(), transaction.atomic(using=self.using):  # the snapshot and its counters
                 return self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
 
         return await self._run(write)
@@ -410,6 +416,7 @@ class DatabaseStorageAdapter:
         with connection.cursor() as cursor:
             cursor.execute(sql.insert_snapshot, values)
             if cursor.rowcount == 1:
+                database_facts.write_snapshot(connection, product_id, user_id, raw)
                 return None
             cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
             row = cursor.fetchone()

@@ -12,13 +12,14 @@ from ..codec import parse_document as _parse
 from ..keys import session_key, user_state_key
 from ..protocol import SessionFold, StateDoc, StateMutation
 from .common import clamp_limit, matches, page_in_order, session_position, session_row, user_position, user_row
+from .memory_insight import MemoryInsight
 
 
 def _user_row(product_id: str, user_id: str, raw: str) -> UserSummary:
     return user_row(product_id, user_id, user_state_key(product_id, user_id), raw)
 
 
-class InMemoryStorageAdapter:
+class InMemoryStorageAdapter(MemoryInsight):
     """Readable primary held in dicts; atomic per user via an asyncio lock.
 
     ``states`` (by ``(product_id, user_id)``) and ``snapshots`` (by

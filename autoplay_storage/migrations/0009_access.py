@@ -20,7 +20,7 @@ def grant_to_roles(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("autoplay_storage", "0005_audit_and_grants"),
+        ("autoplay_storage", "0008_insight"),
         ("contenttypes", "0002_remove_content_type_name"),
         ("auth", "0012_alter_user_first_name_max_length"),
     ]

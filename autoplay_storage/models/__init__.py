@@ -2,18 +2,24 @@
 
 from .access import ProductGrant, ProductSettings
 from .audit import AuditEntry
+from .facts import ProductCounter, UserMetadataFact, UserWorkflowFact
 from .records import SessionSnapshotRecord, UserStateRecord
+from .segments import Segment
 from .sinks import SinkDestination, WebhookDelivery
 from .summaries import SummaryClaim, SummaryRun
 
 __all__ = [
     "AuditEntry",
+    "ProductCounter",
     "ProductGrant",
     "ProductSettings",
+    "Segment",
     "SessionSnapshotRecord",
     "SinkDestination",
     "SummaryClaim",
     "SummaryRun",
+    "UserMetadataFact",
     "UserStateRecord",
+    "UserWorkflowFact",
     "WebhookDelivery",
 ]

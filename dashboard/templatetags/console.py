@@ -84,3 +84,15 @@ def bar(count: float, total: float) -> str:
 @register.filter
 def get(mapping: object, key: str) -> object:
     return mapping.get(key, 0) if isinstance(mapping, dict) else None
+
+
+@register.filter
+def split(value: str) -> list[str]:
+    """Words of a literal, to loop over in a template."""
+    return str(value).split()
+
+
+@register.filter
+def share(count: float, total: float) -> str:
+    """``count`` as a whole percentage of ``total`` ('0%' of nothing)."""
+    return f"{round(100 * count / total) if total else 0}%"

@@ -14,8 +14,10 @@ from typing import Any
 from ... import codec
 from ...browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummary
 from ...codec import parse_document
+from ...facts import ProductStats, StuckUser, UserFilter
 from ...protocol import SessionFold, StateDoc, StateMutation
 from .browse import Browser
+from .insight import Insight
 from .keys import UserKeys
 from .reindex import Reindexer
 from .seen import LastSeen
@@ -76,6 +78,7 @@ class RedisStorageAdapter:
             wait_timeout_ms=wait_timeout_ms,
         )
         self._browser = Browser(self.transport, self.keys)
+        self._insight = Insight(self.transport, self.keys)
 
     def __repr__(self) -> str:
         return f"<RedisStorageAdapter {self.transport.description} ttl_s={self.ttl_s}>"
@@ -162,6 +165,24 @@ class RedisStorageAdapter:
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
         raw = await self.transport.get(self.keys.snapshot(product_id, user_id, session_id))
         return None if raw is None else text(raw)
+
+    # -- insight (InsightStore, insight.py) --
+
+    async def insight_stats(self, product_id: str) -> ProductStats:
+        return await self._insight.stats(product_id)
+
+    async def count_users(self, product_id: str, f: UserFilter) -> int:
+        return await self._insight.count(product_id, f)
+
+    async def list_filtered_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        return await self._insight.list_users(product_id, f, cursor=cursor, limit=limit)
+
+    async def list_stuck(
+        self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[StuckUser]:
+        return await self._insight.stuck(product_id, older_than, cursor=cursor, limit=limit)
 
     # -- maintenance --
 

@@ -13,8 +13,10 @@ from typing import Any
 from ...browse import UserSummary, user_summary_from_doc
 from ...codec import parse_document
 from ...errors import CorruptDocumentError
+from ...facts import snapshot_facts, user_facts
 from ...ids import is_dots_only
 from ...keys import PREFIX
+from .facts import facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands
 from .keys import PRODUCTS_KEY, SEARCH_SEP, UserKeys, all_filter_keys, search_key, users_key
 from .transport import SCAN_BATCH, Transport, text
@@ -22,6 +24,7 @@ from .transport import SCAN_BATCH, Transport, text
 _STATE_RE = re.compile(rf"^{PREFIX}:user:(?P<pu>.+):state$", re.S)
 _SNAPSHOT_RE = re.compile(rf"^{PREFIX}:user:(?P<pu>.+?):session:(?P<sid>.+)$", re.S)
 _USER_PREFIX = f"{PREFIX}:user:"
+_FACTS_RE = re.compile(rf"^{PREFIX}:idx:\{{.*\}}:f:", re.S)
 
 
 def split_user_part(part: str, user_id_hint: str | None) -> tuple[str, str]:
@@ -49,6 +52,7 @@ class Reindexer:
 
     async def run(self, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
         """``progress(advanced, total)`` is called as keys are scanned."""
+        await self._clear_facts()
         total = await self.transport.dbsize()
         states: list[str] = []
         snapshots: list[str] = []
@@ -75,6 +79,13 @@ class Reindexer:
         await self._snapshots(snapshots)
         self.counts["pruned"] += await self._prune(histories)
         return self.counts
+
+    async def _clear_facts(self) -> None:
+        """Drop the insight indexes and counters: the scan below counts every document again from nothing."""
+        async for batch in self.transport.scan_batches():
+            stale = [key for key in batch if _FACTS_RE.match(key)]
+            if stale:
+                await self.transport.pipeline([("DEL", key) for key in stale])
 
     def _document(self, key: str, raw: Any) -> dict[str, Any] | None:
         try:
@@ -106,6 +117,7 @@ class Reindexer:
             # Any filter set the user may be in from an older document: ZREM is a no-op where absent.
             cmds.extend(("ZREM", k, user_id) for k in all_filter_keys(product_id))
             cmds.extend(index_commands(product_id, user_id, None, IndexEntry.from_row(row)))
+            cmds.extend(facts_commands(product_id, user_id, None, None if doc is None else user_facts(doc)))
             self.counts["states"] += 1
         await self.transport.pipeline(cmds)
 
@@ -131,6 +143,8 @@ class Reindexer:
                 self.report(product_id, user_id, session_id)
             score = captured_at(session_id, doc) if doc is not None else 0.0
             cmds.append(("ZADD", self.keys.history(product_id, user_id), score, session_id))
+            if doc is not None:
+                cmds.extend(snapshot_commands(product_id, snapshot_facts(doc)))
             self.counts["snapshots"] += 1
         await self.transport.pipeline(cmds)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from ... import codec
+from ...facts import snapshot_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
+from .facts import snapshot_commands
 from .index import Command, index_commands, index_entry
 from .seen import Seen
 from .transport import CONFLICT
@@ -81,8 +83,10 @@ class WatchWriter(Writer):
         snap_key = self.keys.snapshot(product_id, user_id, session_id)
         history = self.keys.history(product_id, user_id)
         freeze = self.freeze_commands(snap_key, history, session_id, snapshot)
+        counters = snapshot_commands(product_id, snapshot_facts(snapshot))  # with the write that freezes it
+        if atomic_indexes := self.transport.atomic_indexes:
+            freeze += counters
         mutate = fold_into(fold, snapshot)
-        atomic_indexes = self.transport.atomic_indexes
         decided: list[Any] = []  # the frozen bytes, or what prepare computed: current, new, index commands
 
         def decide(raws: list[bytes | None]) -> tuple[list[Command], list[Command]] | None:
@@ -116,9 +120,7 @@ class WatchWriter(Writer):
             if after:
                 self.check_acknowledged(after[0], snap_key)
             self.seen.keep_frozen(snap_key, freeze[0][2], snapshot)
-            if new is None:
-                return snapshot, current
-            if not atomic_indexes:  # the product's indexes live in another slot: right after, idempotently
-                await self.transport.pipeline(idx)
-            return snapshot, new
+            if not atomic_indexes:  # the product's indexes live in another slot: right after
+                await self.transport.pipeline([*counters, *(idx if new is not None else [])])
+            return snapshot, current if new is None else new
         raise gave_up(key)

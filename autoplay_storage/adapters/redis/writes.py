@@ -22,7 +22,9 @@ from typing import Any
 from ... import codec
 from ...codec import parse_document
 from ...errors import StorageUnavailableError
+from ...facts import snapshot_facts, user_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
+from .facts import FactsMemo, facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands, index_entry
 from .keys import UserKeys
 from .scripts import CAS, FROZEN, STALE, WRITTEN, cas_arguments
@@ -91,6 +93,7 @@ class Writer:
         self.ttl_s = ttl_s
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.facts = FactsMemo(seen.size)
 
     # -- replica acknowledgement (WAIT) --
 
@@ -143,6 +146,8 @@ class Writer:
         payload = freeze[0][2]
         if results[0] is not None:
             self.seen.keep_frozen(key, payload, snapshot)
+            # Counted once, by the writer whose SET NX froze it (the product's keys may be in another slot).
+            await self.transport.pipeline(snapshot_commands(product_id, snapshot_facts(snapshot)))
             return snapshot, payload
         # Already there (a retry, or written by another writer such as the SDK):
         # return the frozen one, and make the history order it by its capture time.
@@ -171,6 +176,7 @@ class Writer:
             current = self.seen.current(key, seen)
             # Before mutate runs: it may change the document it is given in place.
             old = filed if filed is not None or current is None else index_entry(product_id, user_id, current)
+            old_facts = self.facts.old(key, filed, current)
             new = mutate(current)
         except BaseException:
             self.seen.forget(key)
@@ -178,7 +184,11 @@ class Writer:
         if new is None:
             return parse_document(key, raw), None, [], None
         entry = index_entry(product_id, user_id, new)
-        return current, new, index_commands(product_id, user_id, old, entry, filed=filed is not None), entry
+        new_facts = user_facts(new)
+        self.facts.keep(key, entry, new_facts)
+        commands = index_commands(product_id, user_id, old, entry, filed=filed is not None)
+        commands += facts_commands(product_id, user_id, old_facts, new_facts)
+        return current, new, commands, entry
 
     async def last_seen(self, key: str) -> Seen:
         """The state bytes last seen for ``key``, read now if this process has not seen them.
@@ -223,6 +233,7 @@ class ScriptWriter(Writer):
         key = self.keys.state(product_id, user_id)
         snap_key = self.keys.snapshot(product_id, user_id, session_id)
         freeze = self.freeze_commands(snap_key, self.keys.history(product_id, user_id), session_id, snapshot)
+        freeze += snapshot_commands(product_id, snapshot_facts(snapshot))  # counted with the SET NX that freezes it
         mutate = fold_into(fold, snapshot)
         for attempt in range(MAX_TX_ATTEMPTS):
             raw, (current, new, writes, entry) = await self._base(key, product_id, user_id, mutate, attempt == 0)

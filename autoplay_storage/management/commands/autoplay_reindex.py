@@ -4,8 +4,9 @@ Data written by another writer (the published SDK, a restore, a hand edit)
 has no index entries, so the console cannot list it. On Redis this command
 SCANs the two wire key patterns and (re)writes every index entry; every
 write is idempotent, so it is safe to re-run and to run while agents keep
-writing. The database primary derives its browse columns on every write, so
-there is nothing to rebuild there; on either primary the command lists the
+writing. The insight aggregates (docs/insight.md) are cleared and counted
+again from the documents, on Redis and on the database (whose browse
+columns are derived on every write); on either primary the command lists the
 documents filed under an id made only of dots (``autoplay_storage.ids``),
 which the agents' API refuses and agents therefore cannot reach.
 """
@@ -58,9 +59,12 @@ class Command(BaseCommand):
                 "({corrupt} corrupt, {pruned} stale entries dropped, {keys_scanned} keys scanned).".format(**counts)
             )
         elif primary_kind() == "database":
-            found = database_unaddressable(cfg.get("DATABASE_ALIAS") or "default")
+            alias = cfg.get("DATABASE_ALIAS") or "default"
+            found = database_unaddressable(alias)
+            counts = self._rebuild_database(alias)
             self.stdout.write(
-                "The database primary keeps its browse columns current on every write: nothing to rebuild."
+                "The database primary keeps its browse columns current on every write; rebuilt the insight "
+                "aggregates from {states} user states and {snapshots} snapshots.".format(**counts)
             )
         else:
             raise CommandError(
@@ -96,6 +100,16 @@ class Command(BaseCommand):
         finally:
             bar.close()
             await adapter.aclose()
+
+
+    def _rebuild_database(self, using: str) -> dict[str, int]:
+        """The insight rows and counters, recounted from the documents (docs/insight.md)."""
+        from autoplay_storage.adapters.database_facts import rebuild
+        from autoplay_storage.models.records import SessionSnapshotRecord, UserStateRecord
+
+        total = UserStateRecord.objects.using(using).count() + SessionSnapshotRecord.objects.using(using).count()
+        with tqdm(total=total, unit="doc", desc="insight", file=self.stderr._out) as bar:
+            return rebuild(using, bar.update)
 
 
 def database_unaddressable(using: str) -> list[Unaddressable]:

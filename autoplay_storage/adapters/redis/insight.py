@@ -1,0 +1,386 @@
+"""Insight reads on Redis: product numbers, segment counts, filtered users, the stuck queue (keys: ``facts.py``).
+
+Numbers are read from the sets and counters the writes keep (``ZCARD``,
+``ZCOUNT``, ``HGETALL``): a page view costs a few round trips, never a scan
+of the documents. A list walks the smallest activity-ordered set every row
+must be in and checks the others per batch (``ZMSCORE``), or reads a small
+workflow or metadata set whole and sorts it; the live documents have the
+last word, as for every listing.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...browse import Page, UserSummary
+from ...codec import parse_document
+from ...errors import CorruptDocumentError
+from ...facts import (
+    COHORT_SESSIONS,
+    CohortRow,
+    ProductStats,
+    StuckUser,
+    UserFilter,
+    build_stats,
+    list_row,
+    matches,
+    user_facts,
+)
+from ..common import Position, clamp_limit, decode_cursor, encode_cursor
+from .facts import (
+    NEVER,
+    SEP,
+    catalog_key,
+    cohort_key,
+    cohorts_key,
+    daily_key,
+    first_seen_key,
+    meta_key,
+    parse_int_hash,
+    sessions_count_key,
+    stuck_key,
+    weekly_key,
+    workflow_key,
+    workflows_key,
+)
+from .index import Command
+from .keys import UserKeys, journey_key, mastery_key, onboarded_key, users_key
+from .transport import Transport, text
+
+SCAN_MAX = 20_000  # members a list walks per request before it answers with what it found and a cursor
+LOOKUP_FIRST = 5_000  # a membership set this small is read whole and sorted, instead of walking the users
+_BATCH = 500
+
+
+@dataclass
+class _Plan:
+    """A filter as sets: every row is in ``all_of``, in one of each ``any_of``, in none of ``none_of``."""
+
+    all_of: list[str]  # scored by last activity
+    members_of: list[str] = field(default_factory=list)  # membership only (score 0)
+    any_of: list[list[str]] = field(default_factory=list)
+    none_of: list[str] = field(default_factory=list)
+    ranges: list[tuple[str, float, float]] = field(default_factory=list)  # key, low (incl.), high (excl.)
+    low: float = float("-inf")  # the activity range (the score of every all_of set)
+    high: float = float("inf")
+
+
+def _plan(product_id: str, f: UserFilter) -> _Plan:
+    plan = _Plan([users_key(product_id)])
+    if f.journey_state:
+        plan.all_of.append(journey_key(product_id, f.journey_state))
+    if len(f.mastery_levels) == 1:
+        plan.all_of.append(mastery_key(product_id, f.mastery_levels[0]))
+    elif f.mastery_levels:
+        plan.any_of.append([mastery_key(product_id, m) for m in f.mastery_levels])
+    if f.onboarded is not None:
+        plan.all_of.append(onboarded_key(product_id, f.onboarded))
+    if f.workflow_id:
+        status = f.workflow_status or "in_progress"
+        if status == "untouched":
+            plan.none_of += [workflow_key(product_id, f.workflow_id, s) for s in ("completed", "in_progress")]
+        else:
+            plan.members_of.append(workflow_key(product_id, f.workflow_id, status))
+    if f.meta_key:
+        plan.members_of.append(meta_key(product_id, f.meta_key, f.meta_value or ""))
+    if f.active_after is not None:
+        plan.low = f.active_after
+    if f.active_before is not None:
+        plan.high = f.active_before
+    if f.first_seen_after is not None or f.first_seen_before is not None:
+        low = f.first_seen_after if f.first_seen_after is not None else float("-inf")
+        high = f.first_seen_before if f.first_seen_before is not None else float("inf")
+        plan.ranges.append((first_seen_key(product_id), low, high))
+    if f.sessions_min is not None or f.sessions_max is not None:
+        low = f.sessions_min if f.sessions_min is not None else float("-inf")
+        high = f.sessions_max + 0.5 if f.sessions_max is not None else float("inf")
+        plan.ranges.append((sessions_count_key(product_id), low, high))
+    if len(plan.all_of) > 1:
+        plan.all_of.remove(users_key(product_id))  # every other activity set holds only the product's users
+    return plan
+
+
+def _bound(value: float, *, exclusive: bool = False) -> str:
+    if value == float("inf"):
+        return "+inf"
+    if value == float("-inf"):
+        return "-inf"
+    return f"({value!r}" if exclusive else repr(value)
+
+
+class Insight:
+    """The insight reads over one transport in one key mode."""
+
+    def __init__(self, transport: Transport, keys: UserKeys) -> None:
+        self.transport = transport
+        self.keys = keys
+
+    # -- numbers --
+
+    async def stats(self, product_id: str) -> ProductStats:
+        users, catalog, workflows, weeks, daily, weekly = await self.transport.pipeline(
+            [
+                ("ZCARD", users_key(product_id)),
+                ("SMEMBERS", catalog_key(product_id)),
+                ("SMEMBERS", workflows_key(product_id)),
+                ("SMEMBERS", cohorts_key(product_id)),
+                ("HGETALL", daily_key(product_id)),
+                ("HGETALL", weekly_key(product_id)),
+            ]
+        )
+        catalog_ids = {text(w) for w in catalog}
+        wids = sorted(catalog_ids | {text(w) for w in workflows})
+        week_ids = sorted(int(text(w)) for w in weeks)
+        cmds: list[Command] = []
+        for wid in wids:
+            cmds += [("ZCARD", workflow_key(product_id, wid, s)) for s in ("completed", "in_progress")]
+        for week in week_ids:
+            key = cohort_key(product_id, week)
+            cmds += [("ZCARD", key), ("ZCOUNT", key, "-inf", f"({NEVER}")]
+            cmds += [("ZCOUNT", key, "-inf", n) for n in range(1, COHORT_SESSIONS + 1)]
+        replies = iter(await self.transport.pipeline(cmds))
+        counts = {}
+        for wid in wids:
+            for status in ("completed", "in_progress"):
+                if n := next(replies):
+                    counts[(wid, status)] = n
+        cohorts: list[tuple[int, int, int, tuple[int, ...]]] = []
+        for week in week_ids:
+            size, onboarded = next(replies), next(replies)
+            cohorts.append((week, size, onboarded, tuple(next(replies) for _ in range(COHORT_SESSIONS))))
+        medians = await self.transport.pipeline(
+            [("ZRANGE", cohort_key(product_id, w), (n - 1) // 2, n // 2, "WITHSCORES") for w, _, n, _ in cohorts if n]
+        )
+        median_of = iter(medians)
+        rows = []
+        for week, size, onboarded, after in cohorts:
+            median = None
+            if onboarded:
+                reply = next(median_of)  # flat on a raw connection, pairs through the cluster client
+                flat = not (reply and isinstance(reply[0], (list, tuple)))
+                pairs = zip(reply[::2], reply[1::2], strict=True) if flat else reply
+                scores = [float(score) for _, score in pairs]
+                median = sum(scores) / len(scores)
+            rows.append(CohortRow(week, size, after, onboarded, median))
+        levels: dict[int, dict[str, int]] = {}
+        for name, n in parse_int_hash(weekly).items():
+            week, _, level = name.partition(":")
+            levels.setdefault(int(week), {})[level] = n
+        days = {int(d): n for d, n in parse_int_hash(daily).items()}
+        return build_stats(users, catalog_ids, counts, rows, days, levels)
+
+    async def count(self, product_id: str, f: UserFilter) -> int:
+        plan = _plan(product_id, f)
+        low, high = _bound(plan.low), _bound(plan.high, exclusive=True)
+        if len(plan.all_of) == 1 and not (plan.members_of or plan.any_of or plan.none_of or plan.ranges):
+            (n,) = await self.transport.pipeline([("ZCOUNT", plan.all_of[0], low, high)])
+            return int(n)
+        alone = not (plan.any_of or plan.none_of or plan.ranges) and (plan.low, plan.high) == (-math.inf, math.inf)
+        if alone and plan.all_of == [users_key(product_id)] and len(plan.members_of) == 1:
+            (n,) = await self.transport.pipeline([("ZCARD", plan.members_of[0])])
+            return int(n)
+        # Intersections in scratch keys of the product (one slot), deleted by the last command. Redis
+        # intersects in the time of the smallest input, so the users index is left out when a smaller
+        # set bounds the result and no activity range needs its scores.
+        scratch = f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}"
+        tmp = scratch + ":0"
+        ranged = not (plan.low == -math.inf and plan.high == math.inf)
+        activity = [k for k in plan.all_of if k != users_key(product_id) or not plan.members_of or ranged]
+        keys = [*activity, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
+        weights = [1] * len(activity) + [0] * len(plan.members_of)
+        cmds: list[Command] = [("ZINTERSTORE", tmp, len(keys), *keys, "WEIGHTS", *weights, "AGGREGATE", "MAX")]
+        parts: list[str] = []
+        for g, group in enumerate(plan.any_of):  # each level cut from the result so far, then their union
+            names = [f"{scratch}:{g}:{i}" for i in range(len(group))]
+            for name, key in zip(names, group, strict=True):
+                cmds.append(("ZINTERSTORE", name, 2, tmp, key, "WEIGHTS", 1, 0, "AGGREGATE", "MAX"))
+            cmds.append(("ZUNIONSTORE", tmp, len(names), *names, "AGGREGATE", "MAX"))
+            parts += names
+        if plan.none_of:
+            cmds.append(("ZDIFFSTORE", tmp, 1 + len(plan.none_of), tmp, *plan.none_of))
+        cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(plan.low, exclusive=True)))
+        cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(plan.high), "+inf"))
+        for key, lo, hi in plan.ranges:  # the score becomes that dimension, then the range is cut
+            cmds.append(("ZINTERSTORE", tmp, 2, tmp, key, "WEIGHTS", 0, 1))
+            cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(lo, exclusive=True)))
+            cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(hi), "+inf"))
+        cmds += [("ZCARD", tmp), ("DEL", tmp, *parts)]
+        results = await self.transport.pipeline(cmds)  # in order on one connection; the scratch keys are ours alone
+        return int(results[-2])
+
+    # -- lists --
+
+    async def list_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        limit = clamp_limit(limit)
+        position = decode_cursor(cursor)
+        descending = f.order == "-last_activity"
+        plan = _plan(product_id, f)
+        found, resume = await self._walk(plan, position, descending, limit)
+        check = not f.empty  # an unfiltered list has nothing an index entry could get wrong but the order
+        page, more = found[:limit], len(found) > limit
+        raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in page])
+        rows = []
+        for (_, user_id), raw in zip(page, raws, strict=True):
+            if raw is None:
+                continue  # expired (TTL) or deleted since it was indexed
+            key = self.keys.state(product_id, user_id)
+            try:
+                doc = parse_document(key, raw)
+            except CorruptDocumentError:
+                continue  # counts nowhere
+            if check and not matches(user_facts(doc or {}), f):  # the live document has the last word
+                continue
+            rows.append(list_row(product_id, user_id, doc or {}))
+        next_position = page[-1] if more and page else resume
+        return Page(rows, encode_cursor(next_position) if next_position else None)
+
+    async def _walk(
+        self, plan: _Plan, position: Position | None, descending: bool, limit: int
+    ) -> tuple[list[Position], Position | None]:
+        """Up to ``limit + 1`` members that pass ``plan``, in order; and where to resume if the walk stopped early."""
+        drivers = plan.all_of
+        sizes = await self.transport.pipeline([("ZCARD", k) for k in [*drivers, *plan.members_of]])
+        if plan.members_of:
+            small = min(zip(sizes[len(drivers) :], plan.members_of, strict=True))
+            if small[0] <= LOOKUP_FIRST and small[0] < min(sizes[: len(drivers)]):
+                return await self._lookup(small[1], plan, position, descending, limit), None
+        if len(drivers) > 1:
+            drivers = [k for _, k in sorted(zip(sizes, drivers, strict=True))]
+        driver, others = drivers[0], [*drivers[1:], *plan.members_of]
+        high, low = _bound(plan.high, exclusive=True), _bound(plan.low)
+        if position is not None and descending and position[0] < plan.high:
+            high = repr(position[0])
+        if position is not None and not descending and position[0] > plan.low:
+            low = repr(position[0])
+        out: list[Position] = []
+        offset, scanned, last = 0, 0, None
+        client = self.transport.client
+        size = min(_BATCH, 2 * (limit + 1))  # doubled while the checks keep too few: few round trips either way
+        while scanned < SCAN_MAX:
+            if descending:
+                request = client.zrevrangebyscore(driver, high, low, start=offset, num=size, withscores=True)
+            else:
+                request = client.zrangebyscore(driver, low, high, start=offset, num=size, withscores=True)
+            got = await self.transport.call(request)
+            offset += len(got)
+            scanned += len(got)
+            batch = [(float(s), text(m)) for m, s in got]
+            if position is not None:
+                batch = [b for b in batch if (b < position if descending else b > position)]
+            if batch:
+                last = batch[-1]
+                out.extend(await self._check(batch, others, plan))
+                if len(out) > limit:
+                    return out[: limit + 1], None
+            if len(got) < size:
+                return out, None
+            size = min(_BATCH, size * 2)
+        return out, last
+
+    async def _lookup(
+        self, key: str, plan: _Plan, position: Position | None, descending: bool, limit: int
+    ) -> list[Position]:
+        """A small membership set read whole: its members' activity from the first activity set, sorted here."""
+        members = [text(m) for m in await self.transport.call(self.transport.client.zrange(key, 0, -1))]
+        if not members:
+            return []
+        (scores,) = await self.transport.pipeline([("ZMSCORE", plan.all_of[0], *members)])
+        batch = [(float(sc), m) for m, sc in zip(members, scores, strict=True) if sc is not None]
+        batch = [b for b in batch if plan.low <= b[0] < plan.high]
+        if position is not None:
+            batch = [b for b in batch if (b < position if descending else b > position)]
+        batch.sort(reverse=descending)
+        others = [k for k in [*plan.all_of[1:], *plan.members_of] if k != key]
+        out: list[Position] = []
+        for i in range(0, len(batch), _BATCH):
+            out.extend(await self._check(batch[i : i + _BATCH], others, plan))
+            if len(out) > limit:
+                break
+        return out[: limit + 1]
+
+    async def _check(self, batch: list[Position], others: list[str], plan: _Plan) -> list[Position]:
+        members = [m for _, m in batch]
+        cmds: list[Command] = [("ZMSCORE", k, *members) for k in others]
+        for group in plan.any_of:
+            cmds += [("ZMSCORE", k, *members) for k in group]
+        cmds += [("ZMSCORE", k, *members) for k in plan.none_of]
+        cmds += [("ZMSCORE", k, *members) for k, _, _ in plan.ranges]
+        if not cmds:
+            return batch
+        replies = iter(await self.transport.pipeline(cmds))
+        keep = [True] * len(batch)
+        for _ in others:
+            scores = next(replies)
+            keep = [k and s is not None for k, s in zip(keep, scores, strict=True)]
+        for group in plan.any_of:
+            hits = [next(replies) for _ in group]
+            keep = [k and any(h[i] is not None for h in hits) for i, k in enumerate(keep)]
+        for _ in plan.none_of:
+            scores = next(replies)
+            keep = [k and s is None for k, s in zip(keep, scores, strict=True)]
+        for _, lo, hi in plan.ranges:
+            scores = next(replies)
+            keep = [k and s is not None and lo <= float(s) < hi for k, s in zip(keep, scores, strict=True)]
+        return [item for item, k in zip(batch, keep, strict=True) if k]
+
+    async def stuck(
+        self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[StuckUser]:
+        """Newest stuck first: in progress, last progress before ``older_than``, latest progress first."""
+        limit = clamp_limit(limit)
+        position = decode_cursor(cursor)
+        top = min(older_than, position[0]) if position else older_than
+        out: list[StuckUser] = []
+        offset = 0
+        while len(out) <= limit:
+            got = await self.transport.call(
+                self.transport.client.zrevrangebyscore(
+                    stuck_key(product_id), f"({top!r}", "-inf", start=offset, num=limit + 1, withscores=True
+                )
+            )
+            offset += len(got)
+            items = [(float(s), text(m)) for m, s in got]
+            if position is not None:
+                items = [i for i in items if i < position]
+            out.extend(await self._stuck_rows(product_id, items, older_than))
+            if len(got) < limit + 1:
+                break
+        page = out[:limit]
+        more = len(out) > limit
+        next_cursor = None
+        if more and page:
+            last = page[-1]
+            next_cursor = encode_cursor((last.last_progress_at, f"{last.workflow_id}{SEP}{last.user.user_id}"))
+        return Page(page, next_cursor)
+
+    async def _stuck_rows(self, product_id: str, items: list[Position], older_than: float) -> list[StuckUser]:
+        pairs = [m.split(SEP, 1) for _, m in items]
+        raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in pairs])
+        rows = []
+        for (wid, user_id), raw in zip(pairs, raws, strict=True):
+            row = _stuck_row(product_id, user_id, wid, self.keys.state(product_id, user_id), raw, older_than)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+
+def _stuck_row(
+    product_id: str, user_id: str, workflow_id: str, key: str, raw: Any, older_than: float
+) -> StuckUser | None:
+    """The row if the live document still says stuck (an index entry may lag a racing write)."""
+    if raw is None:
+        return None
+    try:
+        doc = parse_document(key, raw)
+    except CorruptDocumentError:
+        return None
+    facts = user_facts(doc or {})
+    wf = facts.workflow(workflow_id) if facts else None
+    if wf is None or wf.status != "in_progress" or wf.last_progress_at >= older_than:
+        return None
+    return StuckUser(list_row(product_id, user_id, doc or {}), workflow_id, wf.last_progress_at, wf.evidence)

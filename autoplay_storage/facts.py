@@ -1,0 +1,493 @@
+"""User facts: the compact record of one user the insight filters and aggregates run over (pure, no I/O).
+
+Every primary keeps its aggregates as a *diff* of the facts of the document
+a write replaces against the facts of the document it writes, in the same
+atomic step as the write (docs/insight.md). Facts are a pure function of
+the stored document, so a retried write (same old, same new) and a rebuild
+from the documents give the same numbers as a full recount (``recount``).
+
+Snapshot facts (the day, the mastery level and the catalog of one frozen
+session) are counted once per snapshot: snapshots are write-once.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from .browse import Page, UserSummary
+from .errors import DocumentError
+from .user_adoption_state import JourneyState, MasteryLevel, UserAdoptionState, WorkflowStatus
+
+DAY_S = 86400
+COHORT_SESSIONS = 10  # the cohort table shows the share onboarded after 1..10 sessions
+META_KEY_MAX, META_VALUE_MAX = 64, 100  # longer metadata is not indexed for the key=value filter
+EVIDENCE_MAX = 300
+_JOURNEYS = frozenset(j.value for j in JourneyState)
+_LEVELS = frozenset(m.value for m in MasteryLevel)
+_STATUSES = frozenset(s.value for s in WorkflowStatus)
+ACTIVE_STATUSES = ("in_progress", "completed")  # kept per workflow; "never touched" is the rest
+WorkflowFilter = Literal["completed", "in_progress", "untouched"]
+
+
+def day_of(t: float) -> int:
+    """Days since the epoch (UTC)."""
+    return math.floor(t / DAY_S)
+
+
+def week_of(t: float) -> int:
+    """Weeks since the epoch, starting on Mondays (1970-01-01 was a Thursday)."""
+    return math.floor((day_of(t) + 3) / 7)
+
+
+def week_start_day(week: int) -> int:
+    return week * 7 - 3
+
+
+class WorkflowFact(NamedTuple):
+    workflow_id: str
+    status: str  # in_progress or completed (not_started entries are not kept: never touched)
+    last_progress_at: float
+    evidence: str
+
+
+class UserFacts(NamedTuple):
+    """A tuple: built on every state write, compared field by field by the diff."""
+
+    journey_state: str = "onboarding"
+    mastery_level: str = "novice"
+    onboarded: bool = False
+    sessions_to_onboard: int | None = None
+    cohort_week: int = 0
+    first_seen_at: float = 0.0
+    last_activity_at: float = 0.0
+    sessions_count: int = 0
+    workflows: tuple[WorkflowFact, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def workflow(self, workflow_id: str) -> WorkflowFact | None:
+        return next((w for w in self.workflows if w.workflow_id == workflow_id), None)
+
+
+class SnapshotFacts(NamedTuple):
+    day: int
+    week: int
+    mastery_level: str
+    catalog: tuple[str, ...]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_tuple = tuple.__new__
+
+
+def _time(value: Any) -> float | None:
+    """A usable timestamp (``type`` rather than ``isinstance``: a bool is not a time)."""
+    cls = value.__class__
+    return float(value) if (cls is float or cls is int) and math.isfinite(value) else None
+
+
+def _progress_at(wp: dict[str, Any]) -> float:
+    """When the workflow last moved: detected, completed, or a step completed (re-judging is no progress)."""
+    best = _time(wp.get("first_detected_at"))
+    done = wp.get("completed_at")
+    if done is not None and (done := _time(done)) is not None and (best is None or done > best):
+        best = done
+    steps = wp.get("steps")
+    if steps and steps.__class__ is dict:
+        for step in steps.values():
+            t = step.get("completed_at") if step.__class__ is dict else None
+            if t is not None and (t := _time(t)) is not None and (best is None or t > best):
+                best = t
+    if best is None:
+        return _time(wp.get("last_evaluated_at")) or 0.0
+    return best
+
+
+def _sessions_to_onboard(completed_at: float, count: int, index: list[Any]) -> int:
+    """Sessions finished when onboarding completed: the older ones beyond the index, plus those indexed up to then."""
+    upto = sum(1 for e in index if type(e) is dict and _finite(t := e.get("captured_at")) and t <= completed_at)
+    return max(1, count - len(index) + upto)
+
+
+def _metadata(metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    pairs = [
+        (k, v)
+        for k, v in metadata.items()
+        if type(v) is str and type(k) is str and 0 < len(k) <= META_KEY_MAX and len(v) <= META_VALUE_MAX
+    ]
+    pairs.sort()
+    return tuple(pairs)
+
+
+def _canonical(doc: dict[str, Any]) -> bool:
+    """The fields facts read are already valid (every document this engine writes): read them directly."""
+    mastery, onboarding, sessions = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions")
+    version = doc.get("_v", 1)
+    if not (
+        version == 1
+        and version.__class__ is not bool
+        and type(doc.get("journey_state")) is str
+        and doc["journey_state"] in _JOURNEYS
+        and type(mastery) is dict
+        and type(mastery.get("level")) is str
+        and mastery["level"] in _LEVELS
+        and type(onboarding) is dict
+        and type(sessions) is dict
+        and type(sessions.get("count")) is int
+        and sessions["count"] >= 0
+        and type(sessions.get("index")) is list
+        and len(sessions["index"]) <= sessions["count"]
+        and type(doc.get("metadata")) is dict
+        and _finite(doc.get("first_seen_at"))
+        and _finite(doc.get("last_updated_at"))
+        and type(onboarding.get("workflow_progress")) is dict
+    ):
+        return False
+    completed = onboarding.get("onboarding_completed_at")
+    return completed is None or _finite(completed)
+
+
+def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
+    """The active workflows, sorted; ``None`` if an entry is not what this engine writes."""
+    found = []
+    for wid, wp in progress.items():
+        if wp.__class__ is not dict or not wid:
+            return None
+        status = wp.get("status")
+        if status == "not_started":
+            continue
+        if status != "in_progress" and status != "completed":
+            return None
+        evidence = wp.get("evidence")
+        evidence = evidence[:EVIDENCE_MAX] if evidence.__class__ is str else ""
+        found.append(_tuple(WorkflowFact, (wid, status, _progress_at(wp), evidence)))  # skips namedtuple's __new__
+    found.sort()
+    return tuple(found)
+
+
+def _index_usable(index: list[Any]) -> bool:
+    """Every entry is one the reader keeps (a dict with its own session id and a capture time)."""
+    ids = set()
+    for e in index:
+        if e.__class__ is not dict or e.get("session_id").__class__ is not str or not e["session_id"]:
+            return False
+        if _time(e.get("captured_at")) is None or e["session_id"] in ids:
+            return False
+        ids.add(e["session_id"])
+    return True
+
+
+def user_facts(doc: dict[str, Any]) -> UserFacts | None:
+    """The facts of a stored state document; ``None`` when it cannot be read (it counts nowhere)."""
+    workflows = _workflows(doc["onboarding"]["workflow_progress"]) if _canonical(doc) else None
+    onboarded = workflows is not None and doc["onboarding"].get("onboarding_completed_at") is not None
+    if onboarded and not _index_usable(doc["sessions"]["index"]):  # only sessions to onboard read the index
+        workflows = None
+    if workflows is None:  # another writer's document: read it by the documents' own rules
+        try:
+            fixed = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
+        except (DocumentError, TypeError, ValueError):
+            return None
+        # Where the reader would say "now" for a missing time, facts say 0: a recount must give the same.
+        for name in ("first_seen_at", "last_updated_at"):
+            fixed[name] = float(doc[name]) if _finite(doc.get(name)) else 0.0
+        doc, workflows = fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or ()
+    onboarding, sessions = doc["onboarding"], doc["sessions"]
+    completed = onboarding.get("onboarding_completed_at")
+    first_seen = float(doc["first_seen_at"])
+    return UserFacts(
+        doc["journey_state"],
+        doc["mastery"]["level"],
+        completed is not None,
+        None if completed is None else _sessions_to_onboard(completed, sessions["count"], sessions["index"]),
+        week_of(first_seen),
+        first_seen,
+        float(doc["last_updated_at"]),
+        sessions["count"],
+        workflows,
+        _metadata(doc["metadata"]),
+    )
+
+
+def snapshot_facts(doc: dict[str, Any]) -> SnapshotFacts | None:
+    """What one frozen session adds to the charts and the catalog; ``None``: no usable capture time."""
+    captured = doc.get("captured_at")
+    if not _finite(captured):
+        return None
+    mastery = doc.get("mastery")
+    level = mastery.get("level") if isinstance(mastery, dict) else None
+    catalog: dict[str, None] = {}
+    for name in ("completed_workflow_ids", "in_progress_workflow_ids", "untouched_workflow_ids"):
+        ids = doc.get(name)
+        for wid in ids if isinstance(ids, list) else ():
+            if isinstance(wid, str) and wid:
+                catalog[wid] = None
+    progress = doc.get("workflow_progress")
+    for wid in progress if isinstance(progress, dict) else ():
+        if isinstance(wid, str) and wid:
+            catalog[wid] = None
+    return SnapshotFacts(
+        day_of(captured),
+        week_of(captured),
+        level if isinstance(level, str) and level in _LEVELS else "novice",
+        tuple(sorted(catalog)),
+    )
+
+
+# -- filters --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    """A segment's filter over one product's users; every field optional (``None``: any)."""
+
+    journey_state: str | None = None
+    mastery_levels: tuple[str, ...] = ()
+    onboarded: bool | None = None
+    workflow_id: str | None = None
+    workflow_status: WorkflowFilter | None = None
+    active_after: float | None = None
+    active_before: float | None = None
+    first_seen_after: float | None = None
+    first_seen_before: float | None = None
+    sessions_min: int | None = None
+    sessions_max: int | None = None
+    meta_key: str | None = None
+    meta_value: str | None = None
+    order: Literal["-last_activity", "last_activity"] = "-last_activity"
+
+    @property
+    def empty(self) -> bool:
+        return self == UserFilter(order=self.order)
+
+    def to_params(self) -> dict[str, str]:
+        """The query-string form (``from_params`` reads it back): a segment's shareable definition."""
+        out: dict[str, str] = {}
+        if self.journey_state:
+            out["journey"] = self.journey_state
+        if self.mastery_levels:
+            out["mastery"] = ",".join(self.mastery_levels)
+        if self.onboarded is not None:
+            out["onboarded"] = "yes" if self.onboarded else "no"
+        if self.workflow_id:
+            out["workflow"] = self.workflow_id
+            out["status"] = self.workflow_status or "in_progress"
+        for name in ("active_after", "active_before", "first_seen_after", "first_seen_before"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = repr(value)  # every digit: a saved segment must mean what was asked
+        if self.sessions_min is not None:
+            out["sessions_min"] = str(self.sessions_min)
+        if self.sessions_max is not None:
+            out["sessions_max"] = str(self.sessions_max)
+        if self.meta_key:
+            out["meta_key"] = self.meta_key
+            out["meta_value"] = self.meta_value or ""
+        if self.order != "-last_activity":
+            out["order"] = self.order
+        return out
+
+
+def matches(facts: UserFacts | None, f: UserFilter) -> bool:
+    """Whether a user with ``facts`` is in the segment (the reference every store's index answers agree with)."""
+    if facts is None:
+        return False
+    if f.journey_state and facts.journey_state != f.journey_state:
+        return False
+    if f.mastery_levels and facts.mastery_level not in f.mastery_levels:
+        return False
+    if f.onboarded is not None and facts.onboarded != f.onboarded:
+        return False
+    if f.workflow_id:
+        wf = facts.workflow(f.workflow_id)
+        status = wf.status if wf else "untouched"
+        if status != (f.workflow_status or "in_progress"):
+            return False
+    if f.active_after is not None and facts.last_activity_at < f.active_after:
+        return False
+    if f.active_before is not None and facts.last_activity_at >= f.active_before:
+        return False
+    if f.first_seen_after is not None and facts.first_seen_at < f.first_seen_after:
+        return False
+    if f.first_seen_before is not None and facts.first_seen_at >= f.first_seen_before:
+        return False
+    if f.sessions_min is not None and facts.sessions_count < f.sessions_min:
+        return False
+    if f.sessions_max is not None and facts.sessions_count > f.sessions_max:
+        return False
+    return not (f.meta_key and (f.meta_key, f.meta_value or "") not in facts.metadata)
+
+
+# -- aggregates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    workflow_id: str
+    completed: int
+    in_progress: int
+    untouched: int
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    week: int
+    users: int
+    onboarded_after: tuple[int, ...]  # users onboarded within 1, 2, … COHORT_SESSIONS sessions (cumulative)
+    onboarded: int
+    median_sessions: float | None
+
+
+@dataclass(frozen=True)
+class ProductStats:
+    users: int
+    funnel: list[FunnelRow] = field(default_factory=list)
+    cohorts: list[CohortRow] = field(default_factory=list)
+    sessions_per_day: dict[int, int] = field(default_factory=dict)
+    mastery_per_week: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+def cohort_row(week: int, users: int, histogram: dict[int, int]) -> CohortRow:
+    """A cohort from its size and how many users onboarded at exactly n sessions."""
+    onboarded = sum(histogram.values())
+    cumulative, total = [], 0
+    for n in range(1, COHORT_SESSIONS + 1):
+        total += histogram.get(n, 0)
+        cumulative.append(total)
+    median = None
+    if onboarded:
+        median = float(statistics.median(n for n, k in sorted(histogram.items()) for _ in range(k)))
+    return CohortRow(week, users, tuple(cumulative), onboarded, median)
+
+
+def build_stats(
+    users: int,
+    catalog: Iterable[str],
+    status_counts: dict[tuple[str, str], int],
+    cohorts: Iterable[CohortRow],
+    days: dict[int, int],
+    weeks: dict[int, dict[str, int]],
+) -> ProductStats:
+    """Assemble the numbers every store counts the same way."""
+    wids = sorted(set(catalog) | {w for w, _ in status_counts})
+    funnel = []
+    for wid in wids:
+        done, doing = status_counts.get((wid, "completed"), 0), status_counts.get((wid, "in_progress"), 0)
+        funnel.append(FunnelRow(wid, done, doing, max(0, users - done - doing)))
+    rows = sorted((c for c in cohorts if c.users), key=lambda c: c.week)
+    return ProductStats(
+        users,
+        funnel,
+        rows,
+        {d: n for d, n in sorted(days.items()) if n},
+        {w: {lv: n for lv, n in levels.items() if n} for w, levels in sorted(weeks.items()) if any(levels.values())},
+    )
+
+
+def recount(states: Iterable[dict[str, Any]], snapshots: Iterable[dict[str, Any]]) -> ProductStats:
+    """The numbers from a full scan of one product's documents (the reference; the memory primary's answer)."""
+    users = 0
+    status_counts: Counter[tuple[str, str]] = Counter()
+    cohorts: dict[int, tuple[int, dict[int, int]]] = {}
+    for doc in states:
+        facts = user_facts(doc)
+        if facts is None:
+            continue
+        users += 1
+        for wf in facts.workflows:
+            status_counts[(wf.workflow_id, wf.status)] += 1
+        n, hist = cohorts.get(facts.cohort_week, (0, {}))
+        if facts.sessions_to_onboard is not None:
+            hist[facts.sessions_to_onboard] = hist.get(facts.sessions_to_onboard, 0) + 1
+        cohorts[facts.cohort_week] = (n + 1, hist)
+    catalog: set[str] = set()
+    days: Counter[int] = Counter()
+    weeks: dict[int, Counter[str]] = {}
+    for doc in snapshots:
+        snap = snapshot_facts(doc)
+        if snap is None:
+            continue
+        catalog.update(snap.catalog)
+        days[snap.day] += 1
+        weeks.setdefault(snap.week, Counter())[snap.mastery_level] += 1
+    rows = [cohort_row(week, n, hist) for week, (n, hist) in cohorts.items()]
+    return build_stats(users, catalog, dict(status_counts), rows, dict(days), {w: dict(c) for w, c in weeks.items()})
+
+
+@dataclass(frozen=True)
+class StuckUser:
+    """One row of the stuck queue: a user in progress on ``workflow_id`` with no progress since ``last_progress_at``."""
+
+    user: UserSummary
+    workflow_id: str
+    last_progress_at: float
+    evidence: str
+
+
+@runtime_checkable
+class InsightStore(Protocol):
+    """What a primary offers the insight pages, from aggregates it keeps as it writes (no scan per call)."""
+
+    async def insight_stats(self, product_id: str) -> ProductStats: ...
+
+    async def count_users(self, product_id: str, f: UserFilter) -> int: ...
+
+    async def list_filtered_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]: ...
+
+    async def list_stuck(
+        self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[StuckUser]:
+        """Users in progress on a workflow with no progress since ``older_than``, newest stuck first."""
+        ...
+
+
+def list_row(product_id: str, user_id: str, doc: dict[str, Any]) -> UserSummary:
+    """``database_rows.user_summary`` for a list or an export, reading a canonical document's fields directly.
+
+    The same values (every field read is already valid, which ``_canonical``
+    checks); any other document goes through the defensive reader.
+    """
+    from .adapters.database_rows import user_summary
+
+    mastery, onboarding, sessions, metadata = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions"), None
+    if _canonical(doc):
+        metadata = doc["metadata"]
+        if not all(v.__class__ in (str, int, bool) or v is None for v in metadata.values()):
+            metadata = None  # floats (maybe not finite) and containers: the defensive reader copies them safely
+    rating, rate, current = (
+        (mastery.get("rating"), onboarding.get("completion_rate"), sessions.get("current_session_id"))
+        if metadata is not None
+        else (None, None, None)
+    )
+    if (
+        metadata is None
+        or rating.__class__ is not int
+        or not 0 <= rating <= 10
+        or rate.__class__ is not float
+        or not 0.0 <= rate <= 1.0
+        or not (current is None or current.__class__ is str)
+    ):
+        return user_summary(product_id, user_id, doc)
+    return UserSummary(
+        product_id=product_id,
+        user_id=user_id,
+        journey_state=doc["journey_state"],
+        mastery_level=mastery["level"],
+        mastery_rating=rating,
+        completion_rate=rate,
+        onboarded=onboarding.get("onboarding_completed_at") is not None,
+        sessions_count=sessions["count"],
+        first_seen_at=float(doc["first_seen_at"]),
+        last_activity_at=float(doc["last_updated_at"]),
+        current_session_id=current or None,
+        metadata=metadata,
+    )
