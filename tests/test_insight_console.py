@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from autoplay_storage.lifecycle import load_state
-from autoplay_storage.models import AuditEntry, ProductGrant, ProductSettings, Segment
+from autoplay_storage.models import AuditEntry, ProductSettings, Segment
 from autoplay_storage.user_adoption_state import WorkflowStatus
 from tests.support.dashboard import PRODUCT, configure_primary, load_demo, make_person, with_storage
 
@@ -31,9 +31,7 @@ def primary(request: pytest.FixtureRequest, settings) -> str:
 
 
 def person(name: str, role: str, *products: str) -> Client:
-    user = make_person(name, role)
-    for product_id in products:
-        ProductGrant.objects.create(user=user, product_id=product_id)
+    user = make_person(name, role, products=list(products))
     client = Client()
     client.force_login(user)
     return client
