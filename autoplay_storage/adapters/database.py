@@ -60,6 +60,7 @@ from .common import (
     session_row,
     user_row,
 )
+from .database_erase import check_tombstone, erase_rows
 from .database_rows import Statements, snapshot_columns, statements_for, user_summary
 
 T = TypeVar("T")
@@ -262,6 +263,8 @@ class DatabaseStorageAdapter:
                     # The state row first: concurrent ends of one user queue on its lock, not on the snapshots.
                     cursor.execute(sql.select_state, (product_id, user_id))
                     row = cursor.fetchone()
+                    # After the lock: an erasure holds it while it deletes, so its tombstone is visible here.
+                    check_tombstone(self.using, product_id, user_id, snapshot)
                     existing = self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
                     frozen = (
                         snapshot
@@ -279,6 +282,19 @@ class DatabaseStorageAdapter:
                 if attempt == _CREATE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    # -- erasure --
+
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """One transaction: the user's row locked, the tombstone written, every row of the user deleted."""
+        if not _storable(product_id, user_id):
+            return {"state_rows": 0, "snapshot_rows": 0, "search_rows": 0}
+
+        def erase() -> dict[str, int]:
+            with self._writer():
+                return erase_rows(self.using, product_id, user_id, tombstone_s)
+
+        return await self._run(erase)
 
     def _write_state(
         self, row: tuple[Any, ...] | None, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None

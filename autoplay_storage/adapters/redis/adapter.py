@@ -16,6 +16,7 @@ from ...browse import Page, ProductSummary, SessionSummary, UserQuery, UserSumma
 from ...codec import parse_document
 from ...protocol import SessionFold, StateDoc, StateMutation
 from .browse import Browser
+from .erase import Eraser
 from .keys import UserKeys
 from .reindex import Reindexer
 from .seen import LastSeen
@@ -162,6 +163,12 @@ class RedisStorageAdapter:
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
         raw = await self.transport.get(self.keys.snapshot(product_id, user_id, session_id))
         return None if raw is None else text(raw)
+
+    # -- erasure (ErasableStorage) --
+
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """Tombstone, then every key and index entry of the user, in batches (``erase.py``)."""
+        return await Eraser(self.transport, self.keys, self._seen).erase(product_id, user_id, tombstone_s=tombstone_s)
 
     # -- maintenance --
 
