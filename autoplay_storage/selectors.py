@@ -11,6 +11,7 @@ is reported with its raw text, never as "not found".
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -147,3 +148,33 @@ async def summary_runs(product_id: str, user_id: str, *, limit: int) -> list[Sum
     """The user's newest summary runs first, with who ran them."""
     runs = SummaryRun.objects.filter(product_id=product_id, user_id=user_id).select_related("actor")
     return [run async for run in runs.order_by("-started_at", "-id")[:limit]]
+
+
+# -- erasure receipts and the export (docs/erasure.md) ------------------------
+
+
+async def erasure_receipt(erasure_id: str) -> dict[str, Any] | None:
+    from . import erasure
+
+    found = await erasure.receipt(erasure_id)
+    return None if found is None else await erasure.receipt_document(found)
+
+
+async def erasure_receipts(product_id: str, user_id: str) -> list[dict[str, Any]]:
+    from . import erasure
+
+    return [await erasure.receipt_document(r) for r in await erasure.receipts_of(product_id, user_id)]
+
+
+async def holds_user(product_id: str, user_id: str) -> bool:
+    """Whether anything is stored about the user: a state, a snapshot, or an erasure receipt."""
+    from . import erasure
+
+    return await erasure.holds_data(product_id, user_id) or bool(await erasure.receipts_of(product_id, user_id))
+
+
+def export_user(product_id: str, user_id: str) -> AsyncIterator[str]:
+    """All of the user's data as one JSON document, in pieces (``export``)."""
+    from .export import export_user as pieces
+
+    return pieces(product_id, user_id)

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.support.api_server",
     "tests.support.postgres",
     "tests.support.capture_server",
+    "tests.support.deletion_server",
     "tests.support.llm_server",
     "tests.support.webhook_receiver",
 ]

@@ -1,0 +1,96 @@
+"""Everything the console holds about one user, as one JSON document, streamed (data portability).
+
+The document: ``schema_version`` (this format), ``document_schema_version``
+(the state's and snapshots' ``_v``), ``exported_at``, the ids, the
+``state``, every snapshot oldest first (``{"session_id", "document"}``),
+the summary runs and any erasure receipts. A stored document that cannot
+be parsed is exported as ``{"unreadable": true, "reason", "raw"}``: its text
+as stored.
+
+The history is paged with the primary's own keyset cursors and each page's
+documents are read concurrently, then written out and dropped, so memory
+stays flat however many sessions a user has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from .codec import dumps_text, parse_document
+from .erasure import receipt_document
+from .errors import CorruptDocumentError
+from .models import Erasure, SummaryRun
+from .protocol import BrowsableStorage
+from .runtime import get_storage
+from .user_adoption_state import SCHEMA_VERSION
+
+EXPORT_SCHEMA_VERSION = 1
+PAGE = 500
+
+
+def _readable(key: str, raw: str | None) -> Any:
+    try:
+        return parse_document(key, raw)
+    except CorruptDocumentError as exc:
+        return {"unreadable": True, "reason": exc.reason, "raw": exc.raw}
+
+
+def _run(run: SummaryRun) -> dict[str, Any]:
+    return {
+        "session_id": run.session_id,
+        "source": run.source,
+        "summarizer": run.summarizer,
+        "started_at": run.started_at.isoformat(),
+        "duration_ms": run.duration_ms,
+        "outcome": run.outcome,
+        "error": run.error or None,
+        "previous_summary": run.previous_summary,
+        "new_summary": run.new_summary,
+    }
+
+
+async def export_user(product_id: str, user_id: str) -> AsyncIterator[str]:
+    """The export document in pieces; the first piece is ready before any snapshot is read."""
+    primary = get_storage().primary
+    if not isinstance(primary, BrowsableStorage):
+        from .errors import NotBrowsableError
+
+        raise NotBrowsableError(f"the primary {getattr(primary, 'name', primary)} cannot list a user's history")
+    raw_state = await primary.get_raw_user_state(product_id, user_id)
+    head = {
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "document_schema_version": SCHEMA_VERSION,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "product_id": product_id,
+        "user_id": user_id,
+        "state": _readable(f"{product_id}/{user_id}", raw_state),
+    }
+    yield dumps_text(head)[:-1] + ',"snapshots":['
+    first, cursor = True, None
+    while True:
+        page = await primary.list_sessions(product_id, user_id, cursor=cursor, limit=PAGE, newest_first=False)
+        ids = [row.session_id for row in page.items]
+        raws = await asyncio.gather(*(primary.get_raw_session_snapshot(product_id, user_id, s) for s in ids))
+        pieces = []
+        for session_id, raw in zip(ids, raws, strict=True):
+            if raw is None:  # gone between the listing and the read (an erasure, a TTL)
+                continue
+            doc = _readable(f"{product_id}/{user_id}/{session_id}", raw)
+            pieces.append(("" if first else ",") + dumps_text({"session_id": session_id, "document": doc}))
+            first = False
+        if pieces:
+            yield "".join(pieces)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    runs = [
+        _run(r) async for r in SummaryRun.objects.filter(product_id=product_id, user_id=user_id).order_by("started_at")
+    ]
+    receipts = [
+        await receipt_document(e)
+        async for e in Erasure.objects.filter(product_id=product_id, user_id=user_id).order_by("round")
+    ]
+    yield '],"summary_runs":' + dumps_text(runs) + ',"erasures":' + dumps_text(receipts) + "}"
