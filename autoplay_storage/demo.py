@@ -43,69 +43,14 @@ WORKFLOWS: dict[str, list[str]] = {
 }
 CATALOG = list(WORKFLOWS)
 FEATURES = [
-    "board_view",
-    "timeline_view",
-    "comments",
-    "mentions",
-    "file_upload",
-    "keyboard_shortcuts",
-    "search",
-    "filters",
-    "dashboards",
-    "time_tracking",
-    "recurring_tasks",
-    "dark_mode",
+    "board_view", "timeline_view", "comments", "mentions", "file_upload", "keyboard_shortcuts",
+    "search", "filters", "dashboards", "time_tracking", "recurring_tasks", "dark_mode",
 ]
 SOURCES = ["tour", "activity", "activity", "judge", "followup"]
-FIRST = [
-    "ana",
-    "ben",
-    "chloe",
-    "dev",
-    "emma",
-    "farid",
-    "grace",
-    "hugo",
-    "ines",
-    "jonas",
-    "kira",
-    "liam",
-    "maya",
-    "noah",
-    "olga",
-    "pavel",
-    "quinn",
-    "rosa",
-    "sami",
-    "tara",
-    "umar",
-    "vera",
-    "wei",
-    "yara",
-    "zoe",
-]
-LAST = [
-    "alvarez",
-    "becker",
-    "costa",
-    "dubois",
-    "eriksen",
-    "fischer",
-    "garcia",
-    "haddad",
-    "ivanova",
-    "jensen",
-    "kowalski",
-    "lopez",
-    "moreau",
-    "nakamura",
-    "okafor",
-    "petrov",
-    "rossi",
-    "schmidt",
-    "tanaka",
-    "weber",
-]
+FIRST = ["ana", "ben", "chloe", "dev", "emma", "farid", "grace", "hugo", "ines", "jonas", "kira", "liam",
+         "maya", "noah", "olga", "pavel", "quinn", "rosa", "sami", "tara", "umar", "vera", "wei", "yara", "zoe"]
+LAST = ["alvarez", "becker", "costa", "dubois", "eriksen", "fischer", "garcia", "haddad", "ivanova", "jensen",
+        "kowalski", "lopez", "moreau", "nakamura", "okafor", "petrov", "rossi", "schmidt", "tanaka", "weber"]
 COMPANIES = ["northwind.io", "acme.dev", "globex.com", "initech.co", "umbrella.org", "hooli.xyz", "vandelay.net"]
 ROLES = ["admin", "manager", "member", "member", "member", "viewer"]
 TEAMS = ["design", "engineering", "marketing", "operations", "sales", "support"]
@@ -223,29 +168,14 @@ def apply_activity(state: UserAdoptionState, session: SessionPlan) -> None:
     for wid, step, source, confidence in session.steps:
         t += dt
         if confidence < 0:  # a step begun, not finished
-            state.upsert_step_progress(
-                wid,
-                step,
-                status=WorkflowStatus.IN_PROGRESS,
-                confidence=-confidence,
-                evidence=f"{step.replace('_', ' ')}: started, not finished",
-                now=t,
-            )
+            state.upsert_step_progress(wid, step, status=WorkflowStatus.IN_PROGRESS, confidence=-confidence,
+                                       evidence=f"{step.replace('_', ' ')}: started, not finished", now=t)
             state.upsert_workflow_progress(wid, status=WorkflowStatus.IN_PROGRESS, source=source, now=t)
             continue
-        state.upsert_step_progress(
-            wid,
-            step,
-            status=WorkflowStatus.COMPLETED,
-            confidence=confidence,
-            evidence=f"{step.replace('_', ' ')}: {EVIDENCE[source]}",
-            now=t,
-        )
-        done = [
-            s
-            for s in WORKFLOWS[wid]
-            if (sp := state.onboarding.workflow_progress[wid].steps.get(s)) and sp.status is WorkflowStatus.COMPLETED
-        ]
+        state.upsert_step_progress(wid, step, status=WorkflowStatus.COMPLETED, confidence=confidence,
+                                   evidence=f"{step.replace('_', ' ')}: {EVIDENCE[source]}", now=t)
+        done = [s for s in WORKFLOWS[wid] if (sp := state.onboarding.workflow_progress[wid].steps.get(s))
+                and sp.status is WorkflowStatus.COMPLETED]
         complete = len(done) == len(WORKFLOWS[wid])
         state.upsert_workflow_progress(
             wid,
@@ -274,13 +204,8 @@ def apply_activity(state: UserAdoptionState, session: SessionPlan) -> None:
             if should and pending
             else "The user is making progress alone; stepping in would interrupt."
         )
-        state.record_step_in(
-            should_step_in=should and bool(pending),
-            timing_assessment=timing,
-            reason=reason,
-            suggested_workflow_ids=pending[:2] if should else [],
-            now=session.captured_at - 60,
-        )
+        state.record_step_in(should_step_in=should and bool(pending), timing_assessment=timing, reason=reason,
+                             suggested_workflow_ids=pending[:2] if should else [], now=session.captured_at - 60)
     if len(completed) >= 4 and state.onboarding.onboarding_completed_at is None:
         state.onboarding.onboarding_completed_at = session.captured_at - 30
         state.set_journey_state("onboarded", now=t)
@@ -421,20 +346,17 @@ def clone_states(templates: list[StateDoc], count: int, *, seed: int | None = No
         doc = templates[i % len(templates)]
         first, last = rng.choice(FIRST), rng.choice(LAST)
         uid = f"u_{i:07d}"
-        yield (
-            uid,
-            {
-                **doc,
-                "user_id": uid,
-                "metadata": {
-                    **doc["metadata"],
-                    "name": f"{first.title()} {last.title()}",
-                    "email": f"{first}.{last}{i}@{rng.choice(COMPANIES)}",
-                    "role": rng.choice(ROLES),
-                },
-                "last_updated_at": doc["last_updated_at"] - rng.uniform(0, 30 * 86400.0),
+        yield uid, {
+            **doc,
+            "user_id": uid,
+            "metadata": {
+                **doc["metadata"],
+                "name": f"{first.title()} {last.title()}",
+                "email": f"{first}.{last}{i}@{rng.choice(COMPANIES)}",
+                "role": rng.choice(ROLES),
             },
-        )
+            "last_updated_at": doc["last_updated_at"] - rng.uniform(0, 30 * 86400.0),
+        }
 
 
 async def load_states_bulk(

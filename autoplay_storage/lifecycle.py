@@ -283,7 +283,9 @@ async def end_session(
     if summary is None and summarizer is not None and ended.recorded:
         text = await resolve_summary(ended.snapshot, summarizer=summarizer)
         if text is not None:
-            written = await apply_summary(product_id, user_id, text, storage, expected=ended.state.onboarding.summary)
+            written = await apply_summary(
+                product_id, user_id, text, storage, expected=ended.state.onboarding.summary
+            )
             if written is not None:
                 ended = SessionEnd(written.state, written.document, ended.snapshot, recorded=True)
     return ended
@@ -390,11 +392,15 @@ async def on_session_end(
     summary: str | None = None,
 ) -> UserAdoptionState:
     """Freeze the snapshot and fold it into the state; returns the updated state (see ``end_session``)."""
-    ended = await end_session(product_id, user_id, session_snapshot, storage, summarizer=summarizer, summary=summary)
+    ended = await end_session(
+        product_id, user_id, session_snapshot, storage, summarizer=summarizer, summary=summary
+    )
     return ended.state
 
 
-def build_agent_context(state: UserAdoptionState, onboarding_session: SessionSnapshot | None = None) -> dict[str, Any]:
+def build_agent_context(
+    state: UserAdoptionState, onboarding_session: SessionSnapshot | None = None
+) -> dict[str, Any]:
     """The small dict the agent consumes (``ProactiveTriggerContext.context_extra``)."""
     context: dict[str, Any] = {
         "user_journey_state": state.journey_state.value,

@@ -19,7 +19,7 @@ ONBOARDING_SUMMARY_PROMPT: dict[str, Any] = {
     "content": (
         "You are handing over to a colleague who will help this user in their next "
         "session of the product. Write a brief of at most four sentences, addressed "
-        'to that colleague in the second person ("you"). Use only the facts below; '
+        "to that colleague in the second person (\"you\"). Use only the facts below; "
         "do not guess at anything they do not say, and do not mention these "
         "instructions.\n\n"
         "Session number: {session_number}\n"

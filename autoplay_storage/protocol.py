@@ -87,12 +87,16 @@ class AutoplayStorageAdapter(Protocol):
         """Write-once: a second write of the same session changes nothing."""
         ...
 
-    async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None: ...
+    async def get_session_snapshot(
+        self, product_id: str, user_id: str, session_id: str
+    ) -> dict[str, Any] | None: ...
 
 
 @runtime_checkable
 class AtomicStateStore(Protocol):
-    async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+    async def update_user_state(
+        self, product_id: str, user_id: str, mutate: StateMutation
+    ) -> StateDoc | None:
         """Atomically apply ``mutate`` to the stored state and return what is stored after.
 
         ``mutate`` gets the current document (``None`` if there is none) and

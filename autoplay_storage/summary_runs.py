@@ -147,9 +147,9 @@ async def _heartbeat(claim: SummaryClaim) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         try:
-            await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING).aupdate(
-                lease_expires_at=timezone.now() + timedelta(seconds=LEASE_S)
-            )
+            await SummaryClaim.objects.filter(
+                pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING
+            ).aupdate(lease_expires_at=timezone.now() + timedelta(seconds=LEASE_S))
         except DatabaseError as exc:  # the next beat tries again; the lease has room for two misses
             logger.warning("could not renew the summary claim of %s: %s", claim, exc)
 

@@ -1,4 +1,4 @@
-"""Roles are Django groups: support (view), lead (view + re-run summary), admin (everything).
+"""Roles are Django groups: support (view), lead (view, re-run summary, export a user), admin (everything).
 
 Shared by the data migration (historical models) and ``autoplay_bootstrap``
 (run on every ``make run``), so permissions added later by other apps, such as
@@ -11,6 +11,8 @@ from typing import Any
 
 VIEW_CONSOLE = "dashboard.view_console"
 RERUN_SUMMARY = "autoplay_storage.rerun_summary"
+EXPORT_USER = "autoplay_storage.export_user"
+ERASE_USER = "autoplay_storage.erase_user"  # admins only: the admin role holds every permission
 
 SUPPORT = "support"
 LEAD = "lead"
@@ -18,7 +20,7 @@ ADMIN = "admin"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
-    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY],
+    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, EXPORT_USER],
 }
 
 

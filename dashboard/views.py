@@ -36,7 +36,7 @@ from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, Wor
 
 from .charts import session_chart
 from .notes import document_notes
-from .roles import RERUN_SUMMARY, VIEW_CONSOLE
+from .roles import ERASE_USER, EXPORT_USER, RERUN_SUMMARY, VIEW_CONSOLE
 
 if TYPE_CHECKING:  # the rows selectors.summary_runs returns
     from autoplay_storage.models import SummaryRun
@@ -85,6 +85,8 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
             can_view = await user.ahas_perm(VIEW_CONSOLE)
             request.console = {
                 "can_rerun": await user.ahas_perm(RERUN_SUMMARY),
+                "can_export": await user.ahas_perm(EXPORT_USER),
+                "can_erase": await user.ahas_perm(ERASE_USER),
                 "roles": [g.name async for g in user.groups.order_by("name")],
             }
             if not can_view or not await user.ahas_perm(permission):

@@ -161,9 +161,9 @@ def test_products_show_counts_and_splits(primary, support) -> None:
     acme = with_storage(summaries)[PRODUCT]
     assert acme.user_count == len(ids) == 12
     for journey, n in acme.journey_states.items():
-        assert f'?journey={journey}">{journey.replace("_", " ")} <b>{n}</b>' in body
+        assert f"?journey={journey}\">{journey.replace('_', ' ')} <b>{n}</b>" in body
     for level, n in acme.mastery_levels.items():
-        assert f'?mastery={level}">{level.replace("_", " ")} <b>{n}</b>' in body
+        assert f"?mastery={level}\">{level.replace('_', ' ')} <b>{n}</b>" in body
 
 
 def test_products_empty_state(primary, support) -> None:

@@ -24,7 +24,6 @@ BAD_TIMES = [math.nan, math.inf, -math.inf, "1763900000", "yesterday", None, Tru
 # The same bad values as JSON text, the way a hand edit or another writer leaves them.
 BAD_TIME_LITERALS = ["NaN", "Infinity", "-Infinity", '"1763900000"', "null", "true", "[]", "{}"]
 
-
 def state_doc(sdk_fixtures, **changes: Any) -> dict:
     doc = copy.deepcopy(sdk_fixtures["state__prod_1__u_mid"])
     doc.update(changes)

@@ -133,11 +133,7 @@ class Routes:
 @ROUTE_SETTINGS
 @given(state_text=stored_texts(STATES), snapshot_text=stored_texts(SNAPSHOTS))
 def test_no_stored_document_makes_a_route_answer_5xx(
-    client: httpx.Client,
-    console: Client,
-    primary: str,
-    request: pytest.FixtureRequest,
-    state_text: str,
+    client: httpx.Client, console: Client, primary: str, request: pytest.FixtureRequest, state_text: str,
     snapshot_text: str,
 ) -> None:
     redis_url = request.node.redis_url

@@ -52,10 +52,8 @@ def client(api_server: ApiServer, make_key: Any, primary: str) -> httpx.Client:
 def test_the_api_refuses_ids_made_only_of_dots(client: httpx.Client, dots: str) -> None:
     in_url = DOTS_ONLY[dots]
     message = error_of(client.post(f"/api/v1/products/{PRODUCT}/users/{in_url}/sessions/s1/start"), "user_id")
-    assert (
-        message == f"user_id: {dots!r} is made only of dots, which HTTP clients and browsers rewrite in a URL "
+    assert message == f"user_id: {dots!r} is made only of dots, which HTTP clients and browsers rewrite in a URL " \
         "path ('.' and '..' are path segments); use at least one other character"
-    )
     error_of(client.get(f"/api/v1/products/{in_url}/users/u1/state"), "product_id")
     error_of(client.post(f"/api/v1/products/{PRODUCT}/users/u1/sessions/{in_url}/start"), "session_id")
     session_end = f"/api/v1/products/{PRODUCT}/users/u1/sessions/{in_url}/end"

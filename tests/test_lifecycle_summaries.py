@@ -53,6 +53,7 @@ async def test_a_late_summary_never_overwrites_a_newer_one():
     assert ended.sessions.count == 1
 
 
+
 class Summarizer:
     def __init__(self, text: str = "from the summarizer", error: Exception | None = None) -> None:
         self.text, self.error, self.calls = text, error, 0
@@ -125,3 +126,5 @@ async def test_retried_end_does_not_run_the_summarizer_again(storage_pair):
 
 
 # --- many sessions, racing sessions ------------------------------------------
+
+

@@ -204,7 +204,7 @@ def test_the_fast_path_holds_on_uvloop(redis_url, raw):
     uvloop.run(scenario())
 
 
-@pytest.mark.parametrize("bad", [b"\xff\xfe", b'{"_v": 1, "user_id": "\xc3"}'])
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"{\"_v\": 1, \"user_id\": \"\xc3\"}"])
 async def test_bytes_that_are_not_utf8_are_a_corrupt_state_left_untouched(adapter, raw, bad):
     """Only Redis can hold them (the contract checks the text cases on every primary)."""
     key = "autoplay:user:p:u:state"
@@ -458,6 +458,7 @@ async def test_burst_of_2000_lifecycles_through_one_adapter(redis_url, raw):
     counts = [json.loads(v)["sessions"]["count"] for v in stored]
     assert counts == [1] * 2000
     assert len(list(raw.scan_iter("autoplay:user:burst:*:session:*", count=1000))) == 2000
+
 
 
 async def test_urls_with_a_user_password_and_database_are_honoured(redis_url, raw):

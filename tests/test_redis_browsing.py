@@ -43,6 +43,9 @@ def raw(redis_url: str):
     client.close()
 
 
+
+
+
 # --- browsing: the same answers as the reference (memory) adapter --------------------------
 
 
@@ -121,11 +124,7 @@ async def test_listings_match_the_reference_adapter_and_follow_rewrites(adapter)
     # the old filter and search entries must go.
     for uid in list(data["p1"])[::3]:
         doc = user_doc(
-            uid,
-            at=1_700_000_100 + rng.random(),
-            journey="onboarded",
-            level="power_user",
-            onboarded=True,
+            uid, at=1_700_000_100 + rng.random(), journey="onboarded", level="power_user", onboarded=True,
             metadata={"role": "zeta"},
         )
         await adapter.save_user_state("p1", uid, doc)
@@ -270,3 +269,4 @@ async def test_a_user_another_writer_wrote_is_fully_filed_on_our_first_write(ada
     await adapter.update_user_state("sdkprod", "u1", lambda doc: {**doc, "journey_state": "onboarding"})
     page = await adapter.list_users("sdkprod", UserQuery(search="a@b", journey_state="onboarding"))
     assert [row.user_id for row in page.items] == ["u1"]
+

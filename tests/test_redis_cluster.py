@@ -38,11 +38,7 @@ async def adapter(redis_cluster, cluster_client):
 
 def snap(state, session_id: str, i: int) -> SessionSnapshot:
     return SessionSnapshot.from_adoption_state(
-        state,
-        session_id=session_id,
-        session_number=1,
-        started_at=1000.0 + i,
-        catalog_workflow_ids=["w"],
+        state, session_id=session_id, session_number=1, started_at=1000.0 + i, catalog_workflow_ids=["w"],
         now=2000.0 + i,
     )
 
@@ -51,11 +47,8 @@ async def test_one_users_keys_share_a_slot(adapter, cluster_client):
     storage = StorageManager([adapter])
     state, _ = await on_session_start("prod_1", "u_123", "sess_abc", storage)
     await on_session_end("prod_1", "u_123", snap(state, "sess_abc", 0), storage)
-    keys = [
-        "autoplay:user:{prod_1:u_123}:state",
-        "autoplay:user:{prod_1:u_123}:session:sess_abc",
-        "autoplay:user:{prod_1:u_123}:sessions",
-    ]
+    keys = ["autoplay:user:{prod_1:u_123}:state", "autoplay:user:{prod_1:u_123}:session:sess_abc",
+            "autoplay:user:{prod_1:u_123}:sessions"]
     assert [cluster_client.exists(k) for k in keys] == [1, 1, 1]
     assert len({cluster_client.keyslot(k) for k in keys}) == 1
     assert not cluster_client.exists("autoplay:user:prod_1:u_123:state")  # wire mode keys untouched

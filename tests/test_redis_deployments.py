@@ -228,10 +228,8 @@ async def test_a_failover_mid_run_is_followed_without_a_restart(redis_sentinel, 
     """
     adapter = sentinel_adapter(redis_sentinel, **options)
     storage = StorageManager([adapter])
-    servers = {
-        redis_sentinel.servers.master.port: redis_sentinel.servers.master,
-        redis_sentinel.servers.replica.port: redis_sentinel.servers.replica,
-    }
+    servers = {redis_sentinel.servers.master.port: redis_sentinel.servers.master,
+               redis_sentinel.servers.replica.port: redis_sentinel.servers.replica}
     unavailable = 0
     ended: list[str] = []
 

@@ -45,10 +45,8 @@ def test_make_run_serves_with_the_serve_module() -> None:
         text=True,
         check=True,
     )
-    assert (
-        dry_run.stdout.strip()
-        .splitlines()[-1]
-        .endswith("python -m config.serve --host 127.0.0.9 --port 8123 --workers 3")
+    assert dry_run.stdout.strip().splitlines()[-1].endswith(
+        "python -m config.serve --host 127.0.0.9 --port 8123 --workers 3"
     )
 
 
@@ -241,7 +239,7 @@ def request_head(path: str, *headers: str) -> bytes:
 STALLED = {
     "short content-length": lambda path: request_head(path, "Content-Length: 100") + b'{"snap',
     "content-length, no body": lambda path: request_head(path, "Content-Length: 100"),
-    "chunked then silence": lambda path: request_head(path, "Transfer-Encoding: chunked") + b'6\r\n{"snap\r\n',
+    "chunked then silence": lambda path: request_head(path, "Transfer-Encoding: chunked") + b"6\r\n{\"snap\r\n",
 }
 
 

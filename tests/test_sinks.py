@@ -88,12 +88,9 @@ async def test_posthog_sends_person_properties_and_a_deduplicated_session_event(
     storage = StorageManager([InMemoryStorageAdapter(), sink])
     await play_session(storage)
     await on_session_end(  # the agent retries the same end: the event is re-sent with the same id
-        "prod_1",
-        "u_42",
-        SessionSnapshot.from_dict(await storage.get_session_snapshot("prod_1", "u_42", "sess_1")),
+        "prod_1", "u_42", SessionSnapshot.from_dict(await storage.get_session_snapshot("prod_1", "u_42", "sess_1")),
         storage,
     )
-
     def session_events() -> list[dict]:
         return [m for m in capture_server.posthog_messages() if m["event"] == SESSION_EVENT]
 
@@ -123,7 +120,6 @@ async def test_amplitude_sends_an_identify_and_a_deduplicated_session_event(capt
     await sink.save_session_snapshot(  # a re-send, as after a retried end
         "prod_1", "u_42", "sess_1", await storage.get_session_snapshot("prod_1", "u_42", "sess_1")
     )
-
     def session_events() -> list[dict]:
         return [e for e in capture_server.amplitude_events() if e["event_type"] == SESSION_EVENT]
 

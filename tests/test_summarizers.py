@@ -75,7 +75,7 @@ async def test_a_slow_llm_times_out_and_the_session_is_still_recorded(llm_settin
     ("mode", "message"),
     [
         ("slow", "did not answer within 0.5 s"),
-        ("fail", 'answered HTTP 500: {"error": {"message": "the model is overloaded"'),
+        ("fail", "answered HTTP 500: {\"error\": {\"message\": \"the model is overloaded\""),
         ("garbage", "did not answer in the chat-completions format"),
     ],
 )

@@ -114,7 +114,9 @@ async def test_a_slow_answer_is_delivered_once(receiver: WebhookReceiver, make_s
     assert len(receiver.received) == 1 and sink.delivery_stats().delivered == 1
 
 
-async def test_a_full_queue_drops_and_counts_without_holding_up_the_write(receiver: WebhookReceiver, make_sink) -> None:
+async def test_a_full_queue_drops_and_counts_without_holding_up_the_write(
+    receiver: WebhookReceiver, make_sink
+) -> None:
     receiver.mode = "hang"
     sink = make_sink(max_queue_size=2, request_timeout_s=30.0, close_timeout_s=0.5)
     storage = StorageManager([InMemoryStorageAdapter(), sink])
@@ -138,6 +140,8 @@ def test_a_bad_secret_or_url_is_refused() -> None:
         WebhookStorageAdapter("http://127.0.0.1:9/x", "not-a-secret")
     with pytest.raises(ValueError, match="http"):
         WebhookStorageAdapter("ftp://example/x", new_secret())
+
+
 
 
 @pytest.mark.django_db(transaction=True)

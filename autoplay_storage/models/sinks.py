@@ -66,7 +66,7 @@ class SinkDestination(models.Model):
         if not PREFIX_PATTERN.match(self.property_prefix):
             errors["property_prefix"] = (
                 "Letters, digits and underscores, starting with a letter and not ending with an underscore "
-                '("ap" gives property names like ap_journey_state).'
+                "(\"ap\" gives property names like ap_journey_state)."
             )
         if self.api_key_env and not ENV_NAME_PATTERN.match(self.api_key_env):
             errors["api_key_env"] = "An environment variable name: letters, digits and underscores, e.g. POSTHOG_KEY."

@@ -27,7 +27,11 @@ STATUSES = {e.value for e in WorkflowStatus}
 DENOMINATORS = {e.value for e in CompletionRateDenominator}
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
 )
 json_values = st.recursive(
     json_scalars,
@@ -46,6 +50,7 @@ SNAPSHOT_FIELDS = [
 ]  # fmt: skip
 keys = st.sampled_from(STATE_FIELDS + SNAPSHOT_FIELDS) | st.text(max_size=8)
 documents = st.dictionaries(keys, json_values, max_size=12)
+
 
 
 def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
@@ -133,6 +138,8 @@ def check_snapshot(out: dict) -> None:
     for key in ("discovered_features", "completed_workflow_ids", "in_progress_workflow_ids", "untouched_workflow_ids"):
         _check_str_list(out[key])
     _check_progress(out["workflow_progress"])
+
+
 
 
 # --- stored text: what a store may hold, written by anyone -------------------

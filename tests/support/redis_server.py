@@ -89,20 +89,13 @@ class RedisServer:
             [
                 REDIS_SERVER,
                 *([str(self.config)] if self.config else []),
-                "--port",
-                str(self.port),
-                "--bind",
-                HOST,
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--maxclients",
-                "10000",
+                "--port", str(self.port),
+                "--bind", HOST,
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--protected-mode", "yes",
+                "--maxclients", "10000",
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -185,26 +178,13 @@ def start_cluster(directory: Path, size: int = 3) -> RedisCluster:
             servers.append(
                 start_redis(
                     node_dir,
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(node_dir / "nodes.conf"),
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
+                    ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                     "--cluster-node-timeout", "5000"],
                 )
             )
         created = subprocess.run(
-            [
-                REDIS_CLI,
-                "--cluster",
-                "create",
-                *[f"{s.host}:{s.port}" for s in servers],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
+            [REDIS_CLI, "--cluster", "create", *[f"{s.host}:{s.port}" for s in servers],
+             "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -292,7 +272,9 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return files
 
@@ -316,18 +298,8 @@ def redis_tls() -> Iterator[TlsRedis]:
     tls_port = free_port()
     server = start_redis(
         directory,
-        [
-            "--tls-port",
-            str(tls_port),
-            "--tls-cert-file",
-            str(cert),
-            "--tls-key-file",
-            str(key),
-            "--tls-ca-cert-file",
-            str(ca),
-            "--tls-auth-clients",
-            "no",
-        ],
+        ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"],
     )
     try:
         yield TlsRedis(server, tls_port, ca)

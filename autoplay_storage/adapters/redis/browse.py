@@ -113,7 +113,9 @@ class Browser:
         ]
         return Page(rows, next_cursor)
 
-    async def _walk(self, keys: list[str], position: Position | None, descending: bool, limit: int) -> list[Position]:
+    async def _walk(
+        self, keys: list[str], position: Position | None, descending: bool, limit: int
+    ) -> list[Position]:
         """Up to ``limit + 1`` members of the smallest set that are in every other set, in order."""
         if len(keys) > 1:
             sizes = await self.transport.pipeline([("ZCARD", k) for k in keys])
@@ -161,5 +163,7 @@ class Browser:
         checks: list[Any] = await self.transport.pipeline(
             [("ZMSCORE", k, *user_ids) for k in [users_key(product_id), *filters]]
         )
-        items = [(float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)]
+        items = [
+            (float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)
+        ]
         return sorted((it for it in items if is_after(it, position, descending)), reverse=descending)

@@ -60,13 +60,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo data: loading {users} users into {DEMO_PRODUCT!r} on the {primary_kind()} primary")
             with tqdm(total=users, unit="user", disable=self.quiet) as bar:
                 await load_users(
-                    storage,
-                    DEMO_PRODUCT,
-                    users,
-                    max_sessions=7,
-                    summarizer_for=recorded_summarizer,
-                    progress=bar.update,
-                    concurrency=10,
+                    storage, DEMO_PRODUCT, users, max_sessions=7, summarizer_for=recorded_summarizer,
+                    progress=bar.update, concurrency=10,
                 )
         finally:
             await storage.aclose()

@@ -63,7 +63,9 @@ class Command(BaseCommand):
                 "The database primary keeps its browse columns current on every write: nothing to rebuild."
             )
         else:
-            raise CommandError("no Redis configured: set REDIS_URL (or AUTOPLAY_REDIS_SENTINELS) or pass --redis-url")
+            raise CommandError(
+                "no Redis configured: set REDIS_URL (or AUTOPLAY_REDIS_SENTINELS) or pass --redis-url"
+            )
         self._report(found)
 
     def _report(self, found: list[Unaddressable]) -> None:
