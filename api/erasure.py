@@ -70,8 +70,7 @@ async def user_export(request: HttpRequest, product_id: ProductId, user_id: User
     `exported_at` and `schema_version`. An unreadable document is exported as its raw text, marked."""
     if not await selectors.holds_user(product_id, user_id):
         raise ApiError(404, "user_not_found", f"nothing is stored about user {user_id!r} in product {product_id!r}")
-    pieces = selectors.export_user(product_id, user_id)
-    first = await anext(pieces)  # a primary that is down fails here, as a 503, before anything is sent
+    first, pieces = await selectors.export_user(product_id, user_id)  # a primary that is down: a 503, here
     await audit.arecord_request(request, audit.Action.USER_EXPORT, product_id=product_id, user_id=user_id)
     return streamed(first, pieces, f"{product_id}-{user_id}")
 

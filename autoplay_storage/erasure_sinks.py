@@ -173,7 +173,7 @@ def _retry_forever() -> None:
 def start_retrier(_manager: object = None) -> None:
     """``runtime.manager_hooks`` entry: the process's retry thread, started once (pending rows survive restarts)."""
     global _retrier
-    if _retrier is not None:
+    if _retrier is not None or _setting("ERASURE_RETRY_POLL_S") <= 0:  # 0: switched off
         return
     with _retrier_lock:
         if _retrier is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .codec import dumps_text, parse_document
 from .erasure import receipt_document
-from .errors import CorruptDocumentError
+from .errors import CorruptDocumentError, NotBrowsableError
 from .models import Erasure, SummaryRun
 from .protocol import BrowsableStorage
 from .runtime import get_storage
@@ -52,13 +52,22 @@ def _run(run: SummaryRun) -> dict[str, Any]:
     }
 
 
-async def export_user(product_id: str, user_id: str) -> AsyncIterator[str]:
-    """The export document in pieces; the first piece is ready before any snapshot is read."""
+def _browsable() -> BrowsableStorage:
     primary = get_storage().primary
     if not isinstance(primary, BrowsableStorage):
-        from .errors import NotBrowsableError
-
         raise NotBrowsableError(f"the primary {getattr(primary, 'name', primary)} cannot list a user's history")
+    return primary
+
+
+async def export_user(product_id: str, user_id: str) -> tuple[str, AsyncIterator[str]]:
+    """The document's head (read now: an unreachable primary raises here) and the rest, in pieces.
+
+    The rest is an async generator not started yet, so whoever streams it
+    runs it in its own event loop (a WSGI server consumes a streamed response
+    in a loop of its own; a generator started in the view's loop would be
+    closed with that loop).
+    """
+    primary = _browsable()
     raw_state = await primary.get_raw_user_state(product_id, user_id)
     head = {
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -68,7 +77,11 @@ async def export_user(product_id: str, user_id: str) -> AsyncIterator[str]:
         "user_id": user_id,
         "state": _readable(f"{product_id}/{user_id}", raw_state),
     }
-    yield dumps_text(head)[:-1] + ',"snapshots":['
+    return dumps_text(head)[:-1] + ',"snapshots":[', _rest(product_id, user_id)
+
+
+async def _rest(product_id: str, user_id: str) -> AsyncIterator[str]:
+    primary = _browsable()
     first, cursor = True, None
     while True:
         page = await primary.list_sessions(product_id, user_id, cursor=cursor, limit=PAGE, newest_first=False)

@@ -173,8 +173,8 @@ async def holds_user(product_id: str, user_id: str) -> bool:
     return await erasure.holds_data(product_id, user_id) or bool(await erasure.receipts_of(product_id, user_id))
 
 
-def export_user(product_id: str, user_id: str) -> AsyncIterator[str]:
-    """All of the user's data as one JSON document, in pieces (``export``)."""
-    from .export import export_user as pieces
+async def export_user(product_id: str, user_id: str) -> tuple[str, AsyncIterator[str]]:
+    """All of the user's data as one JSON document: its head, read now, and the rest, streamed (``export``)."""
+    from .export import export_user as export
 
-    return pieces(product_id, user_id)
+    return await export(product_id, user_id)

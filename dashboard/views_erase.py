@@ -76,8 +76,7 @@ async def export_user(request: HttpRequest, product_id: str, user_id: str) -> Ht
     """One JSON document with everything stored about the user, streamed (docs/erasure.md)."""
     if not await _allowed(request, product_id) or not await selectors.holds_user(product_id, user_id):
         return _no_user(request, product_id, user_id)
-    pieces = selectors.export_user(product_id, user_id)
-    first = await anext(pieces)  # an unreachable primary is the 503 page, before anything is sent
+    first, pieces = await selectors.export_user(product_id, user_id)  # an unreachable primary: the 503 page
     await audit.arecord_request(request, audit.Action.USER_EXPORT, product_id=product_id, user_id=user_id)
 
     async def chunks() -> AsyncIterator[bytes]:

@@ -40,6 +40,12 @@ def _plain_static_files(settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_background_erasure_retries(settings):
+    """The sink-erasure retry thread stays off: the tests that need retries drive them (or turn it on)."""
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "ERASURE_RETRY_POLL_S": 0}
+
+
+@pytest.fixture(autouse=True)
 def _fresh_storage_runtime():
     """Every test gets managers built from its own settings."""
     from autoplay_storage.runtime import reset_storage

@@ -39,7 +39,6 @@ def erasure_settings(settings: Any) -> None:
         "ERASURE_SINK_TIMEOUT_S": 1.0,
         "ERASURE_RETRY_BASE_S": 60.0,
         "ERASURE_MAX_ATTEMPTS": 3,
-        "ERASURE_RETRY_POLL_S": 0,  # the tests drive the retries
     }
 
 
@@ -285,3 +284,25 @@ def plant_corrupt_snapshot(primary: str, user_id: str, session_id: str) -> None:
         SessionSnapshotRecord.objects.create(
             product_id=P, user_id=user_id, session_id=session_id, document="{not json", captured_at=1_800_000_000
         )
+
+
+def test_the_background_thread_retries_what_an_earlier_process_left_pending(
+    settings: Any, deletion_server: DeletionServer
+) -> None:
+    from autoplay_storage import erasure_sinks
+    from autoplay_storage.models import Erasure
+    from tests.support.capture_server import wait_until
+
+    configure_sinks(deletion_server)
+    left = Erasure.objects.create(product_id=P, user_id="u_9", requested_by="key:x", primary="database")
+    SinkErasure.objects.create(
+        erasure=left, destination="amp", kind="amplitude", status="pending", attempts=1,
+        error="HTTP 503", next_attempt_at="2000-01-01T00:00:00Z",
+    )  # fmt: skip
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "ERASURE_RETRY_POLL_S": 0.2}
+    erasure_sinks.start_retrier()
+    wait_until(lambda: SinkErasure.objects.get(erasure=left).status == "accepted", what="the retry thread")
+    row = SinkErasure.objects.get(erasure=left)
+    assert row.attempts == 2 and row.vendor_reference == f"day {AMPLITUDE_DAY}"
+    (amp,) = deletion_server.accepted_for("/api/2/deletions/")
+    assert amp.body["user_ids"] == ["u_9"]

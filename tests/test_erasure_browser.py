@@ -16,12 +16,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def console(settings, live_server):
     configure_primary("database", settings)
-    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "ERASURE_RETRY_POLL_S": 0}
     load_demo(5)
     plan = load_one(4, email="ines.okafor@northwind.io", name="Ines Okafor")
     make_person("ada", "admin")
     make_person("lee", "lead")
     make_person("sam", "support")
+    from django.contrib.auth.models import Group
+
+    from autoplay_storage.models import ProductGrant
+
+    for role in ("lead", "support"):
+        ProductGrant.objects.create(group=Group.objects.get(name=role), product_id=PRODUCT)
     return live_server.url, plan
 
 
@@ -86,6 +91,7 @@ def test_a_lead_downloads_all_data_and_cannot_erase(console) -> None:
         page.goto(user + "erase")
         assert page.locator("h1", has_text="Not allowed").is_visible()
 
+        page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
         sign_in(page, base, "sam")
         page.goto(user)
         assert page.locator("#download-all").count() == 0 and page.locator("#erase-user").count() == 0
