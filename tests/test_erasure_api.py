@@ -16,8 +16,10 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
+from autoplay_storage import sinks as sink_runtime
 from autoplay_storage.models import AuditEntry, SinkDestination, SinkErasure, SummaryRun
 from tests.support.api_server import ApiServer
+from tests.support.capture_server import wait_until
 from tests.support.deletion_server import (
     AMPLITUDE_API_KEY,
     AMPLITUDE_DAY,
@@ -71,15 +73,17 @@ def sessions(client: httpx.Client, user_id: str, n: int, *, started_at: float = 
         assert ended.status_code == 200, ended.text
 
 
-def configure_sinks(server: DeletionServer) -> None:
-    posthog = SinkDestination(name="ph", kind="posthog", host=server.url, erase_host=server.url, enabled=False)
+def configure_sinks(server: DeletionServer, capture: str = "") -> None:
+    """PostHog and Amplitude with deletion credentials, and a PostHog without; ``capture``: enabled, events there."""
+    host, enabled = (capture, True) if capture else (server.url, False)
+    posthog = SinkDestination(name="ph", kind="posthog", host=host, erase_host=server.url, enabled=enabled)
     posthog.set_api_key("phc_project_key")
     posthog.erase_project_id = POSTHOG_PROJECT
     posthog.set_erase_key(POSTHOG_PERSONAL_KEY)
-    amplitude = SinkDestination(name="amp", kind="amplitude", host=server.url, erase_host=server.url, enabled=False)
+    amplitude = SinkDestination(name="amp", kind="amplitude", host=host, erase_host=server.url, enabled=enabled)
     amplitude.set_api_key(AMPLITUDE_API_KEY)
     amplitude.set_erase_key(AMPLITUDE_SECRET)
-    bare = SinkDestination(name="ph-bare", kind="posthog", host=server.url, enabled=False)
+    bare = SinkDestination(name="ph-bare", kind="posthog", host=host, enabled=False)
     bare.set_api_key("phc_other")
     for row in (posthog, amplitude, bare):
         row.save()
@@ -90,11 +94,19 @@ def by_sink(receipt: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_erase_removes_the_user_only_and_a_repeat_returns_the_same_receipt(
-    agent: httpx.Client, admin: httpx.Client, deletion_server: DeletionServer, primary: str
+    agent: httpx.Client, admin: httpx.Client, deletion_server: DeletionServer, capture_server: Any, primary: str
 ) -> None:
-    configure_sinks(deletion_server)
+    configure_sinks(deletion_server, capture=capture_server.url)  # the real SDKs send the sessions' events
+    sink_runtime.registry().refresh()  # now, not at the next configuration check
     for user_id in ("u_1", "u_10", "u_1x"):
         sessions(agent, user_id, 3)
+    wait_until(
+        lambda: (
+            any(m.get("distinct_id") == "u_1" for m in capture_server.posthog_messages())
+            and any(e.get("user_id") == "u_1" for e in capture_server.amplitude_events())
+        ),
+        what="the user's events at both vendors",
+    )
     assert SummaryRun.objects.filter(user_id="u_1").exists()
     erased = admin.delete(f"{USER}/u_1")
     assert erased.status_code == 200, erased.text
@@ -291,7 +303,6 @@ def test_the_background_thread_retries_what_an_earlier_process_left_pending(
 ) -> None:
     from autoplay_storage import erasure_sinks
     from autoplay_storage.models import Erasure
-    from tests.support.capture_server import wait_until
 
     configure_sinks(deletion_server)
     left = Erasure.objects.create(product_id=P, user_id="u_9", requested_by="key:x", primary="database")
