@@ -53,6 +53,13 @@ class SinkDestinationForm(forms.ModelForm):
         help_text="Stored encrypted and never shown again. Leave blank to keep the stored key. "
         "Webhook: the signing secret (whsec_...); left blank on a new webhook, one is generated and shown once.",
     )
+    erase_host = forms.URLField(
+        label="Deletion API host",
+        required=False,
+        assume_scheme="https",
+        help_text="Blank: PostHog's app host for the sink's host (us.posthog.com, eu.posthog.com, or the "
+        "self-hosted URL); Amplitude's https://amplitude.com (https://analytics.eu.amplitude.com for EU).",
+    )
     erase_key = forms.CharField(
         label="Deletion key",
         required=False,
@@ -71,7 +78,6 @@ class SinkDestinationForm(forms.ModelForm):
         ]  # fmt: skip
         labels = {
             "api_key_env": "API key environment variable",
-            "erase_host": "Deletion API host",
             "erase_project_id": "PostHog project id",
         }
         help_texts = {

@@ -11,6 +11,8 @@ them when present:
 - ``SessionEndStore``: a session end (freeze the snapshot, fold it into the
   state) as one atomic step, one round trip where the store can.
 - ``BrowsableStorage``: listings for the console (products, users, history).
+- ``RawHistoryStore``: the history with each snapshot's stored text, a page
+  per round trip (the export; without it, a read per snapshot).
 - ``ErasableStorage``: remove everything of one user, leaving a tombstone
   that the session end checks (``autoplay_storage.tombstones``).
 
@@ -181,4 +183,13 @@ class ErasableStorage(Protocol):
         repeat: a second call removes nothing and moves the erasure time on.
         Returns what was removed, by kind (keys, rows, index entries).
         """
+        ...
+
+
+@runtime_checkable
+class RawHistoryStore(Protocol):
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The full history oldest first, as ``(session_id, the snapshot's stored text)``, with keyset cursors."""
         ...

@@ -534,6 +534,17 @@ class DatabaseStorageAdapter:
     def _list_sessions_sync(
         self, product_id: str, user_id: str, after: Position | None, limit: int, newest_first: bool
     ) -> Page[SessionSummary]:
+        page, next_cursor = self._history_rows(product_id, user_id, after, limit, newest_first)
+        items = [
+            session_row(sid, _snapshot_key(product_id, user_id, sid), raw, captured_at=captured_at)
+            for sid, raw, captured_at in page
+        ]
+        return Page(items, next_cursor)
+
+    def _history_rows(
+        self, product_id: str, user_id: str, after: Position | None, limit: int, newest_first: bool
+    ) -> tuple[list[tuple[str, str, float]], str | None]:
+        """One keyset page of ``(session_id, document, captured_at)``, and the next cursor."""
         from django.db.models import Q
 
         from ..models.records import SessionSnapshotRecord
@@ -547,12 +558,21 @@ class DatabaseStorageAdapter:
                 rows = rows.filter(Q(captured_at__gte=at), Q(captured_at__gt=at) | Q(session_id__gt=session_id))
         order = ("-captured_at", "-session_id") if newest_first else ("captured_at", "session_id")
         found = list(rows.order_by(*order).values_list("session_id", "document", "captured_at")[: limit + 1])
-        page, next_cursor = next_page(found, limit, lambda row: (row[2], row[0]))
-        items = [
-            session_row(sid, _snapshot_key(product_id, user_id, sid), raw, captured_at=captured_at)
-            for sid, raw, captured_at in page
-        ]
-        return Page(items, next_cursor)
+        return next_page(found, limit, lambda row: (row[2], row[0]))
+
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The history oldest first as ``(session_id, stored text)``: one query per page (the export)."""
+        after = decode_cursor(cursor)
+        if not _storable(product_id, user_id):
+            return Page([])
+
+        def read() -> Page[tuple[str, str]]:
+            page, next_cursor = self._history_rows(product_id, user_id, after, clamp_limit(limit), False)
+            return Page([(sid, raw) for sid, raw, _ in page], next_cursor)
+
+        return await self._run(read)
 
     async def aclose(self) -> None:
         """Close the connections this alias keeps open between calls (persistent under ``CONN_MAX_AGE``)."""

@@ -156,6 +156,13 @@ class RedisStorageAdapter:
             product_id, user_id, cursor=cursor, limit=limit, newest_first=newest_first
         )
 
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The history oldest first as ``(session_id, stored text)``: a range and one MGET per page (the export)."""
+        raws, next_cursor = await self._browser.history_page(product_id, user_id, cursor, limit, False)
+        return Page([(session_id, text(raw)) for session_id, raw in raws], next_cursor)
+
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
         raw = await self.transport.get(self.keys.state(product_id, user_id))
         return None if raw is None else text(raw)
