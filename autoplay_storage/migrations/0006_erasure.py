@@ -6,79 +6,127 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('autoplay_storage', '0005_audit_and_grants'),
+        ("autoplay_storage", "0005_audit_and_grants"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='sinkdestination',
-            name='erase_host',
-            field=models.URLField(blank=True, help_text="The vendor's API host for deletions; blank: derived from the host (see docs/erasure.md)."),
+            model_name="sinkdestination",
+            name="erase_host",
+            field=models.URLField(
+                blank=True,
+                help_text="The vendor's API host for deletions; blank: derived from the host (see docs/erasure.md).",
+            ),
         ),
         migrations.AddField(
-            model_name='sinkdestination',
-            name='erase_key_encrypted',
-            field=models.TextField(blank=True, help_text='PostHog: a personal API key (person:write); Amplitude: the secret key. Encrypted.'),
+            model_name="sinkdestination",
+            name="erase_key_encrypted",
+            field=models.TextField(
+                blank=True,
+                help_text="PostHog: a personal API key (person:write); Amplitude: the secret key. Encrypted.",
+            ),
         ),
         migrations.AddField(
-            model_name='sinkdestination',
-            name='erase_project_id',
-            field=models.CharField(blank=True, help_text='PostHog: the project id.', max_length=32),
+            model_name="sinkdestination",
+            name="erase_project_id",
+            field=models.CharField(blank=True, help_text="PostHog: the project id.", max_length=32),
         ),
         migrations.CreateModel(
-            name='ErasedUser',
+            name="ErasedUser",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('product_id', models.CharField(max_length=128)),
-                ('user_id', models.CharField(max_length=128)),
-                ('erased_at', models.FloatField()),
-                ('expires_at', models.FloatField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("product_id", models.CharField(max_length=128)),
+                ("user_id", models.CharField(max_length=128)),
+                ("erased_at", models.FloatField()),
+                ("expires_at", models.FloatField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('product_id', 'user_id'), name='uniq_erased_user')],
+                "constraints": [models.UniqueConstraint(fields=("product_id", "user_id"), name="uniq_erased_user")],
             },
         ),
         migrations.CreateModel(
-            name='Erasure',
+            name="Erasure",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('product_id', models.CharField(max_length=128)),
-                ('user_id', models.CharField(max_length=128)),
-                ('round', models.PositiveIntegerField(default=1)),
-                ('requested_by', models.CharField(help_text='staff:<username>, key:<prefix> <name>, or a command.', max_length=255)),
-                ('requested_at', models.DateTimeField(auto_now_add=True)),
-                ('primary', models.CharField(help_text="The primary adapter's name.", max_length=64)),
-                ('primary_status', models.CharField(choices=[('pending', 'Pending'), ('done', 'Erased'), ('failed', 'Failed (storage unavailable; retried)')], default='pending', max_length=16)),
-                ('primary_removed', models.JSONField(default=dict, help_text='What the primary removed, by kind.')),
-                ('summary_rows_removed', models.PositiveIntegerField(default=0)),
-                ('primary_error', models.TextField(blank=True)),
-                ('erased_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("product_id", models.CharField(max_length=128)),
+                ("user_id", models.CharField(max_length=128)),
+                ("round", models.PositiveIntegerField(default=1)),
+                (
+                    "requested_by",
+                    models.CharField(help_text="staff:<username>, key:<prefix> <name>, or a command.", max_length=255),
+                ),
+                ("requested_at", models.DateTimeField(auto_now_add=True)),
+                ("primary", models.CharField(help_text="The primary adapter's name.", max_length=64)),
+                (
+                    "primary_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("done", "Erased"),
+                            ("failed", "Failed (storage unavailable; retried)"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("primary_removed", models.JSONField(default=dict, help_text="What the primary removed, by kind.")),
+                ("summary_rows_removed", models.PositiveIntegerField(default=0)),
+                ("primary_error", models.TextField(blank=True)),
+                ("erased_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-requested_at'],
-                'permissions': [('erase_user', 'Can erase a user everywhere'), ('export_user', "Can download all of a user's data")],
-                'constraints': [models.UniqueConstraint(fields=('product_id', 'user_id', 'round'), name='uniq_erasure_round')],
+                "ordering": ["-requested_at"],
+                "permissions": [
+                    ("erase_user", "Can erase a user everywhere"),
+                    ("export_user", "Can download all of a user's data"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("product_id", "user_id", "round"), name="uniq_erasure_round")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SinkErasure',
+            name="SinkErasure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('destination', models.CharField(help_text="The sink's name when the erasure was asked.", max_length=64)),
-                ('kind', models.CharField(max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending (retried with backoff)'), ('accepted', 'Accepted by the vendor'), ('failed', 'Failed (given up)'), ('not_configured', 'Not configured'), ('credentials_missing', 'Not erased: credentials missing'), ('unsupported', 'Not erased: this sink has no deletion API')], max_length=24)),
-                ('vendor_reference', models.CharField(blank=True, help_text="The vendor's job id or day.", max_length=255)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('erasure', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sinks', to='autoplay_storage.erasure')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "destination",
+                    models.CharField(help_text="The sink's name when the erasure was asked.", max_length=64),
+                ),
+                ("kind", models.CharField(max_length=16)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending (retried with backoff)"),
+                            ("accepted", "Accepted by the vendor"),
+                            ("failed", "Failed (given up)"),
+                            ("not_configured", "Not configured"),
+                            ("credentials_missing", "Not erased: credentials missing"),
+                            ("unsupported", "Not erased: this sink has no deletion API"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "vendor_reference",
+                    models.CharField(blank=True, help_text="The vendor's job id or day.", max_length=255),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "erasure",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="sinks", to="autoplay_storage.erasure"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['destination'],
-                'indexes': [models.Index(fields=['status', 'next_attempt_at'], name='sink_erasure_due')],
+                "ordering": ["destination"],
+                "indexes": [models.Index(fields=["status", "next_attempt_at"], name="sink_erasure_due")],
             },
         ),
     ]
