@@ -134,8 +134,8 @@ def test_roles_migration_creates_the_permissions_it_grants(db) -> None:
         g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.all()} for g in Group.objects.all()
     }
     assert perms["support"] == {"dashboard.view_console", "autoplay_storage.view_summaryrun"}
-    assert perms["lead"] == perms["support"] | {"autoplay_storage.rerun_summary"}
-    assert perms["lead"] <= perms["admin"]
+    assert perms["lead"] == perms["support"] | {"autoplay_storage.rerun_summary", "autoplay_storage.export_user"}
+    assert perms["lead"] <= perms["admin"] and "autoplay_storage.erase_user" in perms["admin"]
     assert "autoplay_storage.change_sinkdestination" in perms["admin"]
 
 
