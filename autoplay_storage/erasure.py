@@ -86,8 +86,7 @@ async def _erase_primary(receipt: Erasure) -> None:
         raise
     runs, _ = await SummaryRun.objects.filter(product_id=receipt.product_id, user_id=receipt.user_id).adelete()
     claims, _ = await SummaryClaim.objects.filter(product_id=receipt.product_id, user_id=receipt.user_id).adelete()
-    previous = receipt.primary_removed if receipt.primary_status == Erasure.PrimaryStatus.FAILED else {}
-    receipt.primary_removed = {k: previous.get(k, 0) + n for k, n in removed.items()}
+    receipt.primary_removed = removed
     receipt.summary_rows_removed += runs + claims
     receipt.primary_status, receipt.primary_error = Erasure.PrimaryStatus.DONE, ""
     receipt.erased_at = timezone.now()
