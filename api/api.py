@@ -22,6 +22,7 @@ from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionSt
 
 from . import errors
 from .auth import ApiKeyAuth
+from .erasure import router as erasure_router
 from .errors import ApiError, json_response
 from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN, SESSION_ID_PATTERN, USER_ID_PATTERN
 from .insight import router as insight_router
@@ -64,6 +65,7 @@ api = NinjaAPI(
 )
 errors.install(api)
 api.add_router("", insight_router)
+api.add_router("", erasure_router)
 
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]

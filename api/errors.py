@@ -8,6 +8,7 @@ a 4xx that names the field; a primary that cannot be reached is a 503 with
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -21,6 +22,7 @@ from autoplay_storage.errors import (
     NotBrowsableError,
     StorageUnavailableError,
     UnsupportedVersionError,
+    UserErasedError,
 )
 from autoplay_storage.services import StateNotFoundError
 
@@ -160,6 +162,17 @@ def _conflict(request: HttpRequest, exc: ConflictError) -> HttpResponse:
     ).response()
 
 
+def _erased(request: HttpRequest, exc: UserErasedError) -> HttpResponse:
+    erased_at = None if exc.erased_at is None else datetime.fromtimestamp(exc.erased_at, UTC).isoformat()
+    return ApiError(
+        410,
+        "user_erased",
+        "this user was erased after the session started; its history is gone and is not brought back. "
+        "A new session starts a new user",
+        details={"erased_at": erased_at, "erasing": exc.erased_at is None},
+    ).response()
+
+
 def _not_browsable(request: HttpRequest, exc: NotBrowsableError) -> HttpResponse:
     return ApiError(501, "not_browsable", str(exc)).response()
 
@@ -194,6 +207,7 @@ def install(api: NinjaAPI) -> None:
         (CorruptDocumentError, _corrupt),
         (UnsupportedVersionError, _unsupported),
         (ConflictError, _conflict),
+        (UserErasedError, _erased),
         (NotBrowsableError, _not_browsable),
         (StateNotFoundError, _state_not_found),
         (Exception, _unexpected),

@@ -55,12 +55,33 @@ class SinkDestinationForm(forms.ModelForm):
         help_text="Stored encrypted and never shown again. Leave blank to keep the stored key. "
         "Webhook: the signing secret (whsec_...); left blank on a new webhook, one is generated and shown once.",
     )
+    erase_host = forms.URLField(
+        label="Deletion API host",
+        required=False,
+        assume_scheme="https",
+        help_text="Blank: PostHog's app host for the sink's host (us.posthog.com, eu.posthog.com, or the "
+        "self-hosted URL); Amplitude's https://amplitude.com (https://analytics.eu.amplitude.com for EU).",
+    )
+    erase_key = forms.CharField(
+        label="Deletion key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Optional, for erasing users (docs/erasure.md). PostHog: a personal API key with person:write; "
+        "Amplitude: the project's secret key. Stored encrypted and never shown again; blank keeps the stored one.",
+    )
     generated_secret: str | None = None
 
     class Meta:
         model = SinkDestination
-        fields = ["name", "kind", "enabled", "host", "property_prefix", "api_key", "api_key_env"]
-        labels = {"api_key_env": "API key environment variable"}
+        fields = [
+            "name", "kind", "enabled", "host", "property_prefix", "api_key", "api_key_env",
+            "erase_host", "erase_project_id", "erase_key",
+        ]  # fmt: skip
+        labels = {
+            "api_key_env": "API key environment variable",
+            "erase_project_id": "PostHog project id",
+        }
         help_texts = {
             "property_prefix": 'Prefix for user properties: "ap" sends ap_journey_state. Event properties are not '
             "prefixed.",
@@ -78,6 +99,8 @@ class SinkDestinationForm(forms.ModelForm):
                 check_secret(key)
             except ValueError as exc:
                 raise forms.ValidationError({"api_key": str(exc)}) from None
+        if data.get("erase_key"):
+            self.instance.set_erase_key(data["erase_key"])
         if key:
             self.instance.set_api_key(key)
         elif env:
@@ -106,6 +129,7 @@ class SinkDestinationAdmin(admin.ModelAdmin):
     actions = ["send_test_events"]
     readonly_fields = [
         "key_source",
+        "erase_key_source",
         "sent_count",
         "failed_count",
         "last_success_at",
@@ -118,6 +142,14 @@ class SinkDestinationAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "kind", "enabled", "host", "property_prefix"]}),
         ("API key", {"fields": ["key_source", "api_key", "api_key_env"]}),
+        (
+            "Erasure",
+            {
+                "description": "Optional: the credentials a user's erasure needs to delete the person at the vendor. "
+                "Without them the receipt says “not erased: credentials missing”.",
+                "fields": ["erase_key_source", "erase_host", "erase_project_id", "erase_key"],
+            },
+        ),
         (
             "Delivery",
             {
@@ -204,6 +236,10 @@ class SinkDestinationAdmin(admin.ModelAdmin):
     @admin.display(description="Key")
     def key_source(self, obj: SinkDestination) -> str:
         return obj.key_source
+
+    @admin.display(description="Deletion key")
+    def erase_key_source(self, obj: SinkDestination) -> str:
+        return "stored encrypted" if obj.erase_key_encrypted else "none"
 
     @admin.display(description="Sent", ordering="sent_count")
     def sent(self, obj: SinkDestination) -> int:

@@ -10,6 +10,10 @@ class AutoplayStorageConfig(AppConfig):
 
     def ready(self) -> None:
         # Admin-configured analytics sinks follow their configuration in every worker.
-        from . import checks, sinks  # noqa: F401  (checks registers itself)
+        from . import checks, erasure_sinks, sinks  # noqa: F401  (checks registers itself)
+        from .runtime import manager_hooks
 
         sinks.install()
+        # Pending sink erasures are retried by every process that uses storage (they survive restarts).
+        if erasure_sinks.start_retrier not in manager_hooks:
+            manager_hooks.append(erasure_sinks.start_retrier)

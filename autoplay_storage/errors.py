@@ -57,3 +57,19 @@ class ConflictError(StorageError):
 
 class NotBrowsableError(StorageError):
     """The configured primary cannot list products, users or session history."""
+
+
+class UserErasedError(StorageError):
+    """A session end for a user erased after that session started (the API answers 410 ``user_erased``).
+
+    ``erased_at`` is the erasure time (epoch seconds), ``None`` while the
+    erasure is still under way. A session that starts after the erasure
+    starts a new user instead.
+    """
+
+    def __init__(self, product_id: str, user_id: str, erased_at: float | None) -> None:
+        self.product_id = product_id
+        self.user_id = user_id
+        self.erased_at = erased_at
+        when = "is being erased" if erased_at is None else f"was erased at {erased_at:.3f}"
+        super().__init__(f"user {user_id!r} of product {product_id!r} {when}, after this session started")

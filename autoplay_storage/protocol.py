@@ -11,6 +11,10 @@ them when present:
 - ``SessionEndStore``: a session end (freeze the snapshot, fold it into the
   state) as one atomic step, one round trip where the store can.
 - ``BrowsableStorage``: listings for the console (products, users, history).
+- ``RawHistoryStore``: the history with each snapshot's stored text, a page
+  per round trip (the export; without it, a read per snapshot).
+- ``ErasableStorage``: remove everything of one user, leaving a tombstone
+  that the session end checks (``autoplay_storage.tombstones``).
 
 ``WrittenDocument`` and ``TypedDocument`` let a store that keeps what it
 wrote hand the lifecycle the typed object back with the document, instead of
@@ -165,3 +169,27 @@ class BrowsableStorage(Protocol):
         ...
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None: ...
+
+
+@runtime_checkable
+class ErasableStorage(Protocol):
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """Remove the user's state, every snapshot, the history and every index entry; leave a tombstone.
+
+        The tombstone (kept ``tombstone_s``) is written before anything is
+        removed, so a session end racing the erasure is refused rather than
+        half-kept (``SessionEndStore.record_session_end`` raises
+        ``UserErasedError`` for a session that started before it). Safe to
+        repeat: a second call removes nothing and moves the erasure time on.
+        Returns what was removed, by kind (keys, rows, index entries).
+        """
+        ...
+
+
+@runtime_checkable
+class RawHistoryStore(Protocol):
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The full history oldest first, as ``(session_id, the snapshot's stored text)``, with keyset cursors."""
+        ...

@@ -216,3 +216,33 @@ async def segments(product_id: str) -> list[Segment]:
 
 async def segment(product_id: str, slug: str) -> Segment | None:
     return await Segment.objects.filter(product_id=product_id, slug=slug).select_related("created_by").afirst()
+
+
+# -- erasure receipts and the export (docs/erasure.md) ------------------------
+
+
+async def erasure_receipt(erasure_id: str) -> dict[str, Any] | None:
+    from . import erasure
+
+    found = await erasure.receipt(erasure_id)
+    return None if found is None else await erasure.receipt_document(found)
+
+
+async def erasure_receipts(product_id: str, user_id: str) -> list[dict[str, Any]]:
+    from . import erasure
+
+    return [await erasure.receipt_document(r) for r in await erasure.receipts_of(product_id, user_id)]
+
+
+async def holds_user(product_id: str, user_id: str) -> bool:
+    """Whether anything is stored about the user: a state, a snapshot, or an erasure receipt."""
+    from . import erasure
+
+    return await erasure.holds_data(product_id, user_id) or bool(await erasure.receipts_of(product_id, user_id))
+
+
+async def export_user(product_id: str, user_id: str) -> tuple[str, AsyncIterator[str]]:
+    """All of the user's data as one JSON document: its head, read now, and the rest, streamed (``export``)."""
+    from .export import export_user as export
+
+    return await export(product_id, user_id)

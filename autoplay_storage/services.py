@@ -279,3 +279,25 @@ async def create_segment(product_id: str, name: str, params: Mapping[str, str], 
     if not name or len(name) > 120:
         raise ValueError("A segment needs a name of 1 to 120 characters.")
     return await Segment.objects.acreate(product_id=product_id, name=name, params=dict(params), created_by=actor)
+
+
+# -- erasure (docs/erasure.md) ---------------------------------------------------
+
+
+async def erase_user(product_id: str, user_id: str, *, requested_by: str) -> tuple[dict[str, Any], bool]:
+    """Erase the user on the primary and ask every sink to; (the receipt, whether this call started it).
+
+    Repeating it returns the same receipt. ``requested_by`` is who asked
+    (``staff:<username>``, ``key:<prefix> <name>``, a command).
+    """
+    from . import erasure
+
+    receipt, created = await erasure.erase_user(product_id, user_id, requested_by=requested_by)
+    return await erasure.receipt_document(receipt), created
+
+
+async def retry_sink_erasures() -> int:
+    """Ask every sink whose deletion is due again (the background retries do this too); how many were due."""
+    from . import erasure_sinks
+
+    return await erasure_sinks.retry_due()

@@ -301,6 +301,13 @@ AUTOPLAY_STORAGE = {
     # How often each worker checks the admin's sink configuration and saves sink counters.
     "SINK_REFRESH_S": float(os.environ.get("AUTOPLAY_SINK_REFRESH_S", 5.0)),
     "DEMO": env_bool("AUTOPLAY_DEMO", True),
+    # Erasure (docs/erasure.md): how long an erased user's tombstone refuses late session ends;
+    # each sink's deletion request: its timeout, first retry delay (doubled each time) and attempts.
+    "ERASURE_TOMBSTONE_DAYS": float(os.environ.get("AUTOPLAY_ERASURE_TOMBSTONE_DAYS", 30)),
+    "ERASURE_SINK_TIMEOUT_S": float(os.environ.get("AUTOPLAY_ERASURE_SINK_TIMEOUT_S", 10)),
+    "ERASURE_RETRY_BASE_S": float(os.environ.get("AUTOPLAY_ERASURE_RETRY_BASE_S", 60)),
+    "ERASURE_MAX_ATTEMPTS": int(os.environ.get("AUTOPLAY_ERASURE_MAX_ATTEMPTS", 8)),
+    "ERASURE_RETRY_POLL_S": float(os.environ.get("AUTOPLAY_ERASURE_RETRY_POLL_S", 15)),
 }
 
 LOGGING = {

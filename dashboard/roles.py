@@ -1,7 +1,8 @@
-"""Roles are Django groups: support (view), lead (view, re-run summary, who accessed a user), admin (everything).
+"""Roles are Django groups: support (view), lead (view, re-run summary, export a user, who accessed a user),
+admin (everything).
 
-The audit page (``autoplay_storage.view_auditentry``) and every product
-(``autoplay_storage.access_all_products``) are the admin role's alone;
+The audit page (``autoplay_storage.view_auditentry``), every product
+(``autoplay_storage.access_all_products``) and erasure are the admin role's alone;
 support and lead see the products granted to them.
 
 Shared by the data migration (historical models) and ``autoplay_bootstrap``
@@ -17,6 +18,8 @@ VIEW_CONSOLE = "dashboard.view_console"
 RERUN_SUMMARY = "autoplay_storage.rerun_summary"
 VIEW_RECENT_ACCESS = "autoplay_storage.view_recent_access"
 VIEW_AUDIT = "autoplay_storage.view_auditentry"
+EXPORT_USER = "autoplay_storage.export_user"
+ERASE_USER = "autoplay_storage.erase_user"  # admins only: the admin role holds every permission
 
 SUPPORT = "support"
 LEAD = "lead"
@@ -24,7 +27,7 @@ ADMIN = "admin"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
-    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, VIEW_RECENT_ACCESS],
+    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, EXPORT_USER, VIEW_RECENT_ACCESS],
 }
 
 

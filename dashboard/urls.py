@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views, views_audit, views_insight, views_reason
+from . import views, views_audit, views_erase, views_insight, views_reason
 from .converters import IdentifierConverter
 
 register_converter(IdentifierConverter, "ident")
@@ -20,6 +20,9 @@ urlpatterns = [
     path("p/<ident:product_id>/u/<ident:user_id>/reason", views_reason.access_reason_view, name="access_reason"),
     path("p/<ident:product_id>/u/<ident:user_id>/summary/rerun", views.rerun_summary_view, name="rerun_summary"),
     path("p/<ident:product_id>/u/<ident:user_id>/s/<ident:session_id>/", views.snapshot, name="snapshot"),
+    path("p/<ident:product_id>/u/<ident:user_id>/erase", views_erase.erase_user, name="erase_user"),
+    path("p/<ident:product_id>/u/<ident:user_id>/export.json", views_erase.export_user, name="export_user"),
+    path("erasures/<uuid:erasure_id>/", views_erase.erasure, name="erasure"),
     path(
         "p/<ident:product_id>/u/<ident:user_id>/s/<ident:session_id>/snapshot.json",
         views.snapshot_download,

@@ -39,7 +39,7 @@ from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, Wor
 from .charts import session_chart
 from .notes import document_notes
 from .reasons import access_reason, kept_reason, reason_details
-from .roles import RERUN_SUMMARY, VIEW_AUDIT, VIEW_CONSOLE, VIEW_RECENT_ACCESS
+from .roles import ERASE_USER, EXPORT_USER, RERUN_SUMMARY, VIEW_AUDIT, VIEW_CONSOLE, VIEW_RECENT_ACCESS
 
 if TYPE_CHECKING:  # the rows selectors.summary_runs returns
     from autoplay_storage.models import SummaryRun
@@ -120,6 +120,8 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
             request.console = {
                 "can_rerun": RERUN_SUMMARY in request.permissions,
                 "can_audit": VIEW_AUDIT in request.permissions,
+                "can_export": EXPORT_USER in request.permissions,
+                "can_erase": ERASE_USER in request.permissions,
                 "roles": [g.name async for g in user.groups.order_by("name")],
             }
             if VIEW_CONSOLE not in request.permissions or permission not in request.permissions:

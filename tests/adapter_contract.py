@@ -8,6 +8,10 @@
   edit) would, without going through the adapter;
 - ``unreachable``: the same kind of adapter whose server is gone.
 
+``Backend.leftovers(product, user)`` names whatever the store still holds of
+one user (keys, index members, rows), read around the adapter: an erasure
+must leave it empty.
+
 Only the adapters' public methods are used, plus the engine's own entry
 points (``manager.record_session_end``, the lifecycle) where the contract is
 about what they build on.
@@ -29,6 +33,7 @@ from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager, record_session_end
 from autoplay_storage.protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage, SnapshotStore
 from autoplay_storage.user_adoption_state import JourneyState, Mastery, SessionSnapshot, UserAdoptionState
+from tests.erasure_contract import ErasureContract
 
 P, U = "prod_c", "u_c"
 JOURNEYS = ["onboarding", "onboarded"]
@@ -43,6 +48,7 @@ class Backend:
     adapter: Any
     put_state: Callable[[str, str, str], Awaitable[None]]  # (product, user, raw text)
     put_snapshot: Callable[[str, str, str, str], Awaitable[None]]  # (product, user, session, raw text)
+    leftovers: Callable[[str, str], Awaitable[list[str]]]  # (product, user) -> what the store holds of them
 
 
 def make_state(user_id: str, *, at: float, journey: str = "onboarding", level: str = "novice", **metadata: Any) -> dict:
@@ -143,8 +149,11 @@ QUERIES = [
 UNREADABLE_STATES = ["{not json", "[1, 2]", '"a string"', '{"_v": 99, "user_id": "u_c"}']
 
 
-class AdapterContract:
-    """What every readable primary guarantees (needs the ``backend`` and ``unreachable`` fixtures)."""
+class AdapterContract(ErasureContract):
+    """What every readable primary guarantees (needs the ``backend`` and ``unreachable`` fixtures).
+
+    Its erasure part (``erase_user``, tombstones) is in tests/erasure_contract.py.
+    """
 
     # -- the wire --
 

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.support.api_server",
     "tests.support.postgres",
     "tests.support.capture_server",
+    "tests.support.deletion_server",
     "tests.support.llm_server",
     "tests.support.webhook_receiver",
 ]
@@ -36,6 +37,12 @@ def _plain_static_files(settings):
     """Static files straight from the apps: the hashed manifest exists only after collectstatic."""
     plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
     settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
+
+
+@pytest.fixture(autouse=True)
+def _no_background_erasure_retries(settings):
+    """The sink-erasure retry thread stays off: the tests that need retries drive them (or turn it on)."""
+    settings.AUTOPLAY_STORAGE = {**settings.AUTOPLAY_STORAGE, "ERASURE_RETRY_POLL_S": 0}
 
 
 @pytest.fixture(autouse=True)

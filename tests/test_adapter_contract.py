@@ -64,7 +64,11 @@ def _memory() -> Backend:
     async def put_snapshot(product_id: str, user_id: str, session_id: str, raw: str) -> None:
         adapter.snapshots[(product_id, user_id, session_id)] = raw  # replaced, as a hand edit would
 
-    return Backend("memory", adapter, put_state, put_snapshot)
+    async def leftovers(product_id: str, user_id: str) -> list[str]:
+        keys = [*adapter.states, *adapter.snapshots]
+        return [repr(key) for key in keys if key[:2] == (product_id, user_id)]
+
+    return Backend("memory", adapter, put_state, put_snapshot, leftovers)
 
 
 async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Backend]:
@@ -90,8 +94,20 @@ async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Bac
     async def put_snapshot(product_id: str, user_id: str, session_id: str, text: str) -> None:
         raw.set(session_key(product_id, user_id, session_id, cluster=cluster), text)
 
+    async def leftovers(product_id: str, user_id: str) -> list[str]:
+        """Every key of the user (but the tombstone) and every index member naming them."""
+        scan = raw.scan_iter(count=1000, target_nodes=RedisCluster.PRIMARIES) if cluster else raw.scan_iter(count=1000)
+        keys = [k.decode() for k in scan]
+        user_part = f"{{{product_id}:{user_id}}}" if cluster else f"{product_id}:{user_id}"
+        found = [k for k in keys if k.startswith(f"autoplay:user:{user_part}:")]
+        for key in keys:
+            if key.startswith(f"autoplay:idx:{{{product_id}}}:") and raw.type(key) == b"zset":
+                members = [m.decode() for m in raw.zrange(key, 0, -1)]
+                found += [f"{key} {m!r}" for m in members if m == user_id or m.endswith("\x00" + user_id)]
+        return found
+
     try:
-        yield Backend(kind, adapter, put_state, put_snapshot)
+        yield Backend(kind, adapter, put_state, put_snapshot, leftovers)
     finally:
         await adapter.aclose()
         raw.close()
@@ -101,7 +117,7 @@ async def _database(kind: str, alias: str) -> AsyncIterator[Backend]:
     from django.db import connections
 
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
-    from autoplay_storage.models.records import SessionSnapshotRecord, UserStateRecord
+    from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
 
     adapter = DatabaseStorageAdapter(alias)
 
@@ -118,8 +134,23 @@ async def _database(kind: str, alias: str) -> AsyncIterator[Backend]:
         key = {"product_id": product_id, "user_id": user_id, "session_id": session_id}
         await sync_to_async(write, thread_sensitive=False)(SessionSnapshotRecord, raw, **key)
 
+    def rows(product_id: str, user_id: str) -> list[str]:
+        try:
+            mine = {"product_id": product_id, "user_id": user_id}
+            found = [repr(r) for r in UserStateRecord.objects.using(alias).filter(**mine).values_list("id", "user_id")]
+            found += list(
+                SessionSnapshotRecord.objects.using(alias).filter(**mine).values_list("session_id", flat=True)
+            )
+            terms = UserSearchTerm.objects.using(alias).filter(state__product_id=product_id, state__user_id=user_id)
+            return found + list(terms.values_list("term", flat=True))
+        finally:
+            connections.close_all()
+
+    async def leftovers(product_id: str, user_id: str) -> list[str]:
+        return await sync_to_async(rows, thread_sensitive=False)(product_id, user_id)
+
     try:
-        yield Backend(kind, adapter, put_state, put_snapshot)
+        yield Backend(kind, adapter, put_state, put_snapshot, leftovers)
     finally:
         await adapter.aclose()
 

@@ -135,10 +135,14 @@ def test_roles_migration_creates_the_permissions_it_grants(db) -> None:
         g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.all()} for g in Group.objects.all()
     }
     assert perms["support"] == {"dashboard.view_console", "autoplay_storage.view_summaryrun"}
-    assert perms["lead"] == perms["support"] | {"autoplay_storage.rerun_summary", "autoplay_storage.view_recent_access"}
+    assert perms["lead"] == perms["support"] | {
+        "autoplay_storage.rerun_summary", "autoplay_storage.view_recent_access", "autoplay_storage.export_user"
+    }
     assert perms["lead"] <= perms["admin"]
-    # every product and the audit page are the admin role's alone
-    for only_admin in ("autoplay_storage.access_all_products", "autoplay_storage.view_auditentry"):
+    # every product, the audit page and erasure are the admin role's alone
+    for only_admin in (
+        "autoplay_storage.access_all_products", "autoplay_storage.view_auditentry", "autoplay_storage.erase_user"
+    ):
         assert only_admin in perms["admin"] and only_admin not in perms["lead"] | perms["support"]
     assert "autoplay_storage.change_sinkdestination" in perms["admin"]
 

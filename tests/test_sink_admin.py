@@ -75,6 +75,24 @@ def test_the_key_is_stored_encrypted_and_never_shown_again(admin_client_):
     assert (sink.property_prefix, sink.resolve_api_key()) == ("xy", SECRET)
 
 
+def test_the_deletion_credentials_are_optional_and_stored_encrypted(admin_client_):
+    assert admin_client_.post(ADD_URL, form()).status_code == 302
+    sink = SinkDestination.objects.get()
+    assert sink.erase_key_encrypted == ""
+    personal = "phx_personal_0123456789"
+    edited = form(api_key="", erase_project_id="4242", erase_key=personal, erase_host="https://eu.posthog.com")
+    assert admin_client_.post(change_url(sink.pk), edited).status_code == 302
+    sink.refresh_from_db()
+    assert personal not in sink.erase_key_encrypted and sink.resolve_erase_key() == personal
+    assert (sink.erase_project_id, sink.erase_host) == ("4242", "https://eu.posthog.com")
+    page = admin_client_.get(change_url(sink.pk)).content.decode()
+    assert personal not in page and sink.erase_key_encrypted not in page and "Deletion key" in page
+    # Saving without typing it keeps the stored one.
+    assert admin_client_.post(change_url(sink.pk), form(api_key="", erase_project_id="4242")).status_code == 302
+    sink.refresh_from_db()
+    assert sink.resolve_erase_key() == personal
+
+
 def test_a_key_can_come_from_an_environment_variable(admin_client_, monkeypatch):
     response = admin_client_.post(ADD_URL, form(api_key="", api_key_env="POSTHOG_PROJECT_KEY"))
     assert response.status_code == 302

@@ -61,6 +61,7 @@ from .common import (
     session_row,
     user_row,
 )
+from .database_erase import check_tombstone, erase_rows
 from .database_insight import DatabaseInsight
 from .database_rows import Statements, snapshot_columns, statements_for, user_summary
 
@@ -264,6 +265,8 @@ class DatabaseStorageAdapter(DatabaseInsight):
                     # The state row first: concurrent ends of one user queue on its lock, not on the snapshots.
                     cursor.execute(sql.select_state, (product_id, user_id))
                     row = cursor.fetchone()
+                    # After the lock: an erasure holds it while it deletes, so its tombstone is visible here.
+                    check_tombstone(self.using, product_id, user_id, snapshot)
                     existing = self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
                     frozen = (
                         snapshot
@@ -281,6 +284,19 @@ class DatabaseStorageAdapter(DatabaseInsight):
                 if attempt == _CREATE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    # -- erasure --
+
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """One transaction: the user's row locked, the tombstone written, every row of the user deleted."""
+        if not _storable(product_id, user_id):
+            return {"state_rows": 0, "snapshot_rows": 0, "search_rows": 0}
+
+        def erase() -> dict[str, int]:
+            with self._writer():
+                return erase_rows(self.using, product_id, user_id, tombstone_s)
+
+        return await self._run(erase)
 
     def _write_state(
         self, row: tuple[Any, ...] | None, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None
@@ -525,6 +541,17 @@ class DatabaseStorageAdapter(DatabaseInsight):
     def _list_sessions_sync(
         self, product_id: str, user_id: str, after: Position | None, limit: int, newest_first: bool
     ) -> Page[SessionSummary]:
+        page, next_cursor = self._history_rows(product_id, user_id, after, limit, newest_first)
+        items = [
+            session_row(sid, _snapshot_key(product_id, user_id, sid), raw, captured_at=captured_at)
+            for sid, raw, captured_at in page
+        ]
+        return Page(items, next_cursor)
+
+    def _history_rows(
+        self, product_id: str, user_id: str, after: Position | None, limit: int, newest_first: bool
+    ) -> tuple[list[tuple[str, str, float]], str | None]:
+        """One keyset page of ``(session_id, document, captured_at)``, and the next cursor."""
         from django.db.models import Q
 
         from ..models.records import SessionSnapshotRecord
@@ -538,12 +565,21 @@ class DatabaseStorageAdapter(DatabaseInsight):
                 rows = rows.filter(Q(captured_at__gte=at), Q(captured_at__gt=at) | Q(session_id__gt=session_id))
         order = ("-captured_at", "-session_id") if newest_first else ("captured_at", "session_id")
         found = list(rows.order_by(*order).values_list("session_id", "document", "captured_at")[: limit + 1])
-        page, next_cursor = next_page(found, limit, lambda row: (row[2], row[0]))
-        items = [
-            session_row(sid, _snapshot_key(product_id, user_id, sid), raw, captured_at=captured_at)
-            for sid, raw, captured_at in page
-        ]
-        return Page(items, next_cursor)
+        return next_page(found, limit, lambda row: (row[2], row[0]))
+
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The history oldest first as ``(session_id, stored text)``: one query per page (the export)."""
+        after = decode_cursor(cursor)
+        if not _storable(product_id, user_id):
+            return Page([])
+
+        def read() -> Page[tuple[str, str]]:
+            page, next_cursor = self._history_rows(product_id, user_id, after, clamp_limit(limit), False)
+            return Page([(sid, raw) for sid, raw, _ in page], next_cursor)
+
+        return await self._run(read)
 
     async def aclose(self) -> None:
         """Close the connections this alias keeps open between calls (persistent under ``CONN_MAX_AGE``)."""

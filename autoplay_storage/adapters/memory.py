@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -11,6 +12,7 @@ from ..browse import Page, ProductSummary, SessionSummary, UserQuery, UserSummar
 from ..codec import parse_document as _parse
 from ..keys import session_key, user_state_key
 from ..protocol import SessionFold, StateDoc, StateMutation
+from ..tombstones import check, session_started
 from .common import clamp_limit, matches, page_in_order, session_position, session_row, user_position, user_row
 from .memory_insight import MemoryInsight
 
@@ -33,6 +35,7 @@ class InMemoryStorageAdapter(MemoryInsight):
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], str] = {}
         self.snapshots: dict[tuple[str, str, str], str] = {}
+        self.tombstones: dict[tuple[str, str], tuple[float, float]] = {}  # (erased at, kept until)
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- wire --
@@ -76,6 +79,9 @@ class InMemoryStorageAdapter(MemoryInsight):
     ) -> tuple[dict[str, Any], StateDoc | None]:
         """Freeze and fold under the user's lock: the snapshot is stored only with the state it was folded into."""
         async with self._locks[(product_id, user_id)]:
+            tomb = self.tombstones.get((product_id, user_id))
+            if tomb is not None and tomb[1] > time.time():
+                check(product_id, user_id, tomb[0], session_started(snapshot))
             key = (product_id, user_id, session_id)
             stored = self.snapshots.get(key)
             frozen = snapshot if stored is None else _parse(session_key(*key), stored)
@@ -88,6 +94,17 @@ class InMemoryStorageAdapter(MemoryInsight):
             if raw is not None:
                 self.snapshots[key] = raw
             return frozen, (await self.get_user_state(product_id, user_id) if new is None else new)
+
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """Under the user's lock: a session end sees the whole user or the tombstone, nothing in between."""
+        async with self._locks[(product_id, user_id)]:
+            states = int(self.states.pop((product_id, user_id), None) is not None)
+            mine = [key for key in self.snapshots if key[0] == product_id and key[1] == user_id]
+            for key in mine:
+                del self.snapshots[key]
+            now = time.time()
+            self.tombstones[(product_id, user_id)] = (now, now + tombstone_s)
+        return {"states": states, "snapshots": len(mine)}
 
     # -- raw text: the console shows a corrupt document as it is; autoplay_copy moves it faithfully --
 

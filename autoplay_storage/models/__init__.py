@@ -2,6 +2,7 @@
 
 from .access import ProductGrant, ProductSettings
 from .audit import AuditEntry
+from .erasures import ErasedUser, Erasure, SinkErasure
 from .facts import ProductCounter, UserMetadataFact, UserWorkflowFact
 from .records import SessionSnapshotRecord, UserStateRecord
 from .segments import Segment
@@ -10,12 +11,15 @@ from .summaries import SummaryClaim, SummaryRun
 
 __all__ = [
     "AuditEntry",
+    "ErasedUser",
+    "Erasure",
     "ProductCounter",
     "ProductGrant",
     "ProductSettings",
     "Segment",
     "SessionSnapshotRecord",
     "SinkDestination",
+    "SinkErasure",
     "SummaryClaim",
     "SummaryRun",
     "UserMetadataFact",

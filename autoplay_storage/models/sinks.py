@@ -39,6 +39,13 @@ class SinkDestination(models.Model):
     api_key_env = models.CharField(
         max_length=128, blank=True, help_text="Or: the name of an environment variable holding the key."
     )
+    erase_host = models.URLField(
+        blank=True, help_text="The vendor's API host for deletions; blank: derived from the host (see docs/erasure.md)."
+    )
+    erase_project_id = models.CharField(max_length=32, blank=True, help_text="PostHog: the project id.")
+    erase_key_encrypted = models.TextField(
+        blank=True, help_text="PostHog: a personal API key (person:write); Amplitude: the secret key. Encrypted."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_count = models.BigIntegerField(default=0)
@@ -76,6 +83,23 @@ class SinkDestination(models.Model):
 
         self.api_key_encrypted = encrypt(plaintext)
         self.api_key_env = ""
+
+    def set_erase_key(self, plaintext: str) -> None:
+        """Store the deletion credential encrypted, like the sink key."""
+        from ..crypto import encrypt
+
+        self.erase_key_encrypted = encrypt(plaintext)
+
+    def resolve_erase_key(self) -> str:
+        """The deletion credential in clear, or ``SinkConfigError`` when none is stored or it cannot be read."""
+        if not self.erase_key_encrypted:
+            raise SinkConfigError("no deletion key is configured")
+        from ..crypto import SecretUnreadableError, decrypt
+
+        try:
+            return decrypt(self.erase_key_encrypted)
+        except SecretUnreadableError as exc:
+            raise SinkConfigError(str(exc)) from None
 
     @property
     def key_source(self) -> str:

@@ -17,6 +17,7 @@ from ...codec import parse_document
 from ...facts import ProductStats, StuckUser, UserFilter
 from ...protocol import SessionFold, StateDoc, StateMutation
 from .browse import Browser
+from .erase import Eraser
 from .insight import Insight
 from .keys import UserKeys
 from .reindex import Reindexer
@@ -158,6 +159,13 @@ class RedisStorageAdapter:
             product_id, user_id, cursor=cursor, limit=limit, newest_first=newest_first
         )
 
+    async def list_raw_sessions(
+        self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[tuple[str, str]]:
+        """The history oldest first as ``(session_id, stored text)``: a range and one MGET per page (the export)."""
+        raws, next_cursor = await self._browser.history_page(product_id, user_id, cursor, limit, False)
+        return Page([(session_id, text(raw)) for session_id, raw in raws], next_cursor)
+
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
         raw = await self.transport.get(self.keys.state(product_id, user_id))
         return None if raw is None else text(raw)
@@ -183,6 +191,12 @@ class RedisStorageAdapter:
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
     ) -> Page[StuckUser]:
         return await self._insight.stuck(product_id, older_than, cursor=cursor, limit=limit)
+
+    # -- erasure (ErasableStorage) --
+
+    async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
+        """Tombstone, then every key and index entry of the user, in batches (``erase.py``)."""
+        return await Eraser(self.transport, self.keys, self._seen).erase(product_id, user_id, tombstone_s=tombstone_s)
 
     # -- maintenance --
 

@@ -97,6 +97,17 @@ class Browser:
     async def list_sessions(
         self, product_id: str, user_id: str, *, cursor: str | None = None, limit: int = 50, newest_first: bool = True
     ) -> Page[SessionSummary]:
+        raws, next_cursor = await self.history_page(product_id, user_id, cursor, limit, newest_first)
+        rows = [
+            session_row(session_id, self.keys.snapshot(product_id, user_id, session_id), raw)
+            for session_id, raw in raws
+        ]
+        return Page(rows, next_cursor)
+
+    async def history_page(
+        self, product_id: str, user_id: str, cursor: str | None, limit: int, newest_first: bool
+    ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """One keyset page of the history as ``(session_id, stored bytes)`` (one MGET), and the next cursor."""
         limit = clamp_limit(limit)
         position = decode_cursor(cursor)
         items: list[Position] = []
@@ -106,16 +117,11 @@ class Browser:
                 break
         page, next_cursor = next_page(items, limit, lambda item: item)
         raws = await self.transport.get_many([self.keys.snapshot(product_id, user_id, sid) for _, sid in page])
-        rows = [
-            session_row(session_id, self.keys.snapshot(product_id, user_id, session_id), raw)
-            for (_, session_id), raw in zip(page, raws, strict=True)
-            if raw is not None  # expired (TTL) since it was indexed
-        ]
-        return Page(rows, next_cursor)
+        # A snapshot gone since it was indexed (a TTL) is left out.
+        found = [(session_id, raw) for (_, session_id), raw in zip(page, raws, strict=True) if raw is not None]
+        return found, next_cursor
 
-    async def _walk(
-        self, keys: list[str], position: Position | None, descending: bool, limit: int
-    ) -> list[Position]:
+    async def _walk(self, keys: list[str], position: Position | None, descending: bool, limit: int) -> list[Position]:
         """Up to ``limit + 1`` members of the smallest set that are in every other set, in order."""
         if len(keys) > 1:
             sizes = await self.transport.pipeline([("ZCARD", k) for k in keys])
@@ -163,7 +169,5 @@ class Browser:
         checks: list[Any] = await self.transport.pipeline(
             [("ZMSCORE", k, *user_ids) for k in [users_key(product_id), *filters]]
         )
-        items = [
-            (float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)
-        ]
+        items = [(float(checks[0][i]), uid) for i, uid in enumerate(user_ids) if all(c[i] is not None for c in checks)]
         return sorted((it for it in items if is_after(it, position, descending)), reverse=descending)

@@ -85,3 +85,17 @@ class UserKeys:
 
     def history(self, product_id: str, user_id: str) -> str:
         return sessions_key(product_id, user_id, cluster=self.cluster)
+
+    def tombstone(self, product_id: str, user_id: str) -> str:
+        """The erased user's tombstone: outside the wire patterns, in the user's slot in cluster mode."""
+        part = f"{{{product_id}:{user_id}}}" if self.cluster else f"{product_id}:{user_id}"
+        return f"{PREFIX}:erased:{part}"
+
+    def snapshot_pattern(self, product_id: str, user_id: str) -> str:
+        """A SCAN pattern for every snapshot key of the user (glob characters in the ids escaped)."""
+        return glob_escape(self.snapshot(product_id, user_id, "")) + "*"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern (SCAN ``MATCH``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

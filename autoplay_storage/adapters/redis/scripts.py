@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from .index import Command
 
-STALE, WRITTEN, FROZEN = 0, 1, 2  # the first element of a compare-and-set reply
+STALE, WRITTEN, FROZEN, ERASED = 0, 1, 2, 3  # the first element of a compare-and-set reply
 
 
 class Script(NamedTuple):
@@ -26,17 +26,37 @@ def _load(name: str) -> Script:
 CAS = _load("cas.lua")
 
 
-def cas_arguments(state_key: str, expected: bytes, writes: list[Command], *, freeze: str, read: str) -> list[Any]:
+def cas_arguments(
+    state_key: str,
+    expected: bytes,
+    writes: list[Command],
+    *,
+    freeze: str,
+    read: str,
+    guard: tuple[str, float] | None = None,
+) -> list[Any]:
     """Everything after the script name: the key count, the keys, then ARGV as ``cas.lua`` reads it.
 
     ``expected`` is the very state bytes the writes were computed from (b''
     for none): sending them costs a memory copy on each side, hashing them
-    cost more than the rest of the script's checks.
+    cost more than the rest of the script's checks. ``guard``: the user's
+    tombstone key and when the session started; the script writes nothing
+    when the tombstone covers that session (``ERASED``).
     """
     # Each write names exactly one key, second: with the state, the frozen and the read key, all of them.
-    keys = list(dict.fromkeys([state_key, *([freeze] if freeze else []), *([read] if read else []),
-                               *[cmd[1] for cmd in writes]]))
-    args: list[Any] = [len(keys), *keys, expected, freeze, read]
+    tomb, started = guard or ("", 0.0)
+    keys = list(
+        dict.fromkeys(
+            [
+                state_key,
+                *([freeze] if freeze else []),
+                *([read] if read else []),
+                *([tomb] if tomb else []),
+                *[cmd[1] for cmd in writes],
+            ]
+        )
+    )
+    args: list[Any] = [len(keys), *keys, expected, freeze, read, tomb, repr(started)]
     for cmd in writes:
         args.append(len(cmd))
         args.extend(cmd)

@@ -330,10 +330,10 @@ class Transport:
     async def dbsize(self) -> int:
         return int(await self.call(self.client.dbsize()))
 
-    async def scan_batches(self) -> AsyncIterator[list[str]]:
+    async def scan_batches(self, match: str | None = None) -> AsyncIterator[list[str]]:
         cursor = 0
         while True:
-            cursor, keys = await self.call(self.client.scan(cursor, count=SCAN_BATCH))
+            cursor, keys = await self.call(self.client.scan(cursor, match=match, count=SCAN_BATCH))
             yield [text(k) for k in keys]
             if cursor == 0:
                 return
@@ -428,11 +428,12 @@ class ClusterTransport(Transport):
         sizes = await self.call(self.client.dbsize(target_nodes=self.client.PRIMARIES))
         return int(sum(sizes.values()) if isinstance(sizes, dict) else sizes)
 
-    async def scan_batches(self) -> AsyncIterator[list[str]]:
+    async def scan_batches(self, match: str | None = None) -> AsyncIterator[list[str]]:
         for node in self.client.get_primaries():
             cursor = 0
             while True:
-                cursors, keys = await self.call(self.client.scan(cursor, count=SCAN_BATCH, target_nodes=node))
+                scan = self.client.scan(cursor, match=match, count=SCAN_BATCH, target_nodes=node)
+                cursors, keys = await self.call(scan)
                 cursor = next(iter(cursors.values())) if isinstance(cursors, dict) else cursors
                 yield [text(k) for k in keys]
                 if cursor == 0:

@@ -16,22 +16,29 @@ from typing import Any
 from ... import codec
 from ...facts import snapshot_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
+from ...tombstones import check
 from .facts import snapshot_commands
 from .index import Command, index_commands, index_entry
 from .seen import Seen
 from .transport import CONFLICT
-from .writes import MAX_TX_ATTEMPTS, Writer, backoff, first_session_on_start, fold_into, gave_up
+from .writes import MAX_TX_ATTEMPTS, Guard, Writer, backoff, first_session_on_start, fold_into, gave_up
 
 
 class WatchWriter(Writer):
     """Writes as WATCH/MULTI transactions, one read and one write round trip each."""
 
-    async def update(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+    async def update(
+        self, product_id: str, user_id: str, mutate: StateMutation, guard: Guard | None = None
+    ) -> StateDoc | None:
         key = self.keys.state(product_id, user_id)
         atomic_indexes = self.transport.atomic_indexes
         decided: list[Any] = []  # what the last decide() computed: current, new, index commands, key read after
+        watched = (key, guard[0]) if guard else (key,)
 
-        def decide(raw: bytes | None) -> tuple[list[Command], list[Command]] | None:
+        def decide(raws: list[bytes | None]) -> tuple[list[Command], list[Command]] | None:
+            if guard:  # the tombstone is watched: an erasure that begins before EXEC makes this round start over
+                check(product_id, user_id, raws[1], guard[1])
+            raw = raws[0]
             current, new, idx, _entry = self.prepare(key, product_id, user_id, Seen(raw), mutate)
             decided[:] = [current, new, idx, None]
             if new is None:
@@ -48,7 +55,7 @@ class WatchWriter(Writer):
             return steps, after
 
         for attempt in range(MAX_TX_ATTEMPTS):
-            _raw, outcome = await self.transport.watched((key,), lambda raws: decide(raws[0]))
+            _raw, outcome = await self.transport.watched(watched, decide)
             if outcome is CONFLICT:
                 await backoff(attempt)
                 continue
@@ -87,10 +94,12 @@ class WatchWriter(Writer):
         if atomic_indexes := self.transport.atomic_indexes:
             freeze += counters
         mutate = fold_into(fold, snapshot)
+        guard = self.guard(product_id, user_id, snapshot)
         decided: list[Any] = []  # the frozen bytes, or what prepare computed: current, new, index commands
 
         def decide(raws: list[bytes | None]) -> tuple[list[Command], list[Command]] | None:
-            state_raw, frozen_raw = raws
+            state_raw, frozen_raw, tomb = raws
+            check(product_id, user_id, tomb, guard[1])  # watched: an erasure before EXEC starts the round over
             if frozen_raw is not None:
                 decided[:] = [frozen_raw]
                 return None
@@ -104,7 +113,7 @@ class WatchWriter(Writer):
             return steps, self.wait_commands()
 
         for attempt in range(MAX_TX_ATTEMPTS):
-            _raws, outcome = await self.transport.watched((key, snap_key), decide)
+            _raws, outcome = await self.transport.watched((key, snap_key, guard[0]), decide)
             if outcome is CONFLICT:
                 await backoff(attempt)
                 continue
@@ -112,7 +121,7 @@ class WatchWriter(Writer):
                 frozen = self.seen.snapshot(snap_key, decided[0])
                 assert frozen is not None  # it was just read
                 await self.reorder_history(history, session_id, frozen)
-                state = await self.update(product_id, user_id, fold_into(fold, frozen))
+                state = await self.update(product_id, user_id, fold_into(fold, frozen), guard)
                 await self.acknowledge(snap_key, decided[0])
                 return frozen, state
             _frozen, current, new, idx = decided

@@ -21,13 +21,14 @@ from typing import Any
 
 from ... import codec
 from ...codec import parse_document
-from ...errors import StorageUnavailableError
+from ...errors import StorageUnavailableError, UserErasedError
 from ...facts import snapshot_facts, user_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
+from ...tombstones import erased_time, session_started
 from .facts import FactsMemo, facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands, index_entry
 from .keys import UserKeys
-from .scripts import CAS, FROZEN, STALE, WRITTEN, cas_arguments
+from .scripts import CAS, ERASED, FROZEN, STALE, WRITTEN, cas_arguments
 from .seen import NOTHING_SEEN, LastSeen, Seen
 from .transport import Transport, checked
 
@@ -36,6 +37,7 @@ from .transport import Transport, checked
 MAX_TX_ATTEMPTS = 500
 
 Prepared = tuple[StateDoc | None, StateDoc | None, list[Command], IndexEntry | None]
+Guard = tuple[str, float]  # (the user's tombstone key, when the session started): see ``tombstones``
 
 
 def gave_up(key: str) -> StorageUnavailableError:
@@ -94,6 +96,10 @@ class Writer:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.facts = FactsMemo(seen.size)
+
+    def guard(self, product_id: str, user_id: str, snapshot: dict[str, Any]) -> Guard:
+        """What a session end's atomic step checks: no tombstone covering the session it records."""
+        return self.keys.tombstone(product_id, user_id), session_started(snapshot)
 
     # -- replica acknowledgement (WAIT) --
 
@@ -205,7 +211,9 @@ class Writer:
 class ScriptWriter(Writer):
     """Compare-and-set scripts: one round trip per write while the guess is right."""
 
-    async def update(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
+    async def update(
+        self, product_id: str, user_id: str, mutate: StateMutation, guard: Guard | None = None
+    ) -> StateDoc | None:
         key = self.keys.state(product_id, user_id)
         for attempt in range(MAX_TX_ATTEMPTS):
             raw, (current, new, writes, entry) = await self._base(key, product_id, user_id, mutate, attempt == 0)
@@ -215,7 +223,10 @@ class ScriptWriter(Writer):
                 if onboarding is not None:
                     read = self.keys.snapshot(product_id, user_id, onboarding)
             written = self._state_write(key, new, writes)
-            (reply,) = await self._cas(key, raw, writes, read=read)
+            (reply,) = await self._cas(key, raw, writes, read=read, guard=guard)
+            if reply[0] == ERASED:
+                self.seen.forget(key)
+                raise UserErasedError(product_id, user_id, erased_time(reply[1]))
             if reply[0] == STALE:
                 self.seen.see(key, reply[1])
                 continue
@@ -235,10 +246,16 @@ class ScriptWriter(Writer):
         freeze = self.freeze_commands(snap_key, self.keys.history(product_id, user_id), session_id, snapshot)
         freeze += snapshot_commands(product_id, snapshot_facts(snapshot))  # counted with the SET NX that freezes it
         mutate = fold_into(fold, snapshot)
+        guard = self.guard(product_id, user_id, snapshot)
         for attempt in range(MAX_TX_ATTEMPTS):
             raw, (current, new, writes, entry) = await self._base(key, product_id, user_id, mutate, attempt == 0)
             written = self._state_write(key, new, writes)
-            reply, *waited = await self._cas(key, raw, [*freeze, *writes], freeze=snap_key, after=self.wait_commands())
+            reply, *waited = await self._cas(
+                key, raw, [*freeze, *writes], freeze=snap_key, after=self.wait_commands(), guard=guard
+            )
+            if reply[0] == ERASED:
+                self.seen.forget(key)
+                raise UserErasedError(product_id, user_id, erased_time(reply[1]))
             if reply[0] == WRITTEN:
                 if written is not None:
                     self.seen.see(key, written[0], entry, new, exact=written[1])
@@ -254,7 +271,7 @@ class ScriptWriter(Writer):
             frozen = self.seen.snapshot(snap_key, reply[2])
             assert frozen is not None  # the script saw it exist
             await self.reorder_history(self.keys.history(product_id, user_id), session_id, frozen)
-            state = await self.update(product_id, user_id, fold_into(fold, frozen))
+            state = await self.update(product_id, user_id, fold_into(fold, frozen), guard)
             await self.acknowledge(snap_key, reply[2])
             return frozen, state
         raise gave_up(key)
@@ -309,9 +326,10 @@ class ScriptWriter(Writer):
         freeze: str = "",
         read: str = "",
         after: list[Command] | None = None,
+        guard: Guard | None = None,
     ) -> list[Any]:
         """One run of ``cas.lua`` (``writes`` happen only if the state is ``raw``), then ``after``; the replies."""
-        args = cas_arguments(key, b"" if raw is None else raw, writes, freeze=freeze, read=read)
+        args = cas_arguments(key, b"" if raw is None else raw, writes, freeze=freeze, read=read, guard=guard)
         replies = await self.transport.run_script(CAS, args, after or ())
         replies[0] = checked(replies[0], "state write")
         return replies
