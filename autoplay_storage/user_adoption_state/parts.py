@@ -88,7 +88,7 @@ class WorkflowProgress:
 
     @property
     def completed_step_ids(self) -> list[str]:
-        return [sid for sid, step in self.steps.items() if step.status is WorkflowStatus.COMPLETED]
+        return [sid for sid, step in self.steps.items() if step.status == WorkflowStatus.COMPLETED]
 
     def upsert_step_progress(
         self,
@@ -154,11 +154,11 @@ class OnboardingState:
 
     @property
     def completed_workflow_ids(self) -> list[str]:
-        return [wid for wid, wp in self.workflow_progress.items() if wp.status is WorkflowStatus.COMPLETED]
+        return [wid for wid, wp in self.workflow_progress.items() if wp.status == WorkflowStatus.COMPLETED]
 
     @property
     def in_progress_workflow_ids(self) -> list[str]:
-        return [wid for wid, wp in self.workflow_progress.items() if wp.status is WorkflowStatus.IN_PROGRESS]
+        return [wid for wid, wp in self.workflow_progress.items() if wp.status == WorkflowStatus.IN_PROGRESS]
 
     def outstanding_workflow_ids(self, plan_workflow_ids: Iterable[str]) -> list[str]:
         """The plan's ids not completed yet, in plan order."""
