@@ -97,15 +97,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def metrics_dir(environ: dict[str, str]) -> str:
-    """A fresh directory for this start's worker metrics (the operator's, emptied, if named)."""
+def metrics_base() -> Path:
+    """Memory-backed where there is one: the workers write to these files on every request, and a
+    disk-backed page under writeback can stall the write (and the request) on a busy disk."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+def metrics_dir(environ: dict[str, str], base: Path | None = None) -> str:
+    """A fresh directory for this start's worker metrics under ``base`` (the operator's, emptied, if named)."""
     named = environ.get("PROMETHEUS_MULTIPROC_DIR")
     if named:
         Path(named).mkdir(parents=True, exist_ok=True)
         for stale in Path(named).glob("*.db"):  # a counter left from an earlier start would add to this one's
             stale.unlink()
         return named
-    base = Path(tempfile.gettempdir())
+    base = base or metrics_base()
     for old in base.glob(f"{METRICS_DIR_PREFIX}*-*"):
         pid = old.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):

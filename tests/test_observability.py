@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,7 @@ def test_a_request_id_is_kept_only_when_short_and_plain(given: bytes, kept: bool
 # -- the multiprocess directory --
 
 
-def test_each_start_gets_a_fresh_directory_and_dead_starts_are_cleared(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_each_start_gets_a_fresh_directory_and_dead_starts_are_cleared(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = tmp_path / f"{serve.METRICS_DIR_PREFIX}{dead.pid}-old"
@@ -120,7 +118,7 @@ def test_each_start_gets_a_fresh_directory_and_dead_starts_are_cleared(tmp_path:
     for directory in (stale, alive):
         directory.mkdir()
         (directory / "counter_1.db").write_bytes(b"x")
-    first, second = serve.metrics_dir({}), serve.metrics_dir({})
+    first, second = serve.metrics_dir({}, tmp_path), serve.metrics_dir({}, tmp_path)
     assert first != second and not list(Path(first).iterdir())
     assert not stale.exists()  # its server is gone
     assert alive.exists()  # another server still running keeps its files
