@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -62,7 +64,7 @@ import asyncio, json, os, sys, time
 sys.path.insert(0, os.getcwd())
 from bench.api import PRODUCT, SNAPSHOT
 from config.asgi import application
-key, pairs = sys.argv[1], int(sys.argv[2])
+key, pairs, warm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {key}".encode()),
            (b"content-type", b"application/json")]
 
@@ -90,10 +92,10 @@ async def pair(n):
     await call(base + "/end", json.dumps({"snapshot": snapshot}).encode())
 
 async def main():
-    for n in range(200):
+    for n in range(warm):
         await pair(n)
     t0 = time.process_time()
-    for n in range(200, 200 + pairs):
+    for n in range(warm, warm + pairs):
         await pair(n)
     print((time.process_time() - t0) / pairs / 2 * 1e6)
 
@@ -110,23 +112,66 @@ def cpu_per_request(stack: Stack, metrics: bool, pairs: int) -> float:
         directory.mkdir()
         env.update(AUTOPLAY_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(directory))
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, stack.key, str(pairs)], env=env, cwd=ROOT, check=True, capture_output=True,
-        text=True,
+        [sys.executable, "-c", DRIVER, stack.key, str(pairs), "200"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """Instructions per request under ``valgrind --tool=callgrind``, which a busy machine does not change.
+
+    Four runs, each on a fresh copy of one migrated database so the workloads are the same: metrics
+    off and on, each with 0 and ``--pairs`` measured pairs after 50 warm-up pairs; the difference of
+    the two runs' totals, divided by the requests, is the cost of a request without the start-up.
+    """
+    template = Path(tempfile.mkdtemp(prefix="autoplay-bench-instructions-"))
+    stack = Stack("database", 1, directory=template)
+    try:
+        key = _prepare(stack)
+        counts: dict[tuple[bool, int], int] = {}
+        for metrics in (False, True):
+            for pairs in (0, args.pairs):
+                run = template / f"run-{int(metrics)}-{pairs}"
+                run.mkdir()
+                shutil.copy(template / "db.sqlite3", run / "db.sqlite3")
+                env = {**stack.env(), "AUTOPLAY_VAR_DIR": str(run), "DATABASE_URL": f"sqlite:///{run / 'db.sqlite3'}"}
+                if metrics:
+                    (run / "metrics").mkdir()
+                    env.update(AUTOPLAY_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(run / "metrics"))
+                done = subprocess.run(
+                    ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                     sys.executable, "-c", DRIVER, key, str(pairs), "50"],
+                    env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                counts[metrics, pairs] = int(re.search(r"Collected : (\d+)", done.stderr)[1])
+                side = "on " if metrics else "off"
+                print(f"   metrics {side}  {pairs:4d} pairs  {counts[metrics, pairs]:,} instructions", flush=True)
+    finally:
+        shutil.rmtree(template, ignore_errors=True)
+    per = {m: (counts[m, args.pairs] - counts[m, 0]) / (2 * args.pairs) for m in (False, True)}
+    print(
+        f"-- instructions per request: off {per[False]:,.0f}, on {per[True]:,.0f};"
+        f" on/off = {per[True] / per[False]:.3f} ({(per[True] / per[False] - 1) * 100:+.1f} %)"
+    )
+
+
+def _prepare(stack: Stack) -> str:
+    """Migrate the stack's database and create an API key for the bench product."""
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=stack.env(), cwd=ROOT, check=True)
+    created = subprocess.run(
+        [*manage, "autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT],
+        env=stack.env(), cwd=ROOT, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return created.stdout.strip().splitlines()[-1]
 
 
 def in_process(args: argparse.Namespace) -> None:
     """The CPU cost side by side: the same pairs through the ASGI application, metrics off and on."""
     stack = Stack("database", 1)
     try:
-        manage = [sys.executable, str(ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=stack.env(), cwd=ROOT, check=True)
-        created = subprocess.run(
-            [*manage, "autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT],
-            env=stack.env(), cwd=ROOT, check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        stack.key = created.stdout.strip().splitlines()[-1]
+        stack.key = _prepare(stack)
         costs: dict[bool, list[float]] = {False: [], True: []}
         for n in range(args.rounds):
             for metrics in (False, True) if n % 2 == 0 else (True, False):
@@ -156,7 +201,14 @@ def main() -> None:
     parser.add_argument(
         "--in-process", action="store_true", help="CPU per request through the ASGI app in one process (SQLite)"
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="instructions per request under valgrind (SQLite, in process)"
+    )
     args = parser.parse_args()
+    if args.instructions:
+        print(f"bench/metrics.py --instructions: {args.pairs} pairs measured, SQLite primary")
+        instructions(args)
+        return
     if args.in_process:
         print(f"bench/metrics.py --in-process: {args.pairs} pairs per run, SQLite primary")
         in_process(args)
