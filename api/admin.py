@@ -12,9 +12,10 @@ from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
-from . import auth
+from autoplay_storage.audit import Action, record_request
+
 from .ids import is_product_id
-from .models import DEFAULT_SCOPES, ApiKey, Scope
+from .models import DEFAULT_SCOPES, ApiKey, Scope, validate_limit
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -33,7 +34,14 @@ class ApiKeyCreateForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name"]
+        fields = ["name", "rate", "burst"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        problem = validate_limit(cleaned.get("rate"), cleaned.get("burst"))
+        if problem:
+            raise forms.ValidationError(problem)
+        return cleaned
 
     def clean_products_text(self) -> list[str]:
         products = [p for p in self.cleaned_data["products_text"].replace(",", " ").split() if p]
@@ -51,12 +59,14 @@ class ApiKeyCreateForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "key_prefix", "product_list", "scopes", "created_by", "created_at", "last_used_at", "status"
+        "name", "key_prefix", "product_list", "scopes", "rate_limit", "created_by", "created_at", "last_used_at",
+        "status",
     ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix"]
     readonly_fields = [
-        "name", "key_prefix", "products", "scopes", "created_by", "created_at", "last_used_at", "revoked_at"
+        "name", "key_prefix", "products", "scopes", "rate", "burst", "created_by", "created_at", "last_used_at",
+        "revoked_at",
     ]
     actions = ["revoke_keys"]
 
@@ -67,6 +77,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="products")
     def product_list(self, obj: ApiKey) -> str:
         return ", ".join(obj.products)
+
+    @admin.display(description="rate limit")
+    def rate_limit(self, obj: ApiKey) -> str:
+        if obj.rate is None:
+            return "none"
+        return f"{obj.rate:g}/s, burst {obj.burst if obj.burst is not None else 'default'}"
 
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:
@@ -79,7 +95,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         if obj is None:
-            return ["name", "products_text", "scopes"]
+            return ["name", "products_text", "scopes", "rate", "burst"]
         return self.readonly_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
@@ -98,10 +114,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
             return  # keys are immutable; revoke and create a new one
+        data = form.cleaned_data
         row, key = ApiKey.issue(
-            obj.name, form.cleaned_data["products_text"], created_by=request.user, scopes=form.cleaned_data["scopes"]
+            obj.name,
+            data["products_text"],
+            created_by=request.user,
+            scopes=data["scopes"],
+            rate=data.get("rate"),
+            burst=data.get("burst"),
         )
         obj.pk, obj.prefix, obj.created_at = row.pk, row.prefix, row.created_at
+        record_request(request, Action.APIKEY_CREATE, details=row.audit_details())
         request._new_api_key = key  # type: ignore[attr-defined]  # for response_add only: never stored
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
@@ -126,7 +149,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
         for key in queryset:
-            if key.revoke():
+            if key.revoke():  # also refuses it in every worker at once
                 revoked += 1
-            auth.forget(key.key_hash)
+                record_request(request, Action.APIKEY_REVOKE, details=key.audit_details())
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

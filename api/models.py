@@ -37,6 +37,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def validate_limit(rate: float | None, burst: int | None) -> str | None:
+    """What is wrong with a rate limit, or ``None``."""
+    if rate is None:
+        return "a burst needs a rate" if burst is not None else None
+    if not 0 < rate <= 1_000_000:
+        return "the rate must be more than 0 and at most 1000000 requests per second"
+    if burst is not None and not 1 <= burst <= 1_000_000:
+        return "the burst must be 1 to 1000000 requests"
+    return None
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """``(prefix, secret)`` of a well-formed key, else ``None``."""
     parts = key.split("_", 2)
@@ -51,6 +62,16 @@ class ApiKey(models.Model):
     key_hash = models.CharField(max_length=64, editable=False)
     products = models.JSONField(default=list, help_text="Product ids this key may use.")
     scopes = models.JSONField(default=default_scopes, help_text="What the key may do: read, write, admin.")
+    rate = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Requests per second this key may make (all workers together); empty: no limit.",
+    )
+    burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests it may make at once after a quiet spell; empty: one second's worth of the rate.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -74,7 +95,13 @@ class ApiKey(models.Model):
 
     @classmethod
     def issue(
-        cls, name: str, products: list[str], created_by: object = None, scopes: list[str] | None = None
+        cls,
+        name: str,
+        products: list[str],
+        created_by: object = None,
+        scopes: list[str] | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns the row and the full key, which is never available again."""
         while True:
@@ -88,14 +115,39 @@ class ApiKey(models.Model):
             key_hash=hash_key(key),
             products=sorted(set(products)),
             scopes=sorted(set(DEFAULT_SCOPES if scopes is None else scopes)),
+            rate=rate,
+            burst=burst,
             created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
         )
         return row, key
 
+    def audit_details(self) -> dict[str, object]:
+        """What the audit log records of a key: never the key, only its prefix."""
+        return {"key": f"{KEY_SCHEME}_{self.prefix}_…", "name": self.name, "products": self.products,
+                "scopes": self.scopes, "rate": self.rate, "burst": self.burst}
+
     def revoke(self) -> bool:
-        """Revoke once; returns whether this call revoked it."""
+        """Revoke once; returns whether this call revoked it.
+
+        Every worker refuses the key once this returns (``api.auth.forget``:
+        a new revocation generation in the shared cache, then a 0.5 s wait).
+        """
+        from .auth import forget
+
         if self.revoked_at is not None:
+            forget(self.key_hash)
             return False
         self.revoked_at = timezone.now()
         self.save(update_fields=["revoked_at"])
+        forget(self.key_hash)
         return True
+
+
+class RateLimitState(models.Model):
+    """The rate limiter's state of one key when the database is the primary (api/ratelimit.py)."""
+
+    key = models.CharField(max_length=64, primary_key=True)
+    state = models.JSONField(default=list)
+
+    class Meta:
+        verbose_name = "rate limit state"

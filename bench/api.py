@@ -9,11 +9,15 @@ command; then drives ``POST .../sessions/S/start`` + ``POST .../sessions/S/end``
 pairs (a realistic snapshot: four catalog workflows, three tracked) from a
 pool of keep-alive connections and prints requests/s and p50/p99 latency,
 then the floor: requests that pass the key check and stop at validation.
+``--rate-limit R`` measures a second key, limited to R requests/s (high
+enough never to refuse), on the same server right after the first: the cost
+of the limiter's check, side by side with a key without a limit.
 The load generator is a small raw HTTP/1.1 client on asyncio, so the
 figures measure the server rather than a client library.
 
     .venv/bin/python bench/api.py                      # both primaries, defaults
     .venv/bin/python bench/api.py --primary redis --pairs 5000 --connections 64
+    .venv/bin/python bench/api.py --rate-limit 1000000   # a key without a limit, then one with
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import socket
@@ -66,6 +71,7 @@ class Stack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     port: int = 0
     key: str = ""
+    redis_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -104,17 +110,10 @@ class Stack:
                 )
             )
             env["REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
+        self.redis_env = {"REDIS_URL": env["REDIS_URL"]} if "REDIS_URL" in env else {}
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
-        created = subprocess.run(
-            [*manage, "autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        self.key = created.stdout.strip().splitlines()[-1]
+        self.key = self.create_key()
         self.port = free_port()
         self.processes.append(
             subprocess.Popen(
@@ -132,6 +131,19 @@ class Stack:
         except RuntimeError:
             sys.stderr.write((self.directory / "granian.log").read_text(errors="replace")[-4000:])
             raise
+
+    def create_key(self, *options: str) -> str:
+        """A new API key for the bench product (``options``: ``--rate``, ``--burst``)."""
+        command = ["autoplay_apikey", "create", "--name", "bench", "--product", PRODUCT, *options]
+        created = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *command],
+            env={**self.env(), **self.redis_env},
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return created.stdout.strip().splitlines()[-1]
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -262,32 +274,98 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(primary: str, args: argparse.Namespace) -> None:
-    stack = Stack(primary, args.workers)
-    try:
-        stack.start()
-        asyncio.run(drive(stack.port, stack.key, args.warmup, args.connections, args.users, "warm"))
-        t0 = time.perf_counter()
-        latencies = asyncio.run(drive(stack.port, stack.key, args.pairs, args.connections, args.users, "run"))
-        elapsed = time.perf_counter() - t0
-        floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, stack.key, args.pairs, args.connections))
-    finally:
-        stack.stop()
+def server_cpu_s(stack: Stack) -> float:
+    """CPU seconds used so far by the server side: granian's processes (main and workers) and redis-server.
+
+    Throughput on a machine shared with other work moves with their load; the
+    CPU a request costs the server moves much less, so both are printed.
+    """
+    granian = stack.processes[-1].pid
+    pids = [p.pid for p in stack.processes]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == granian:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Figures:
+    latencies: dict[str, list[float]]
+    elapsed: float
+    cpu_s: float
+    floor_latencies: list[float]
+    floor_elapsed: float
+
+    def __add__(self, other: Figures) -> Figures:
+        return Figures(
+            {route: self.latencies[route] + other.latencies[route] for route in self.latencies},
+            self.elapsed + other.elapsed,
+            self.cpu_s + other.cpu_s,
+            self.floor_latencies + other.floor_latencies,
+            self.floor_elapsed + other.floor_elapsed,
+        )
+
+
+def measure(stack: Stack, key: str, args: argparse.Namespace, tag: str) -> Figures:
+    asyncio.run(drive(stack.port, key, args.warmup, args.connections, args.users, f"warm-{tag}"))
+    cpu0, t0 = server_cpu_s(stack), time.perf_counter()
+    latencies = asyncio.run(drive(stack.port, key, args.pairs, args.connections, args.users, f"run-{tag}"))
+    elapsed, cpu_s = time.perf_counter() - t0, server_cpu_s(stack) - cpu0
+    floor_latencies, floor_elapsed = asyncio.run(floor(stack.port, key, args.pairs, args.connections))
+    return Figures(latencies, elapsed, cpu_s, floor_latencies, floor_elapsed)
+
+
+def report(label: str, args: argparse.Namespace, figures: Figures) -> None:
+    latencies, elapsed = figures.latencies, figures.elapsed
     every = latencies["start"] + latencies["end"]
-    label = {"database": "embedded default (SQLite, database adapter)", "redis": "Redis"}[primary]
-    print(f"-- {label}: {args.pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
+    pairs = args.pairs * args.rounds
+    print(f"-- {label}: {pairs} start+end pairs, {args.connections} connections, granian x{args.workers}")
     print(f"   requests/s       {len(every) / elapsed:9.0f}   ({len(every)} requests in {elapsed:.2f} s)")
-    print(f"   pairs/s          {args.pairs / elapsed:9.0f}")
+    print(f"   pairs/s          {pairs / elapsed:9.0f}")
+    print(f"   server CPU       {figures.cpu_s / len(every) * 1000:9.2f} ms per request (granian and redis-server)")
     for name, values in (("all", every), ("start", latencies["start"]), ("end", latencies["end"])):
         print(
             f"   {name:<6} latency  p50 {percentile(values, 0.5) * 1000:7.2f} ms   "
             f"p99 {percentile(values, 0.99) * 1000:7.2f} ms   mean {statistics.fmean(values) * 1000:7.2f} ms"
         )
+    floor_latencies, floor_elapsed = figures.floor_latencies, figures.floor_elapsed
     print(
         f"   floor (key checked, body refused by validation, no storage): {len(floor_latencies) / floor_elapsed:.0f}"
         f" requests/s, p50 {percentile(floor_latencies, 0.5) * 1000:.2f} ms,"
         f" p99 {percentile(floor_latencies, 0.99) * 1000:.2f} ms"
     )
+
+
+def run(primary: str, args: argparse.Namespace) -> None:
+    stack = Stack(primary, args.workers)
+    label = {"database": "embedded default (SQLite, database adapter)", "redis": "Redis"}[primary]
+    try:
+        stack.start()
+        keys = {label: stack.key}
+        if args.rate_limit:
+            rate, burst = f"{args.rate_limit:.15g}", str(max(1, math.ceil(args.rate_limit)))
+            keys[f"{label}, key limited to {rate}/s"] = stack.create_key("--rate", rate, "--burst", burst)
+        results: dict[str, Figures] = {}
+        for round_ in range(args.rounds):  # alternating, so a drift in the machine's load hits both keys alike
+            order = list(keys.items()) if round_ % 2 == 0 else list(reversed(keys.items()))
+            for name, key in order:
+                got = measure(stack, key, args, f"{round_}-{list(keys).index(name)}")
+                results[name] = results[name] + got if name in results else got
+    finally:
+        stack.stop()
+    for name, figures in results.items():
+        report(name, args, figures)
 
 
 def main() -> None:
@@ -297,6 +375,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="pairs before measuring (default 200)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--users", type=int, default=500, help="distinct users the sessions spread over (default 500)")
+    parser.add_argument(
+        "--rate-limit", type=float, default=0, help="also measure a key limited to this many requests/s (burst alike)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per key, alternating keys (default 1)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="granian workers (default: cores)")
     args = parser.parse_args()
     print(f"bench/api.py: {os.cpu_count()} cores; load generator in this process")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -94,6 +95,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "csp",
+    "axes",  # sign-in lockouts (dashboard/signin.py)
     "ninja",  # serves the API docs' Swagger UI from our own static files, not a CDN
     "autoplay_storage",
     "api",
@@ -110,6 +112,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last: turns a refused sign-in (too many failures) into our lockout page.
+    "axes.middleware.AxesMiddleware",
     # After WhiteNoise, which answers static files itself: only pages are marked.
     "dashboard.middleware.no_store",
 ]
@@ -177,6 +181,50 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Flash messages live server-side: one carries a newly created API key, shown once.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# AxesBackend first: a locked-out sign-in is refused before the password is even checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
+# Shared across workers: the API key cache, rate-limit and sign-in counters (docs/security.md).
+# With Redis, django-redis on the same server under its own prefix (``autoplay-cache:``, never a
+# wire key's ``autoplay:``); otherwise a table of the database (``createcachetable``, run by migrate).
+CACHE_KEY_PREFIX = "autoplay-cache"
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "autoplay_cache",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
+
+# Sign-in protection (django-axes; dashboard/signin.py): 5 failures for one user name or 20
+# from one address within AXES_COOLOFF_TIME refuse sign-in (the right password too) for that long.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+SIGNIN_USERNAME_LIMIT = int(os.environ.get("AUTOPLAY_SIGNIN_USERNAME_LIMIT", 5))
+SIGNIN_ADDRESS_LIMIT = int(os.environ.get("AUTOPLAY_SIGNIN_ADDRESS_LIMIT", 20))
+AXES_FAILURE_LIMIT = "dashboard.signin.failure_limit"
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("AUTOPLAY_SIGNIN_LOCKOUT_MINUTES", 15)))
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lockout ends 15 minutes after it began
+AXES_LOCKOUT_CALLABLE = "dashboard.signin.lockout_response"
+# Counters in Django's cache when it is Redis (atomic INCR); in axes' own table otherwise, whose
+# updates are atomic where the database cache's incr (read, then write) is not.
+AXES_HANDLER = (
+    "axes.handlers.cache.AxesCacheHandler"
+    if os.environ.get("REDIS_URL")
+    else "axes.handlers.database.AxesDatabaseHandler"
+)
+AXES_VERBOSE = False
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:products"

@@ -7,3 +7,6 @@ class DashboardConfig(AppConfig):
     name = "dashboard"
     verbose_name = "Console"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signin  # noqa: F401  (connects the sign-in audit receivers)

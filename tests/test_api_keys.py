@@ -57,7 +57,7 @@ async def test_verify_caches_and_rejects() -> None:
     auth.forget()
     identity = await auth.verify(key)
     assert identity.allows("p1") and not identity.allows("p2")
-    assert await auth.verify(key) is identity  # served from the in-process cache
+    assert await auth.verify(key) is identity  # remembered by this worker
     for bad in (key + "x", "ap_" + row.prefix + "_guess", "ap_short_x", ""):
         with pytest.raises(auth.ApiError) as err:
             await auth.verify(bad)

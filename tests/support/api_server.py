@@ -91,6 +91,33 @@ def make_key(transactional_db: None) -> Iterator[Callable[..., str]]:
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def server_env(directory: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``granian_server`` runs its commands and server in (its own SQLite file under ``directory``)."""
+    return {
+        **os.environ,
+        "AUTOPLAY_VAR_DIR": str(directory),
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+        "AUTOPLAY_PRIMARY": "",
+        "REDIS_URL": "",
+        "AUTOPLAY_DEMO": "0",
+        "DJANGO_SECRET_KEY": "test-only",
+        **(extra_env or {}),
+    }
+
+
+def manage(directory: Path, *args: str, extra_env: dict[str, str] | None = None) -> str:
+    """Run ``manage.py`` on the data of the ``granian_server`` started on ``directory``; its stdout."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=server_env(directory, extra_env),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
 @contextmanager
 def granian_server(
     directory: Path, products: list[str], workers: int = 2, extra_env: dict[str, str] | None = None
@@ -99,15 +126,7 @@ def granian_server(
 
     ``extra_env`` reaches the server only (``AUTOPLAY_BODY_TIMEOUT_S``, ``REDIS_URL``...), not the
     migrate and key commands before it. Run it again on the same ``directory`` to restart on the same data."""
-    env = {
-        **os.environ,
-        "AUTOPLAY_VAR_DIR": str(directory),
-        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
-        "AUTOPLAY_PRIMARY": "",
-        "REDIS_URL": "",
-        "AUTOPLAY_DEMO": "0",
-        "DJANGO_SECRET_KEY": "test-only",
-    }
+    env = server_env(directory)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
     args = [f"--product={p}" for p in products]
