@@ -24,14 +24,26 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed
 from django.middleware.security import SecurityMiddleware
+from django.urls import ResolverMatch
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 API_PREFIX = "/api/"
+ROUTE_KEY = "autoplay.route"
+"""Where a handler leaves the URL pattern it matched in the ASGI scope (the HTTP metrics' ``route``)."""
 
 
-class ApiASGIHandler(ASGIHandler):
+class RouteInScope:
+    """A Django handler that writes the matched URL pattern into the request's ASGI scope."""
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        match = super().resolve_request(request)  # type: ignore[misc]
+        request.scope[ROUTE_KEY] = "/" + match.route  # type: ignore[attr-defined]
+        return match
+
+
+class ApiASGIHandler(RouteInScope, ASGIHandler):
     """Django's ASGI handler with the API's own (short) middleware chain."""
 
     def load_middleware(self, is_async: bool = False) -> None:

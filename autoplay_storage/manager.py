@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import NotBrowsableError, StorageUnavailableError
+from .metrics import StorageOperation
 from .protocol import (
     AtomicStateStore,
     AutoplayStorageAdapter,
@@ -71,6 +72,7 @@ class StorageManager:
         self.sink_timeout_s = sink_timeout_s
         self.on_sink_result = on_sink_result
         self.sink_stats: dict[str, SinkStats] = {}
+        self._operations: dict[str, StorageOperation] = {}
 
     @property
     def adapters(self) -> list[AutoplayStorageAdapter]:
@@ -83,11 +85,11 @@ class StorageManager:
     # -- the four wire methods --
 
     async def save_user_state(self, product_id: str, user_id: str, state: dict[str, Any]) -> None:
-        await self._primary_call(self.primary.save_user_state(product_id, user_id, state))
+        await self._primary_call("save_user_state", self.primary.save_user_state(product_id, user_id, state))
         await self._fan_out("save_user_state", product_id, user_id, state)
 
     async def get_user_state(self, product_id: str, user_id: str) -> dict[str, Any] | None:
-        doc = await self._primary_call(self.primary.get_user_state(product_id, user_id))
+        doc = await self._primary_call("get_user_state", self.primary.get_user_state(product_id, user_id))
         if doc is not None:
             return doc
         return await self._secondary_read("get_user_state", product_id, user_id)
@@ -95,11 +97,15 @@ class StorageManager:
     async def save_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> None:
-        await self._primary_call(self.primary.save_session_snapshot(product_id, user_id, session_id, snapshot))
+        await self._primary_call(
+            "save_session_snapshot", self.primary.save_session_snapshot(product_id, user_id, session_id, snapshot)
+        )
         await self._fan_out("save_session_snapshot", product_id, user_id, session_id, snapshot)
 
     async def get_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> dict[str, Any] | None:
-        doc = await self._primary_call(self.primary.get_session_snapshot(product_id, user_id, session_id))
+        doc = await self._primary_call(
+            "get_session_snapshot", self.primary.get_session_snapshot(product_id, user_id, session_id)
+        )
         if doc is not None:
             return doc
         return await self._secondary_read("get_session_snapshot", product_id, user_id, session_id)
@@ -115,7 +121,8 @@ class StorageManager:
             wrote.append(result is not None)
             return result
 
-        doc = await self._primary_call(atomic_update(self.primary, product_id, user_id, tracked))
+        doc = await self._primary_call("update_user_state", atomic_update(self.primary, product_id, user_id, tracked))
+        self._count_retries("update_user_state", wrote)
         if wrote and wrote[-1] and doc is not None:
             await self._fan_out("save_user_state", product_id, user_id, doc)
         return doc
@@ -124,7 +131,9 @@ class StorageManager:
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> dict[str, Any]:
         """Write-once on the primary (returning what it stores), then fan out to the sinks."""
-        stored = await self._primary_call(create_snapshot(self.primary, product_id, user_id, session_id, snapshot))
+        stored = await self._primary_call(
+            "create_session_snapshot", create_snapshot(self.primary, product_id, user_id, session_id, snapshot)
+        )
         await self._fan_out("save_session_snapshot", product_id, user_id, session_id, stored)
         return stored
 
@@ -140,8 +149,9 @@ class StorageManager:
             return result
 
         frozen, doc = await self._primary_call(
-            record_session_end(self.primary, product_id, user_id, session_id, snapshot, tracked)
+            "record_session_end", record_session_end(self.primary, product_id, user_id, session_id, snapshot, tracked)
         )
+        self._count_retries("record_session_end", wrote)
         await self._fan_out("save_session_snapshot", product_id, user_id, session_id, frozen)
         if wrote and wrote[-1] and doc is not None:
             await self._fan_out("save_user_state", product_id, user_id, doc)
@@ -156,7 +166,7 @@ class StorageManager:
     async def ping(self) -> None:
         ping = getattr(self.primary, "ping", None)
         if ping is not None:
-            await self._primary_call(ping())
+            await self._primary_call("ping", ping())
 
     async def aclose(self) -> None:
         """Flush and close every adapter that can be closed (sinks flush their queues)."""
@@ -171,11 +181,31 @@ class StorageManager:
 
     # -- internals --
 
-    async def _primary_call(self, awaitable: Any) -> Any:
+    def _operation(self, name: str) -> StorageOperation:
+        operation = self._operations.get(name)
+        if operation is None:
+            operation = self._operations[name] = StorageOperation(type(self.primary).__name__, name)
+        return operation
+
+    async def _primary_call(self, name: str, awaitable: Any) -> Any:
+        """Await a call to the primary, timed and counted (the one place storage metrics are taken)."""
+        operation = self._operation(name)
+        started = time.perf_counter()
         try:
             return await awaitable
         except _TRANSPORT_ERRORS as exc:
+            operation.failed(exc)
             raise StorageUnavailableError(f"{adapter_name(self.primary)}: {exc}") from exc
+        except Exception as exc:
+            operation.failed(exc)
+            raise
+        finally:
+            operation.seconds.observe(time.perf_counter() - started)
+
+    def _count_retries(self, name: str, attempts: list[bool]) -> None:
+        """The mutation runs once per compare-and-set attempt: every run after the first is a retry."""
+        if len(attempts) > 1:
+            self._operation(name).retries.inc(len(attempts) - 1)
 
     async def _secondary_read(self, method: str, *args: str) -> dict[str, Any] | None:
         for adapter in self.secondaries:

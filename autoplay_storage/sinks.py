@@ -35,8 +35,9 @@ from typing import Any
 from django.db import connections
 from django.db.models import Count, F, Max
 
-from .adapters.analytics import DeliveryStats
-from .manager import StorageManager
+from .adapters.analytics import DeliveryStats, SinkQueueFullError
+from .manager import StorageManager, adapter_name
+from .metrics import SINK_DELIVERIES, SINK_QUEUED
 from .models import SinkDestination, WebhookDelivery
 from .models.sinks import SinkConfigError
 from .runtime import manager_hooks, storage_settings
@@ -166,6 +167,8 @@ class SinkRegistry:
                 return
             error = f"{method}: {type(exc).__name__}: {exc}" if str(exc) else f"{method}: {type(exc).__name__}"
             self._counts.setdefault(tracked.destination_id, _Counts()).failure(1, error, time.time())
+        outcome = "dropped" if isinstance(exc, SinkQueueFullError) else "failed"
+        SINK_DELIVERIES.labels(adapter_name(adapter), outcome).inc()
 
     # -- the background thread --
 
@@ -242,6 +245,7 @@ class SinkRegistry:
             if now.failed > before.failed or (now.last_error_at or 0) > (before.last_error_at or 0):
                 delta.failure(now.failed - before.failed, now.last_error or "delivery failed", now.last_error_at or 0)
             tracked.seen = now
+            _export(tracked.adapter, delta, now.pending)
             if delta.sent or delta.failed or delta.last_error:
                 self._count(tracked.destination_id, delta)
             take = getattr(tracked.adapter, "take_attempts", None)
@@ -258,6 +262,7 @@ class SinkRegistry:
         with self._lock:
             for tracked in also or []:
                 self._by_adapter.pop(id(tracked.adapter), None)
+                SINK_QUEUED.labels(adapter_name(tracked.adapter)).set(0)  # closed: nothing waits in it any more
             pending, self._counts = self._counts, {}
             attempts, self._attempts = self._attempts, {}
         for destination_id, made in attempts.items():
@@ -293,6 +298,16 @@ class SinkRegistry:
             logger.warning("could not save the last sink counters: %s", exc)
         finally:
             connections.close_all()
+
+
+def _export(adapter: Any, delta: _Counts, pending: int) -> None:
+    """The delivery report as metrics: what the SDK delivered or gave up on since the last cycle, and its queue."""
+    name = adapter_name(adapter)
+    if delta.sent:
+        SINK_DELIVERIES.labels(name, "delivered").inc(delta.sent)
+    if delta.failed:
+        SINK_DELIVERIES.labels(name, "failed").inc(delta.failed)
+    SINK_QUEUED.labels(name).set(pending)
 
 
 _registry: SinkRegistry | None = None

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from .errors import StorageError, StorageUnavailableError
 from .lifecycle import SessionEnd, Summarizer, apply_summary, load_state
+from .metrics import SUMMARIZER_RUNS, SUMMARIZER_SECONDS
 from .models import SummaryClaim, SummaryRun
 from .protocol import StateDoc
 from .runtime import get_storage, get_summarizer, storage_settings, summarizer_path
@@ -124,10 +125,18 @@ async def run_summarizer(
     )
     if claim is not None:
         await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token).aupdate(run=run)
+    started = time.perf_counter()
     run.outcome, run.error, run.new_summary = await _execute(summarizer, snapshot, timeout_s)
+    SUMMARIZER_RUNS.labels(run.outcome).inc()
+    SUMMARIZER_SECONDS.labels(run.outcome).observe(time.perf_counter() - started)
     run.duration_ms = round((time.perf_counter() - t0) * 1000)
     await run.asave(update_fields=["outcome", "error", "new_summary", "duration_ms"])
     if run.new_summary is None:
+        logger.warning(
+            "summarizer %s %s for %s/%s session %s: %s",
+            run.summarizer, run.outcome, product_id, user_id, snapshot.session_id, run.error,
+            extra={"product_id": product_id, "user_id": user_id, "session_id": snapshot.session_id},
+        )  # fmt: skip
         raise SummaryFailed(run.error, run)
     return SummaryResult(text=run.new_summary, run=run)
 
@@ -147,9 +156,9 @@ async def _heartbeat(claim: SummaryClaim) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         try:
-            await SummaryClaim.objects.filter(
-                pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING
-            ).aupdate(lease_expires_at=timezone.now() + timedelta(seconds=LEASE_S))
+            await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token, state=SummaryClaim.State.RUNNING).aupdate(
+                lease_expires_at=timezone.now() + timedelta(seconds=LEASE_S)
+            )
         except DatabaseError as exc:  # the next beat tries again; the lease has room for two misses
             logger.warning("could not renew the summary claim of %s: %s", claim, exc)
 

@@ -25,15 +25,28 @@ Why these options:
   for a bounded time.
 * ``--interface asginl``: Django has no ASGI lifespan; skipping the probe
   saves a failed startup exchange per worker.
+* ``PROMETHEUS_MULTIPROC_DIR`` (when ``AUTOPLAY_METRICS_TOKEN`` is set): a
+  fresh, empty directory for this start, where every worker keeps its
+  metrics for whichever worker answers ``/metrics`` (``config.metrics``).
+  Directories of earlier starts whose main process is gone are removed; one
+  the operator names is emptied instead.
+* ``--log-config`` (when ``AUTOPLAY_LOG_FORMAT=json``): granian's own lines
+  as JSON on stderr, like the project's (``config.logs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 APP = "config.asgi:application"
+METRICS_DIR_PREFIX = "autoplay-metrics-"
 
 
 def default_workers() -> int:
@@ -74,6 +87,52 @@ def granian_argv(host: str, port: int, workers: int, extra: list[str] | None = N
     ]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def metrics_base() -> Path:
+    """Memory-backed where there is one: the workers write to these files on every request, and a
+    disk-backed page under writeback can stall the write (and the request) on a busy disk."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+def metrics_dir(environ: dict[str, str], base: Path | None = None) -> str:
+    """A fresh directory for this start's worker metrics under ``base`` (the operator's, emptied, if named)."""
+    named = environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        Path(named).mkdir(parents=True, exist_ok=True)
+        for stale in Path(named).glob("*.db"):  # a counter left from an earlier start would add to this one's
+            stale.unlink()
+        return named
+    base = base or metrics_base()
+    for old in base.glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = old.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(old)
+    # Named after this pid, which granian's main process keeps (exec): the next start knows when it is gone.
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-", dir=base)
+
+
+def granian_log_config() -> str:
+    """Granian's logging configuration for JSON lines, written where the project keeps its files."""
+    from django.conf import settings
+
+    from config.logs import granian_logging_config
+
+    path = Path(settings.VAR_DIR) / "granian-logging.json"
+    path.write_text(json.dumps(granian_logging_config()))
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -81,8 +140,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     args, extra = parser.parse_known_args(argv)
     workers = args.workers if args.workers and args.workers > 0 else default_workers()
+    # Settings read before PROMETHEUS_MULTIPROC_DIR is set: this process keeps no metrics files of its own.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from django.conf import settings
+
+    environ = dict(os.environ)
+    if settings.AUTOPLAY_LOG_FORMAT == "json":
+        extra = ["--log-config", granian_log_config(), *extra]
     command = granian_argv(args.host, args.port, workers, extra)
-    os.execv(command[0], command)
+    if settings.AUTOPLAY_METRICS_TOKEN:
+        environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir(environ)
+    os.execve(command[0], command, environ)
 
 
 if __name__ == "__main__":

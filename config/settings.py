@@ -16,6 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AUTOPLAY_VAR_DIR", BASE_DIR / "var"))
 
@@ -310,11 +312,14 @@ AUTOPLAY_STORAGE = {
     "ERASURE_RETRY_POLL_S": float(os.environ.get("AUTOPLAY_ERASURE_RETRY_POLL_S", 15)),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# /metrics (Prometheus text format) answers only to `Authorization: Bearer <this>`; unset: 404,
+# and the server keeps no HTTP metrics (config.metrics).
+AUTOPLAY_METRICS_TOKEN = os.environ.get("AUTOPLAY_METRICS_TOKEN", "")
+
+# "json": one JSON object per log line, with the request id (config.logs); "plain": text lines.
+AUTOPLAY_LOG_FORMAT = os.environ.get("AUTOPLAY_LOG_FORMAT", "plain").strip().lower() or "plain"
+if AUTOPLAY_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"AUTOPLAY_LOG_FORMAT must be plain or json, not {AUTOPLAY_LOG_FORMAT!r}")
+
+LOGGING_CONFIG = "config.logs.configure"
+LOGGING = logging_config(AUTOPLAY_LOG_FORMAT, os.environ.get("DJANGO_LOG_LEVEL", "INFO"))

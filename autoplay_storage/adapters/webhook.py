@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..request_context import request_id
 from .analytics import (
     AnalyticsSink,
     DeliveryStats,
@@ -84,6 +85,7 @@ class _Event:
     id: str
     type: str
     body: str
+    request_id: str | None = None  # of the request that queued it, for the delivery's log lines
 
 
 class WebhookStorageAdapter(AnalyticsSink):
@@ -164,7 +166,7 @@ class WebhookStorageAdapter(AnalyticsSink):
         stamp = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
         body = json.dumps({"type": event_type, "timestamp": stamp, "data": data}, ensure_ascii=False, default=str)
         try:
-            self._queue.put_nowait(_Event(event_id, event_type, body))
+            self._queue.put_nowait(_Event(event_id, event_type, body, request_id.get()))
         except queue.Full:
             with self._lock:
                 self._dropped += 1
@@ -178,12 +180,14 @@ class WebhookStorageAdapter(AnalyticsSink):
                 event = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            token = request_id.set(event.request_id)
             try:
                 self._deliver(event)
             except Exception as exc:  # a bug must not kill the only delivery thread
                 logger.exception("%s: delivery failed", self.name)
                 self._note_failure(f"{type(exc).__name__}: {exc}")
             finally:
+                request_id.reset(token)
                 self._queue.task_done()
 
     def _deliver(self, event: _Event) -> None:
@@ -197,6 +201,11 @@ class WebhookStorageAdapter(AnalyticsSink):
             if attempt < self.max_attempts and not self._backoff(attempt):
                 error = f"{error}; not retried: the sink is closing"
                 break
+        logger.warning(
+            "%s: %s %s not delivered after %d attempt(s): %s",
+            self.name, event.type, event.id, attempt, error,
+            extra={"sink": self.name, "event_id": event.id, "event_type": event.type},
+        )  # fmt: skip
         self._note_failure(error)
 
     def _backoff(self, attempt: int) -> bool:

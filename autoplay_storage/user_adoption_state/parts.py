@@ -6,6 +6,7 @@ methods are generated from the declarations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from .fields import (
@@ -24,6 +25,7 @@ from .fields import (
     timestamp,
     unit,
 )
+from .readers import _stamp, _unit
 
 SCHEMA_VERSION = 1
 SESSIONS_INDEX_LIMIT = 50
@@ -82,6 +84,45 @@ class WorkflowProgress:
     last_evaluated_at: float = timestamp()
     steps: dict[str, StepProgress] = by_id(StepProgress)
 
+    # -- the SDK's API (autoplay_sdk 0.13), same signatures and effects --
+
+    @property
+    def completed_step_ids(self) -> list[str]:
+        return [sid for sid, step in self.steps.items() if step.status == WorkflowStatus.COMPLETED]
+
+    def upsert_step_progress(
+        self,
+        step_id: str,
+        *,
+        status: WorkflowStatus | str,
+        confidence: float,
+        evidence: str = "",
+        now: float | None = None,
+    ) -> StepProgress:
+        """Create or update one step's belief; ``completed_at`` is stamped the first time it completes.
+
+        As in the SDK, the workflow's own ``last_evaluated_at`` is left alone
+        and an empty ``evidence`` keeps the old one.
+        """
+        now = _stamp(now)
+        step = self.steps.get(step_id)
+        if step is None:
+            step = StepProgress(step_id=step_id, last_evaluated_at=now)
+            self.steps[step_id] = step
+        step.status = WorkflowStatus(status)
+        step.confidence = _confidence(confidence)
+        if evidence:
+            step.evidence = evidence
+        step.last_evaluated_at = now
+        if step.status is WorkflowStatus.COMPLETED and step.completed_at is None:
+            step.completed_at = now
+        return step
+
+
+def _confidence(value: float) -> float:
+    """A caller's confidence clamped to 0..1: numeric strings parse as in the SDK, NaN is 0 (not 1)."""
+    return _unit(float(value))
+
 
 @document(optional=True)
 class StepInAssessment:
@@ -108,6 +149,75 @@ class OnboardingState:
     onboarding_completed_at: float | None = opt_timestamp()  # once set, never cleared
     summary: str | None = opt_text()  # the cross-session brief
     completion_rate: float = unit()  # a copy of the last snapshot's rate
+
+    # -- the SDK's API (autoplay_sdk 0.13), same signatures and effects --
+
+    @property
+    def completed_workflow_ids(self) -> list[str]:
+        return [wid for wid, wp in self.workflow_progress.items() if wp.status == WorkflowStatus.COMPLETED]
+
+    @property
+    def in_progress_workflow_ids(self) -> list[str]:
+        return [wid for wid, wp in self.workflow_progress.items() if wp.status == WorkflowStatus.IN_PROGRESS]
+
+    def outstanding_workflow_ids(self, plan_workflow_ids: Iterable[str]) -> list[str]:
+        """The plan's ids not completed yet, in plan order."""
+        completed = set(self.completed_workflow_ids)
+        return [wid for wid in plan_workflow_ids if wid not in completed]
+
+    @property
+    def is_onboarding_complete(self) -> bool:
+        return self.onboarding_completed_at is not None
+
+    def upsert_workflow_progress(
+        self,
+        workflow_id: str,
+        *,
+        status: WorkflowStatus | str,
+        confidence: float,
+        evidence: str = "",
+        source: str | None = None,
+        now: float | None = None,
+    ) -> WorkflowProgress:
+        """Create or update one workflow's belief, as the SDK does.
+
+        A new entry is first detected now; ``completed_at`` is stamped the
+        first time it completes; ``source=None`` (or blank) keeps the old
+        source and an empty ``evidence`` keeps the old evidence.
+        """
+        now = _stamp(now)
+        given_source = source if source and source.strip() else None
+        wp = self.workflow_progress.get(workflow_id)
+        if wp is None:
+            wp = WorkflowProgress(
+                workflow_id=workflow_id,
+                first_detected_at=now,
+                last_evaluated_at=now,
+                source=given_source or "unknown",
+            )
+            self.workflow_progress[workflow_id] = wp
+        wp.status = WorkflowStatus(status)
+        wp.confidence = _confidence(confidence)
+        if evidence:
+            wp.evidence = evidence
+        if given_source:
+            wp.source = given_source
+        wp.last_evaluated_at = now
+        if wp.status is WorkflowStatus.COMPLETED and wp.completed_at is None:
+            wp.completed_at = now
+        return wp
+
+    def record_step_in(self, assessment: StepInAssessment) -> None:
+        """Keep the agent's latest step-in decision; it was reasoned at its ``decided_at``."""
+        self.last_step_in = assessment
+        self.last_reasoned_at = assessment.decided_at
+
+    def mark_onboarding_complete(self, *, now: float | None = None) -> bool:
+        """Stamp completion once; later calls change nothing. Returns whether it stamped."""
+        if self.onboarding_completed_at is not None:
+            return False
+        self.onboarding_completed_at = _stamp(now)
+        return True
 
 
 @document(frozen=True, optional=True)

@@ -8,6 +8,7 @@ agent changes a live state with; each bumps ``last_updated_at``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from .parts import (
     WorkflowStatus,
 )
 from .readers import _json_safe, _stamp, _str_list, _unit
+
+logger = logging.getLogger(__name__)
 
 
 def _known_version(data: Mapping[str, Any]) -> None:
@@ -69,6 +72,10 @@ class UserAdoptionState:
     def sessions_count(self) -> int:
         return self.sessions.count
 
+    @sessions_count.setter
+    def sessions_count(self, count: int) -> None:
+        self.sessions.count = count
+
     @property
     def is_onboarded(self) -> bool:
         return self.onboarding.onboarding_completed_at is not None
@@ -84,8 +91,14 @@ class UserAdoptionState:
     def touch(self, now: float | None = None) -> None:
         self.last_updated_at = _stamp(now)
 
-    def set_journey_state(self, journey_state: JourneyState | str, *, now: float | None = None) -> None:
-        self.journey_state = JourneyState(journey_state)
+    def set_journey_state(
+        self, journey_state: JourneyState | str, *, reason: str = "", now: float | None = None
+    ) -> None:
+        """Move the journey; ``reason`` (the SDK's argument) goes to the log line of a transition."""
+        journey_state = JourneyState(journey_state)
+        if journey_state is not self.journey_state:
+            logger.info("user %s journey %s -> %s (%s)", self.user_id, self.journey_state, journey_state, reason)
+        self.journey_state = journey_state
         self.touch(now)
 
     def set_mastery(
@@ -230,6 +243,7 @@ class UserAdoptionState:
         self.sessions.index.append(entry)
         del self.sessions.index[:-SESSIONS_INDEX_LIMIT]
         self.sessions.count += 1
+        self.touch()
         return True
 
     def merge_workflow_progress(self, incoming: Mapping[str, WorkflowProgress]) -> None:
@@ -237,6 +251,63 @@ class UserAdoptionState:
         for wid, new in incoming.items():
             current = self.onboarding.workflow_progress.get(wid)
             self.onboarding.workflow_progress[wid] = _merge_progress(current, new)
+
+    # -- the SDK's API (autoplay_sdk 0.13): its names over our nested fields, same effects --
+
+    @property
+    def current_session_id(self) -> str | None:
+        return self.sessions.current_session_id
+
+    @current_session_id.setter
+    def current_session_id(self, session_id: str | None) -> None:
+        self.sessions.current_session_id = session_id
+
+    @property
+    def sessions_index(self) -> list[SessionIndexEntry]:
+        """The index itself (not a copy): appending to it appends to the document, as in the SDK."""
+        return self.sessions.index
+
+    @sessions_index.setter
+    def sessions_index(self, index: list[SessionIndexEntry]) -> None:
+        self.sessions.index = index
+
+    @property
+    def role(self) -> str | None:
+        """The conventional ``role`` metadata key, as text."""
+        role = self.metadata.get("role")
+        return None if role is None else str(role)
+
+    def mark_welcomed(self, *, now: float | None = None) -> None:
+        """The welcome was shown: it counts as proactive support."""
+        self.onboarding.welcomed = True
+        self.onboarding.last_welcome_at = _stamp(now)
+        self.onboarding.proactive_support_count += 1
+        self.touch()
+
+    def mark_judged(self, *, now: float | None = None) -> None:
+        self.last_judged_at = _stamp(now)
+        self.touch()
+
+    def set_current_session(self, session_id: str) -> None:
+        """Mark the open session; a blank id clears it."""
+        self.sessions.current_session_id = (session_id or "").strip() or None
+        self.touch()
+
+    def to_prompt_block(self) -> str:
+        """The ``[USER ADOPTION STATE]`` block the SDK prepends to a chat prompt, word for word."""
+        if self.journey_state is JourneyState.ONBOARDING:
+            guidance = "favor step-by-step teaching and confirm basics"
+        else:
+            guidance = "be concise; skip basics unless asked"
+        return "\n".join(
+            [
+                "[USER ADOPTION STATE]",
+                f"role: {self.role or 'unknown'}",
+                f"journey: {self.journey_state.value}",
+                f"mastery: {self.mastery.level.value} ({self.mastery.rating}/10)",
+                f"guidance: {guidance}",
+            ]
+        )
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -1,7 +1,7 @@
 """A loopback webhook receiver that verifies each request with the ``standardwebhooks`` package.
 
 ``plan`` is a list of modes answered in turn (then ``mode`` for the rest):
-``ok`` (204), ``fail`` (500), ``hang`` (held until ``release()``), or
+``ok`` (204), ``fail`` (500), ``reject`` (400: not retried), ``hang`` (held until ``release()``), or
 ``slow`` (answers 200 after ``slow_s``). Every request is recorded with
 whether its signature verified under ``secret``.
 """
@@ -63,6 +63,8 @@ class WebhookReceiver(LoopbackServer):
                     time.sleep(server.slow_s)
                 if mode == "fail":
                     self._answer(500, {"error": "receiver failure"})
+                elif mode == "reject":
+                    self._answer(400, {"error": "receiver refuses the event"})
                 else:
                     self._answer(200, {"ok": True})
 

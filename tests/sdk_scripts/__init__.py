@@ -1,0 +1,1 @@
+"""Scripts written against the published SDK's API, run unchanged but for their imports."""
