@@ -10,7 +10,8 @@
 
 ``Backend.leftovers(product, user)`` names whatever the store still holds of
 one user (keys, index members, rows), read around the adapter: an erasure
-must leave it empty.
+must leave it empty. ``Backend.documents(product)`` reads a product's
+documents around the adapter too, for a recount of its insight aggregates.
 
 Only the adapters' public methods are used, plus the engine's own entry
 points (``manager.record_session_end``, the lifecycle) where the contract is
@@ -49,6 +50,8 @@ class Backend:
     put_state: Callable[[str, str, str], Awaitable[None]]  # (product, user, raw text)
     put_snapshot: Callable[[str, str, str, str], Awaitable[None]]  # (product, user, session, raw text)
     leftovers: Callable[[str, str], Awaitable[list[str]]]  # (product, user) -> what the store holds of them
+    documents: Callable[[str], Awaitable[tuple[list[dict], list[dict]]]]  # product -> its states, snapshots
+    rebuild: Callable[[], Awaitable[Any]] | None = None  # the insight rebuild (autoplay_reindex), if any
 
 
 def make_state(user_id: str, *, at: float, journey: str = "onboarding", level: str = "novice", **metadata: Any) -> dict:

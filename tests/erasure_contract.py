@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from autoplay_storage.browse import UserQuery
+from autoplay_storage.demo import load_user_lifecycle, plan_user
 from autoplay_storage.errors import UserErasedError
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.protocol import ErasableStorage
-from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
+from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState, WorkflowStatus
+from tests.support.insight_recount import DAY, check_insight
 
 if TYPE_CHECKING:
     from tests.adapter_contract import Backend
@@ -109,6 +112,43 @@ class ErasureContract:
             state = UserAdoptionState.from_dict(doc)
             assert {e.session_id for e in state.sessions.index} == history
             assert state.sessions.count == len(history)
+        await check_insight(adapter, P, lambda: backend.documents(P))  # the aggregates hold the new user only
+
+    async def test_erase_takes_the_user_out_of_every_insight_aggregate(self, backend: Backend) -> None:
+        """Stats, segment counts, lists and the stuck queue equal a recount of the users left, rebuilt or not."""
+        adapter = backend.adapter
+        storage = StorageManager([adapter])
+        rng = random.Random(15)
+        plans = [plan_user(rng, sessions=rng.randint(2, 6), user_id=uid) for uid in [U, *NEIGHBOURS]]
+        await asyncio.gather(*(load_user_lifecycle(storage, P, plan) for plan in plans))
+        long_ago = time.time() - 30 * DAY
+
+        def stuck(doc: dict) -> dict:  # in progress on a workflow with no progress for a month: in the stuck queue
+            st = UserAdoptionState.from_dict(doc)
+            st.upsert_workflow_progress("invite_team", status=WorkflowStatus.IN_PROGRESS, evidence="one", now=long_ago)
+            wp = st.onboarding.workflow_progress["invite_team"]
+            wp.first_detected_at, wp.completed_at, wp.steps = long_ago, None, {}
+            st.metadata["plan"] = "team"
+            return st.to_dict()
+
+        for uid in (U, "u_10"):
+            await storage.update_user_state(P, uid, stuck)
+
+        def recounted() -> Any:
+            return check_insight(adapter, P, lambda: backend.documents(P))
+
+        assert U in await recounted()
+        await adapter.erase_user(P, U, tombstone_s=TOMBSTONE_S)
+        assert U not in await recounted()
+        assert await backend.leftovers(P, U) == []
+        with pytest.raises(UserErasedError):  # refused: counts nothing
+            await on_session_end(P, U, snapshot_of("late", captured=time.time() - 1), storage)
+        await adapter.erase_user(P, U, tombstone_s=TOMBSTONE_S)  # a repeat takes nothing twice
+        assert U not in await recounted()
+        if backend.rebuild is not None:  # autoplay_reindex counts the documents left: the same numbers
+            await backend.rebuild()
+            assert U not in await recounted()
+            assert await backend.leftovers(P, U) == []
 
 
 def snapshot_of(session_id: str, user_id: str = U, *, captured: float) -> SessionSnapshot:

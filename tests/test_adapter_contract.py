@@ -8,6 +8,8 @@ started once per session (tests/support/); each test gets an emptied store.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +22,7 @@ from asgiref.sync import sync_to_async
 from autoplay_storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_storage.keys import session_key, user_state_key
 from tests.adapter_contract import AdapterContract, Backend
+from tests.support.insight_recount import db_documents, redis_documents
 from tests.support.redis_server import RedisServer, free_port, start_redis
 
 database = pytest.mark.django_db(transaction=True)  # the adapter works from its own threads
@@ -68,7 +71,11 @@ def _memory() -> Backend:
         keys = [*adapter.states, *adapter.snapshots]
         return [repr(key) for key in keys if key[:2] == (product_id, user_id)]
 
-    return Backend("memory", adapter, put_state, put_snapshot, leftovers)
+    async def documents(product_id: str) -> tuple[list[dict], list[dict]]:
+        states = [json.loads(raw) for key, raw in adapter.states.items() if key[0] == product_id]
+        return states, [json.loads(raw) for key, raw in adapter.snapshots.items() if key[0] == product_id]
+
+    return Backend("memory", adapter, put_state, put_snapshot, leftovers, documents)
 
 
 async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Backend]:
@@ -82,7 +89,8 @@ async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Bac
         nodes = request.getfixturevalue("redis_cluster")
         raw: Any = RedisCluster(host=nodes.nodes[0][0], port=nodes.nodes[0][1])
         raw.flushall(target_nodes=RedisCluster.PRIMARIES)
-        adapter = RedisStorageAdapter(nodes.url, cluster=True, max_connections=16)
+        url = nodes.url
+        adapter = RedisStorageAdapter(url, cluster=True, max_connections=16)
     else:
         url = request.getfixturevalue("redis_url")  # emptied for this test
         raw = redis.Redis.from_url(url)
@@ -106,8 +114,11 @@ async def _redis(request: pytest.FixtureRequest, kind: str) -> AsyncIterator[Bac
                 found += [f"{key} {m!r}" for m in members if m == user_id or m.endswith("\x00" + user_id)]
         return found
 
+    async def documents(product_id: str) -> tuple[list[dict], list[dict]]:
+        return await asyncio.to_thread(redis_documents, url, product_id, cluster)
+
     try:
-        yield Backend(kind, adapter, put_state, put_snapshot, leftovers)
+        yield Backend(kind, adapter, put_state, put_snapshot, leftovers, documents, adapter.reindex)
     finally:
         await adapter.aclose()
         raw.close()
@@ -117,6 +128,7 @@ async def _database(kind: str, alias: str) -> AsyncIterator[Backend]:
     from django.db import connections
 
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
+    from autoplay_storage.models.facts import UserMetadataFact, UserWorkflowFact
     from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
 
     adapter = DatabaseStorageAdapter(alias)
@@ -141,16 +153,28 @@ async def _database(kind: str, alias: str) -> AsyncIterator[Backend]:
             found += list(
                 SessionSnapshotRecord.objects.using(alias).filter(**mine).values_list("session_id", flat=True)
             )
-            terms = UserSearchTerm.objects.using(alias).filter(state__product_id=product_id, state__user_id=user_id)
-            return found + list(terms.values_list("term", flat=True))
+            theirs = {"state__product_id": product_id, "state__user_id": user_id}
+            found += list(UserSearchTerm.objects.using(alias).filter(**theirs).values_list("term", flat=True))
+            found += [repr(w) for w in UserWorkflowFact.objects.using(alias).filter(**mine)]
+            found += [repr(w) for w in UserWorkflowFact.objects.using(alias).filter(**theirs)]
+            return found + [repr(m) for m in UserMetadataFact.objects.using(alias).filter(**theirs)]
         finally:
             connections.close_all()
 
     async def leftovers(product_id: str, user_id: str) -> list[str]:
         return await sync_to_async(rows, thread_sensitive=False)(product_id, user_id)
 
+    def read_documents(product_id: str) -> tuple[list[dict], list[dict]]:
+        try:
+            return db_documents(alias, product_id)
+        finally:
+            connections.close_all()
+
+    async def documents(product_id: str) -> tuple[list[dict], list[dict]]:
+        return await sync_to_async(read_documents, thread_sensitive=False)(product_id)
+
     try:
-        yield Backend(kind, adapter, put_state, put_snapshot, leftovers)
+        yield Backend(kind, adapter, put_state, put_snapshot, leftovers, documents, adapter.rebuild_insight)
     finally:
         await adapter.aclose()
 

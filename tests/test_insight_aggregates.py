@@ -9,35 +9,19 @@ import random
 import time
 
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 
 from autoplay_storage.adapters.database import DatabaseStorageAdapter
 from autoplay_storage.adapters.memory import InMemoryStorageAdapter
 from autoplay_storage.adapters.redis import RedisStorageAdapter
 from autoplay_storage.demo import load_user_lifecycle, plan_user, snapshot_of
-from autoplay_storage.facts import UserFilter, matches, recount, user_facts
+from autoplay_storage.facts import recount
 from autoplay_storage.lifecycle import load_state, on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
 from autoplay_storage.user_adoption_state import WorkflowStatus
+from tests.support.insight_recount import DAY, check_insight, db_documents, redis_documents
 
 PRODUCT = "prod_insight"
-DAY = 86400.0
-
-FILTERS = [
-    UserFilter(),
-    UserFilter(journey_state="onboarded"),
-    UserFilter(mastery_levels=("novice", "beginner")),
-    UserFilter(onboarded=False, mastery_levels=("intermediate",)),
-    UserFilter(workflow_id="create_project", workflow_status="completed"),
-    UserFilter(workflow_id="invite_team", workflow_status="in_progress"),
-    UserFilter(workflow_id="configure_columns", workflow_status="untouched"),
-    UserFilter(sessions_min=2, sessions_max=4),
-    UserFilter(first_seen_after=time.time() - 20 * DAY),
-    UserFilter(active_before=time.time() - 5 * DAY, journey_state="onboarding"),
-    UserFilter(meta_key="plan", meta_value="team"),
-    UserFilter(meta_key="role", meta_value="manager", workflow_id="create_project", workflow_status="untouched"),
-]
 
 
 def orm(fn, *args):
@@ -50,39 +34,6 @@ def orm(fn, *args):
             connections.close_all()
 
     return sync_to_async(call, thread_sensitive=False)()
-
-
-def _db_documents(alias: str) -> tuple[list[dict], list[dict]]:
-    from autoplay_storage.models import SessionSnapshotRecord, UserStateRecord
-
-    states = [
-        json.loads(d)
-        for d in UserStateRecord.objects.using(alias).filter(product_id=PRODUCT).values_list("document", flat=True)
-    ]
-    snaps = [
-        json.loads(d)
-        for d in SessionSnapshotRecord.objects.using(alias)
-        .filter(product_id=PRODUCT)
-        .values_list("document", flat=True)
-    ]
-    return states, snaps
-
-
-def _redis_documents(url: str, cluster: bool = False) -> tuple[list[dict], list[dict]]:
-    if cluster:
-        from redis.cluster import RedisCluster
-
-        client = RedisCluster.from_url(url)
-        scan = {"target_nodes": RedisCluster.PRIMARIES}
-        part = f"{{{PRODUCT}:*}}"
-    else:
-        client, scan, part = redis.Redis.from_url(url), {}, f"{PRODUCT}:*"
-    try:
-        states = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{part}:state", **scan)]
-        snaps = [json.loads(client.get(k)) for k in client.scan_iter(f"autoplay:user:{part}:session:*", **scan)]
-    finally:
-        client.close()
-    return states, snaps
 
 
 def _flush_cluster(url: str) -> None:
@@ -112,7 +63,7 @@ async def store(request):
         adapter = RedisStorageAdapter(cluster.url, cluster=True, max_connections=16)
 
         async def documents():
-            return await asyncio.to_thread(_redis_documents, cluster.url, True)
+            return await asyncio.to_thread(redis_documents, cluster.url, PRODUCT, True)
 
         async def rebuild():
             await adapter.reindex()
@@ -121,7 +72,7 @@ async def store(request):
         adapter = RedisStorageAdapter(url, scripts=request.param == "redis-scripts")
 
         async def documents():
-            return await asyncio.to_thread(_redis_documents, url)
+            return await asyncio.to_thread(redis_documents, url, PRODUCT)
 
         async def rebuild():
             await adapter.reindex()
@@ -130,7 +81,7 @@ async def store(request):
         adapter = DatabaseStorageAdapter(alias)
 
         async def documents():
-            return await orm(_db_documents, alias)
+            return await orm(db_documents, alias, PRODUCT)
 
         async def rebuild():
             await adapter.rebuild_insight()
@@ -180,40 +131,7 @@ async def drive(storage: StorageManager, rng: random.Random, users: int = 14) ->
 
 
 async def check(adapter, documents) -> None:
-    states, snaps = await documents()
-    expected = recount(states, snaps)
-    assert await adapter.insight_stats(PRODUCT) == expected
-    assert expected.users == len(states) and sum(expected.sessions_per_day.values()) == len(snaps)
-    facts = {d["user_id"]: user_facts(d) for d in states}
-    for f in FILTERS:
-        wanted = {u for u, fa in facts.items() if matches(fa, f)}
-        assert await adapter.count_users(PRODUCT, f) == len(wanted), f
-        seen, cursor = [], None
-        while True:
-            page = await adapter.list_filtered_users(PRODUCT, f, cursor=cursor, limit=3)
-            seen += [row.user_id for row in page.items]
-            if not (cursor := page.next_cursor):
-                break
-        assert sorted(seen) == sorted(wanted), f
-        assert len(seen) == len(set(seen))
-    older = time.time() - 7 * DAY
-    stuck = sorted(
-        (
-            (wf.last_progress_at, wf.workflow_id, u)
-            for u, fa in facts.items()
-            for wf in fa.workflows
-            if wf.status == "in_progress" and wf.last_progress_at < older
-        ),
-        reverse=True,
-    )
-    got, cursor = [], None
-    while True:
-        page = await adapter.list_stuck(PRODUCT, older, cursor=cursor, limit=2)
-        got += [(r.last_progress_at, r.workflow_id, r.user.user_id) for r in page.items]
-        if not (cursor := page.next_cursor):
-            break
-    assert [g[0] for g in got] == [s[0] for s in stuck]
-    assert sorted(got) == sorted(stuck)
+    await check_insight(adapter, PRODUCT, documents)
 
 
 async def test_aggregates_agree_with_a_full_recount_and_after_a_rebuild(store, monkeypatch) -> None:

@@ -7,6 +7,10 @@ waits for that writer). A session end locks the same row first and reads the
 tombstone after the lock, so it either committed before the erasure (and is
 deleted with the rest) or sees the tombstone. On SQLite every writer holds
 the database's write lock anyway (``BEGIN IMMEDIATE``).
+
+The insight rows go in the same transaction: the user's facts are diffed to
+none and every snapshot's counts taken back (``database_facts.forget_user``),
+so the aggregates equal a recount of the users left.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from typing import Any
 
 from ..tombstones import check, session_started
+from . import database_facts
 
 
 def check_tombstone(using: str, product_id: str, user_id: str, snapshot: dict[str, Any]) -> None:
@@ -29,7 +34,7 @@ def check_tombstone(using: str, product_id: str, user_id: str, snapshot: dict[st
 
 def erase_rows(using: str, product_id: str, user_id: str, tombstone_s: int) -> dict[str, int]:
     """Lock, tombstone, delete: one transaction. Expired tombstones are pruned on the way."""
-    from django.db import transaction
+    from django.db import connections, transaction
 
     from ..models.erasures import ErasedUser
     from ..models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
@@ -37,13 +42,17 @@ def erase_rows(using: str, product_id: str, user_id: str, tombstone_s: int) -> d
     mine = {"product_id": product_id, "user_id": user_id}
     with transaction.atomic(using=using):
         _row, created = UserStateRecord.objects.using(using).get_or_create(**mine, defaults={"document": ""})
-        list(UserStateRecord.objects.using(using).select_for_update().filter(**mine).values_list("id"))
+        locked = UserStateRecord.objects.using(using).select_for_update().filter(**mine)
+        state_id, document = locked.values_list("id", "document").get()  # read again under the lock
         now = time.time()
         ErasedUser.objects.using(using).filter(expires_at__lte=now).delete()
         ErasedUser.objects.using(using).update_or_create(
             **mine, defaults={"erased_at": now, "expires_at": now + tombstone_s}
         )
-        snapshots, _ = SessionSnapshotRecord.objects.using(using).filter(**mine).delete()
+        their_snapshots = SessionSnapshotRecord.objects.using(using).filter(**mine)
+        raws = their_snapshots.values_list("document", flat=True).iterator(chunk_size=1000)
+        database_facts.forget_user(connections[using], state_id, product_id, user_id, document, raws)
+        snapshots, _ = their_snapshots.delete()
         their_terms = UserSearchTerm.objects.using(using).filter(state__product_id=product_id, state__user_id=user_id)
         terms, _ = their_terms.delete()
         states, _ = UserStateRecord.objects.using(using).filter(**mine).delete()

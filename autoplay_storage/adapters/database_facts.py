@@ -6,7 +6,8 @@ metadata rows and the product's counters (``models.facts``). It runs in the
 writer's transaction, after the state row is locked, so a retried write
 (no change: no diff) and racing ends (queued on the row lock) stay exact.
 ``write_snapshot`` counts a snapshot in the transaction that inserts it
-(write-once). ``rebuild`` recomputes everything from the documents.
+(write-once); ``forget_user`` takes a user's facts and snapshots back out in
+the erasure's transaction. ``rebuild`` recomputes everything from the documents.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..facts import SnapshotFacts, UserFacts, snapshot_facts, user_facts
@@ -34,6 +35,14 @@ def _facts_of_raw(raw: str | None) -> UserFacts | None:
     except ValueError:
         return None
     return user_facts(doc) if isinstance(doc, dict) else None
+
+
+def _snapshot_facts_of_raw(raw: str) -> SnapshotFacts | None:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return snapshot_facts(doc) if isinstance(doc, dict) else None
 
 
 def counter_deltas(old: UserFacts | None, new: UserFacts | None) -> Counter[str]:
@@ -134,17 +143,32 @@ def write_user(
 
 def write_snapshot(connection: Any, product_id: str, user_id: str, raw: str) -> None:
     """Count a snapshot this transaction just inserted (write-once: never twice)."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return
-    snap = snapshot_facts(doc) if isinstance(doc, dict) else None
+    snap = _snapshot_facts_of_raw(raw)
     if snap is None:
         return
     sql = _sql(connection)
     with connection.cursor() as cursor:
         _add(cursor, sql.add, product_id, shard_of(user_id), snapshot_deltas(snap))
         _add(cursor, sql.touch, product_id, 0, {f"catalog:{wid}": 0 for wid in snap.catalog})
+
+
+def forget_user(
+    connection: Any, state_id: int, product_id: str, user_id: str, old_raw: str | None, snapshots: Iterable[str]
+) -> None:
+    """An erasure: the user's facts diffed to none, and each stored snapshot's counts taken back.
+
+    In the erasure's transaction, with the state row locked and before the
+    rows are deleted, so the counters equal a recount of the users left. The
+    snapshots were counted in the user's shard; they are taken back from it.
+    """
+    write_user(connection, state_id, product_id, user_id, old_raw, None)
+    delta: Counter[str] = Counter()
+    for raw in snapshots:
+        snap = _snapshot_facts_of_raw(raw)
+        if snap is not None:
+            delta.subtract(snapshot_deltas(snap))
+    with connection.cursor() as cursor:
+        _add(cursor, _sql(connection).add, product_id, shard_of(user_id), {k: n for k, n in delta.items() if n})
 
 
 def rebuild(using: str, progress: Callable[[int], None] | None = None, batch: int = 2000) -> dict[str, int]:
@@ -198,11 +222,7 @@ def rebuild(using: str, progress: Callable[[int], None] | None = None, batch: in
             counts["snapshots"] += 1
             if progress is not None:
                 progress(1)
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                continue
-            snap = snapshot_facts(doc) if isinstance(doc, dict) else None
+            snap = _snapshot_facts_of_raw(raw)
             if snap is None:
                 continue
             totals.setdefault((product_id, shard_of(user_id)), Counter()).update(snapshot_deltas(snap))

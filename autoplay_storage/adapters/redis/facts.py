@@ -21,6 +21,8 @@ count snapshots, and are bumped in the step that freezes the snapshot
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ...facts import SnapshotFacts, UserFacts, user_facts
@@ -172,6 +174,21 @@ def snapshot_commands(product_id: str, facts: SnapshotFacts | None) -> list[Comm
     if facts.catalog:
         cmds.append(("SADD", catalog_key(product_id), *facts.catalog))
     return cmds
+
+
+def snapshot_uncount_commands(product_id: str, erased: Iterable[SnapshotFacts]) -> list[Command]:
+    """Take erased snapshots' counts back (send only with the step that deletes them).
+
+    The catalog is left: it names the product's workflows, not the user.
+    """
+    days: Counter[int] = Counter()
+    weeks: Counter[str] = Counter()
+    for facts in erased:
+        days[facts.day] += 1
+        weeks[f"{facts.week}:{facts.mastery_level}"] += 1
+    return [("HINCRBY", daily_key(product_id), day, -n) for day, n in sorted(days.items())] + [
+        ("HINCRBY", weekly_key(product_id), week, -n) for week, n in sorted(weeks.items())
+    ]
 
 
 def parse_int_hash(raw: dict[Any, Any] | list[Any]) -> dict[str, int]:

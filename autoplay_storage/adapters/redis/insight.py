@@ -334,13 +334,14 @@ class Insight:
         """Newest stuck first: in progress, last progress before ``older_than``, latest progress first."""
         limit = clamp_limit(limit)
         position = decode_cursor(cursor)
-        top = min(older_than, position[0]) if position else older_than
+        # After a cursor, its own score again (ties on last progress are ordered by member, filtered below).
+        top = f"{position[0]!r}" if position and position[0] < older_than else f"({older_than!r}"
         out: list[StuckUser] = []
         offset = 0
         while len(out) <= limit:
             got = await self.transport.call(
                 self.transport.client.zrevrangebyscore(
-                    stuck_key(product_id), f"({top!r}", "-inf", start=offset, num=limit + 1, withscores=True
+                    stuck_key(product_id), top, "-inf", start=offset, num=limit + 1, withscores=True
                 )
             )
             offset += len(got)
