@@ -40,6 +40,7 @@ class KeyIdentity:
     verified_until: float
     last_used_written: float = 0.0
     scopes: frozenset[str] = frozenset(DEFAULT_SCOPES)
+    prefix: str = ""
 
     def allows(self, product_id: str) -> bool:
         return product_id in self.products
@@ -91,7 +92,7 @@ async def verify(key: str) -> KeyIdentity:
         _verified.clear()
     previous = identity.last_used_written if identity else 0.0
     identity = KeyIdentity(
-        row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous, frozenset(row.scopes or ())
+        row.id, row.name, frozenset(row.products), now + CACHE_TTL_S, previous, frozenset(row.scopes or ()), parts[0]
     )
     _verified[digest] = identity
     return identity

@@ -31,7 +31,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from .adapters.webhook import check_secret, new_secret
-from .models import SinkDestination, SummaryRun, WebhookDelivery
+from .models import AuditEntry, SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
 
@@ -261,4 +261,24 @@ class SummaryRunAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: SummaryRun | None = None) -> bool:
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only for everyone, superusers included: entries leave only through ``autoplay_audit_prune``."""
+
+    list_display = ("at", "actor", "action", "product_id", "user_id", "session_id", "client_address")
+    list_filter = ("action", "actor_kind")
+    search_fields = ("actor", "product_id", "user_id", "session_id")
+    date_hierarchy = "at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -24,6 +24,9 @@ ALLOWED = (
     "autoplay_storage.user_adoption_state",
     "autoplay_storage.errors",
     "autoplay_storage.browse",
+    # Applied by the interfaces around every read and write: who may see a product, and the record of who did.
+    "autoplay_storage.access",
+    "autoplay_storage.audit",
     # Pure rules, no storage behind them: the wire JSON codec and the id rules.
     "autoplay_storage.codec",
     "autoplay_storage.ids",

@@ -1,0 +1,141 @@
+"""Writing the audit log: one call per sensitive action, from the console, the API or a command.
+
+Recording never fails the action it records: a database error is logged
+(logger ``autoplay_storage.audit``) and the request goes on, so an audit
+table that is briefly locked or full cannot take the console or the agents'
+API down with it. The entry is written before the response leaves, in the
+request's own task, so its order matches what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError
+from django.http import HttpRequest
+
+from .models import AuditEntry
+
+logger = logging.getLogger("autoplay_storage.audit")
+
+
+class Action:
+    """The action names: dotted, ``<subject>.<verb>``. Add new ones here."""
+
+    USER_VIEW = "user.view"
+    SNAPSHOT_VIEW = "snapshot.view"
+    SNAPSHOT_DOWNLOAD = "snapshot.download"
+    SUMMARY_RERUN = "summary.rerun"
+    STATE_PUT = "state.put"
+    STATE_PATCH = "state.patch"
+    STATE_EDIT = "state.edit"
+    USER_ERASE = "user.erase"
+    USER_EXPORT = "user.export"
+    USERS_EXPORT_CSV = "users.export_csv"
+    APIKEY_CREATE = "apikey.create"
+    APIKEY_REVOKE = "apikey.revoke"
+    SINK_CHANGE = "sink.change"
+    GRANT_CHANGE = "grant.change"
+    SIGNIN_SUCCESS = "signin.success"
+    SIGNIN_FAILURE = "signin.failure"
+    SIGNIN_LOCKOUT = "signin.lockout"
+    PERMISSION_DENIED = "permission.denied"
+    AUDIT_VIEW = "audit.view"
+    AUDIT_EXPORT = "audit.export"
+    AUDIT_PRUNE = "audit.prune"
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str
+    name: str
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        """A command or a background job, e.g. ``Actor.system("manage.py autoplay_erase")``."""
+        return cls(AuditEntry.ActorKind.SYSTEM, name)
+
+    @classmethod
+    def staff(cls, username: str) -> Actor:
+        return cls(AuditEntry.ActorKind.STAFF, username)
+
+    @classmethod
+    def of_request(cls, request: HttpRequest) -> Actor:
+        """The API key (``request.auth``, set by the API's key check) or the signed-in console user.
+
+        Reads ``request.user`` only when the middleware already resolved it
+        (``_cached_user``): a lazy lookup here would be a synchronous query
+        inside an async view.
+        """
+        key = getattr(request, "auth", None)
+        if key is not None and hasattr(key, "key_id"):
+            prefix = getattr(key, "prefix", "")
+            return cls(AuditEntry.ActorKind.API_KEY, f"ap_{prefix}_… {key.name}" if prefix else str(key.name))
+        user = getattr(request, "_cached_user", None)
+        if user is None:
+            user = request.__dict__.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return cls.staff(user.get_username())
+        return cls(AuditEntry.ActorKind.ANONYMOUS, "")
+
+
+def client_address(request: HttpRequest) -> str | None:
+    address = request.META.get("REMOTE_ADDR") or None
+    return address if address and address != "unix" else None
+
+
+def _entry(
+    action: str,
+    actor: Actor,
+    *,
+    product_id: str = "",
+    user_id: str = "",
+    session_id: str = "",
+    address: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    # Round-trip through JSON so a value the encoder cannot take (a set, an
+    # object) is recorded as text rather than losing the entry.
+    clean = json.loads(json.dumps(details or {}, default=str))
+    return AuditEntry(
+        actor_kind=actor.kind,
+        actor=actor.name[:255],
+        action=action,
+        product_id=product_id[:128],
+        user_id=user_id[:128],
+        session_id=session_id[:128],
+        client_address=address,
+        details=clean,
+    )
+
+
+def _failed(action: str, exc: Exception) -> None:
+    logger.error("audit entry %s could not be written: %s", action, exc)
+
+
+def record(action: str, *, actor: Actor, address: str | None = None, **fields: Any) -> None:
+    """Write one entry (sync callers: admin, signals, commands)."""
+    try:
+        _entry(action, actor, address=address, **fields).save()
+    except (DatabaseError, ValueError) as exc:
+        _failed(action, exc)
+
+
+async def arecord(action: str, *, actor: Actor, address: str | None = None, **fields: Any) -> None:
+    """Write one entry (async callers)."""
+    try:
+        await _entry(action, actor, address=address, **fields).asave()
+    except (DatabaseError, ValueError) as exc:
+        _failed(action, exc)
+
+
+def record_request(request: HttpRequest, action: str, **fields: Any) -> None:
+    """Write one entry whose actor and address come from the request."""
+    record(action, actor=Actor.of_request(request), address=client_address(request), **fields)
+
+
+async def arecord_request(request: HttpRequest, action: str, **fields: Any) -> None:
+    await arecord(action, actor=Actor.of_request(request), address=client_address(request), **fields)
