@@ -1,4 +1,4 @@
-"""Roles are Django groups: support (view), lead (view + re-run summary), admin (everything).
+"""Roles are Django groups: support (view), lead (view + re-run summary + edit a state), admin (everything).
 
 Shared by the data migration (historical models) and ``autoplay_bootstrap``
 (run on every ``make run``), so permissions added later by other apps, such as
@@ -11,6 +11,8 @@ from typing import Any
 
 VIEW_CONSOLE = "dashboard.view_console"
 RERUN_SUMMARY = "autoplay_storage.rerun_summary"
+EDIT_STATE = "autoplay_storage.edit_state"
+REBUILD_STATE = "autoplay_storage.rebuild_state"  # admins only (the admin role holds every permission)
 
 SUPPORT = "support"
 LEAD = "lead"
@@ -18,14 +20,16 @@ ADMIN = "admin"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
-    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY],
+    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, EDIT_STATE],
 }
 
 
-def sync_roles(group_model: Any, permission_model: Any) -> dict[str, int]:
+def sync_roles(group_model: Any, permission_model: Any, *, strict: bool = True) -> dict[str, int]:
     """Create or refresh the three groups; returns how many permissions each holds.
 
     Takes the model classes so a migration can pass its historical ones.
+    ``strict=False`` (the first roles migration) grants what exists so far:
+    a permission whose model a later migration adds is granted by that one.
     """
     counts: dict[str, int] = {}
     for role, names in ROLE_PERMISSIONS.items():
@@ -34,6 +38,8 @@ def sync_roles(group_model: Any, permission_model: Any) -> dict[str, int]:
         for name in names:
             app_label, codename = name.split(".", 1)
             perm = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is None and not strict:
+                continue
             if perm is None:
                 raise LookupError(f"permission {name} does not exist; run migrate first")
             perms.append(perm)
