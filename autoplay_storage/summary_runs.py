@@ -124,6 +124,7 @@ async def run_summarizer(
     )
     if claim is not None:
         await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token).aupdate(run=run)
+        claim.run_id = run.pk
     run.outcome, run.error, run.new_summary = await _execute(summarizer, snapshot, timeout_s)
     run.duration_ms = round((time.perf_counter() - t0) * 1000)
     await run.asave(update_fields=["outcome", "error", "new_summary", "duration_ms"])
@@ -210,6 +211,8 @@ async def _store(
     applied = written is not None and written.applied
     state = SummaryClaim.State.APPLIED if applied else SummaryClaim.State.SUPERSEDED
     await _settle(claim, state, expected_state=SummaryClaim.State.FINISHED)
+    if applied and claim.run_id is not None:
+        await SummaryRun.objects.filter(pk=claim.run_id, applied_at=None).aupdate(applied_at=timezone.now())
     if written is None:
         return ended
     return SessionEnd(written.state, written.document, ended.snapshot, ended.recorded)
@@ -282,6 +285,9 @@ def recorded_summarizer(product_id: str, user_id: str) -> Summarizer:
         result = await run_summarizer(
             snapshot, product_id=product_id, user_id=user_id, source=SummaryRun.Source.SESSION_END
         )
+        # on_session_end stores a summarizer's text as it returns it
+        result.run.applied_at = timezone.now()
+        await result.run.asave(update_fields=["applied_at"])
         return result.text
 
     return summarize
@@ -299,6 +305,7 @@ async def record_explicit_summary(product_id: str, user_id: str, session_id: str
         duration_ms=0,
         outcome=SummaryRun.Outcome.SUCCEEDED,
         new_summary=text,
+        applied_at=timezone.now(),
     )
 
 
@@ -341,4 +348,6 @@ async def rerun_summary(
         return state.to_dict()
 
     await storage.update_user_state(product_id, user_id, mutate)
+    result.run.applied_at = timezone.now()
+    await result.run.asave(update_fields=["applied_at"])
     return result
