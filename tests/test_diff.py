@@ -44,10 +44,7 @@ def test_sdk_sessions_in_order_say_what_changed(sdk_fixtures) -> None:
 def test_every_sdk_document_against_itself_is_empty(sdk_fixtures) -> None:
     for name, doc in sdk_fixtures.items():
         user_id = name.split("__")[2]
-        if name.startswith("state"):
-            side = read_state(doc, label="state", user_id=user_id)
-        else:
-            side = snap_side(doc)
+        side = read_state(doc, label="state", user_id=user_id) if name.startswith("state") else snap_side(doc)
         assert side.readable, name
         assert diff(side, side).changes == [], name
 

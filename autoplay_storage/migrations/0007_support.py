@@ -26,14 +26,14 @@ def grant_roles(apps, schema_editor):
     config.models_module = True
     create_permissions(config, apps=apps, verbosity=0)
     config.models_module = None
-    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False)
 
 
 class Migration(migrations.Migration):
 
     dependencies = [
         ('autoplay_storage', '0005_audit_and_grants'),
-        ('dashboard', '0001_roles'),
+        ('auth', '0012_alter_user_first_name_max_length'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='summaryrun',
             name='source',
-            field=models.CharField(choices=[('dashboard', 'Re-run from the console'), ('session_end', 'Session end (summarizer)'), ('explicit', 'Session end (explicit summary)'), ('preview', 'Re-run preview (stored only when accepted)'), ('manual', 'Written by hand'), ('restored', 'Restored from an earlier version')], max_length=16),
+            field=models.CharField(choices=[('dashboard', 'Re-run from the console'), ('session_end', 'Session end (summarizer)'), ('explicit', 'Session end (explicit summary)'), ('preview', 'Re-run from the console, previewed'), ('manual', 'Written by hand'), ('restored', 'Restored from an earlier version')], max_length=16),
         ),
         migrations.CreateModel(
             name='QuarantinedState',

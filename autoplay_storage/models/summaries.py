@@ -23,7 +23,7 @@ class SummaryRun(models.Model):
         DASHBOARD = "dashboard", "Re-run from the console"
         SESSION_END = "session_end", "Session end (summarizer)"
         EXPLICIT = "explicit", "Session end (explicit summary)"
-        PREVIEW = "preview", "Re-run preview (stored only when accepted)"
+        PREVIEW = "preview", "Re-run from the console, previewed"
         MANUAL = "manual", "Written by hand"
         RESTORED = "restored", "Restored from an earlier version"
 

@@ -23,9 +23,9 @@ from ..user_adoption_state import UserAdoptionState
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One value the form changed: where, and the ``state_ops`` edit that makes the change."""
+    """What one ``state_ops`` edit changes (``paths``: the values it sets), as a form asked for it."""
 
-    path: FieldPath
+    paths: tuple[FieldPath, ...]
     edit: StateEdit
 
 
@@ -53,7 +53,7 @@ async def edit_state(
     Raises ``ConflictError`` (nothing written) when it is not, and
     ``StateNotFoundError`` when the user has no state.
     """
-    paths = [c.path for c in changes]
+    paths = [p for c in changes for p in c.paths]
     before: dict[str, Any] = {}
 
     def capture(state: UserAdoptionState) -> None:  # runs first, on the very document the edits change

@@ -74,7 +74,7 @@ async def preview_summary(product_id: str, user_id: str, session_id: str | None 
     return Preview(result.run, versioned.state.onboarding.summary, versioned.etag)
 
 
-async def _run(product_id: str, user_id: str, pk: int) -> SummaryRun:
+async def summary_run(product_id: str, user_id: str, pk: int) -> SummaryRun:
     try:
         return await SummaryRun.objects.select_related("actor").aget(pk=pk, product_id=product_id, user_id=user_id)
     except SummaryRun.DoesNotExist as exc:
@@ -104,14 +104,14 @@ async def write_summary(
     run: SummaryRun | None = None
     restored: SummaryRun | None = None
     if preview_id is not None:
-        run = await _run(product_id, user_id, preview_id)
+        run = await summary_run(product_id, user_id, preview_id)
         if run.source != SummaryRun.Source.PREVIEW or not run.new_summary:
             raise SummaryReviewError(f"summary run {preview_id} is not a preview with a text")
         if run.applied_at is not None:
             raise SummaryReviewError(f"preview {preview_id} was accepted already")
         new_text = run.new_summary
     elif restore_id is not None:
-        restored = await _run(product_id, user_id, restore_id)
+        restored = await summary_run(product_id, user_id, restore_id)
         if restored.applied_at is None or not restored.new_summary:
             raise SummaryReviewError(f"summary run {restore_id} never was this user's summary")
         new_text = restored.new_summary
