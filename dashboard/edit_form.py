@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoplay_storage import state_ops
+from autoplay_storage.state_ops import FieldPath
 from autoplay_storage.support.edits import FieldChange
 from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, UserAdoptionState, WorkflowStatus
 
@@ -50,6 +51,12 @@ class Asked:
     remove_features: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # None: remove the key
     errors: dict[str, str] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)  # the fields the editor changed on the page
+    sources: dict[FieldPath, list[str]] = field(default_factory=dict)  # each value's form fields
+
+    def changed_by_editor(self, path: FieldPath) -> bool:
+        """Whether the editor changed ``path`` on the page (what a conflict must show them)."""
+        return any(name in self.touched for name in self.sources.get(path, [path[0]]))
 
 
 def _text(post: Any, name: str, asked: Asked, *, limit: int = MAX_TEXT) -> str:
@@ -81,6 +88,9 @@ def _unit(post: Any, name: str, asked: Asked) -> float | None:
 
 
 def _row(post: Any, prefix: str, workflow_id: str, step_id: str | None, asked: Asked) -> Progress:
+    base: FieldPath = ("workflow", workflow_id) if step_id is None else ("step", workflow_id, step_id)
+    for name in ("status", "confidence", "evidence"):
+        asked.sources[(*base, name)] = [f"{prefix}-{name}", f"{prefix}-id"]
     return Progress(
         workflow_id,
         step_id,
@@ -119,6 +129,7 @@ def _metadata(post: Any, asked: Asked) -> None:
             if len(key) > MAX_ID:
                 asked.errors[name] = f"At most {MAX_ID} characters."
                 continue
+        asked.sources[("metadata", key)] = [f"{prefix}-value", f"{prefix}-remove", name]
         if post.get(f"{prefix}-remove"):
             asked.metadata[key] = None
             continue
@@ -134,8 +145,53 @@ def _metadata(post: Any, asked: Asked) -> None:
         asked.metadata[key] = raw
 
 
+def initial_values(state: UserAdoptionState) -> dict[str, str]:
+    """The text fields as the page renders them for ``state`` (the page sends them back as ``initial``)."""
+    values = {
+        "journey": state.journey_state.value,
+        "mastery_rating": str(state.mastery.rating),
+        "mastery_level": state.mastery.level.value,
+        "mastery_description": state.mastery.description,
+    }
+    for i, wp in enumerate(state.onboarding.workflow_progress.values()):
+        values.update({f"wf-{i}-id": wp.workflow_id, f"wf-{i}-status": wp.status.value})
+        values.update({f"wf-{i}-confidence": str(wp.confidence), f"wf-{i}-evidence": wp.evidence})
+        for j, step in enumerate(wp.steps.values()):
+            values.update({f"st-{i}-{j}-wf": wp.workflow_id, f"st-{i}-{j}-id": step.step_id})
+            values.update({f"st-{i}-{j}-status": step.status.value, f"st-{i}-{j}-confidence": str(step.confidence)})
+            values[f"st-{i}-{j}-evidence"] = step.evidence
+    for i, (key, value) in enumerate(state.metadata.items()):
+        values[f"md-{i}-key"] = key
+        if isinstance(value, str):
+            values[f"md-{i}-value"] = value
+        else:
+            values.update({f"md-{i}-value": json.dumps(value, ensure_ascii=False), f"md-{i}-json": "1"})
+    return values
+
+
+def _touched(post: Any) -> set[str]:
+    """Fields that differ from what the page showed; every field when the page did not say."""
+    try:
+        initial = json.loads(post.get("initial", ""))
+    except ValueError:
+        initial = None
+    if not isinstance(initial, dict):
+        return set(post)
+    return {name for name in post if post.get(name) != initial.get(name, "")}
+
+
 def parse(post: Any) -> Asked:
-    asked = Asked(etag=post.get("etag", ""))
+    asked = Asked(etag=post.get("etag", ""), touched=_touched(post))
+    asked.sources.update(
+        {
+            ("journey",): ["journey"],
+            ("mastery", "rating"): ["mastery_rating"],
+            ("mastery", "level"): ["mastery_level"],
+            ("mastery", "description"): ["mastery_description"],
+            ("onboarding", "complete"): ["onboarding_complete"],
+            ("features",): ["features_add", "feature_remove"],
+        }
+    )
     if not asked.etag:
         asked.errors["etag"] = "The form lost the version it was read at; open the edit page again."
     asked.journey = _choice(post, "journey", [j.value for j in JourneyState], asked)

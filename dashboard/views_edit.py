@@ -66,6 +66,7 @@ def _form_context(versioned: VersionedState, asked: edit_form.Asked | None = Non
         "levels": [m.value for m in MasteryLevel],
         "statuses": [s.value for s in WorkflowStatus],
         "errors": errors,
+        "initial": json.dumps(edit_form.initial_values(state), ensure_ascii=False),
         "new_errors": err("wf-new"),
     }
 
@@ -76,7 +77,7 @@ def _conflict_rows(asked: edit_form.Asked, current: UserAdoptionState) -> list[d
     rows = []
     for change in edit_form.changes(asked, current):
         change.edit(wanted)
-        for path in change.paths:
+        for path in filter(asked.changed_by_editor, change.paths):
             rows.append({"field": path_label(path), "yours": value_at(wanted, path), "now": value_at(current, path)})
     return rows
 

@@ -117,6 +117,7 @@ def test_edit_a_state_then_meet_a_conflict_and_reapply(console) -> None:
         page.wait_for_selector("#conflict")
         conflict = page.locator("#conflict").inner_text()
         assert "changed since you opened this form" in conflict and "mastery · rating" in conflict
+        assert "mastery · level" not in conflict  # only what the editor changed, not the whole mastery
         assert page.locator("#mastery_rating").input_value() == "5"  # the current value, to re-apply onto
         shot(page, f"support-{name}-03-conflict")
         assert state_of(plan.user_id).mastery.rating == 5

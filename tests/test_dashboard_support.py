@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -66,7 +67,8 @@ def form_of(body: str) -> dict[str, str]:
     for name, options in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', body, re.S):
         chosen = re.search(r'<option value="([^"]+)" selected>', options)
         fields[name] = chosen.group(1) if chosen else re.search(r'<option value="([^"]+)"', options).group(1)
-    fields["mastery_description"] = re.search(r'id="mastery_description"[^>]*>(.*?)</textarea>', body, re.S).group(1)
+    description = re.search(r'id="mastery_description"[^>]*>(.*?)</textarea>', body, re.S).group(1)
+    fields["mastery_description"] = html.unescape(description)
     return fields
 
 
@@ -125,6 +127,7 @@ def test_an_agent_write_in_between_is_a_conflict_and_nothing_is_written(primary)
     assert response.status_code == 409
     body = response.content.decode()
     assert "The state changed since you opened this form" in body and "mastery · rating" in body
+    assert "mastery · level" not in body and "metadata · " not in body  # only what the editor changed
     assert state_of(plan.user_id).mastery.rating != 10
     assert state_of(plan.user_id).metadata["agent"] == "wrote"
     assert not AuditEntry.objects.filter(action="state.edit").exists()
