@@ -111,7 +111,7 @@ async def accept_view(request: HttpRequest, product_id: str, user_id: str) -> Ht
         return redirect(_back(product_id, user_id))
     try:
         await _write(request, product_id, user_id, preview_id=run_id)
-    except summaries.SummaryReviewError as exc:
+    except (summaries.SummaryReviewError, CorruptDocumentError, UnsupportedVersionError, StateNotFoundError) as exc:
         messages.error(request, f"Not stored: {exc}.")
         return redirect(_back(product_id, user_id))
     except ConflictError:
@@ -141,6 +141,9 @@ async def write_view(request: HttpRequest, product_id: str, user_id: str) -> Htt
         current = await selectors.get_state(product_id, user_id)
     except StateNotFoundError:
         return no_user(request, product_id, user_id)
+    except (CorruptDocumentError, UnsupportedVersionError) as exc:
+        messages.error(request, f"The summary cannot be written: {exc}. Rebuild the state first.")
+        return redirect(_back(product_id, user_id))
     context: dict[str, Any] = {
         "product_id": product_id,
         "user_id": user_id,
@@ -171,7 +174,7 @@ async def restore_view(request: HttpRequest, product_id: str, user_id: str) -> H
         if run_id is None:
             raise summaries.SummaryReviewError("the form did not say which version to restore")
         await _write(request, product_id, user_id, restore_id=run_id)
-    except summaries.SummaryReviewError as exc:
+    except (summaries.SummaryReviewError, CorruptDocumentError, UnsupportedVersionError, StateNotFoundError) as exc:
         messages.error(request, f"Not restored: {exc}.")
     except ConflictError:
         messages.error(
