@@ -96,7 +96,7 @@ def test_every_page_needs_a_sign_in(primary) -> None:
         assert response["Location"].startswith(reverse("login") + "?next=")
     response = client.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]))
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
-    assert not SummaryRun.objects.filter(source=SummaryRun.Source.DASHBOARD).exists()
+    assert not SummaryRun.objects.filter(source=SummaryRun.Source.PREVIEW).exists()
 
 
 def test_sign_in_form_signs_in_and_out(primary) -> None:
