@@ -112,7 +112,13 @@ def _rows(post: Any, asked: Asked) -> None:
         asked.rows.append(_row(post, prefix, workflow_id, None, asked))
     for name in sorted(k for k in post if k.startswith("st-") and k.endswith("-id")):
         prefix = name[: -len("-id")]
-        asked.rows.append(_row(post, prefix, post.get(f"{prefix}-wf", ""), post.get(name, ""), asked))
+        step_id = post.get(name, "")
+        if prefix.endswith("-new"):  # the blank row under each workflow, for a step it does not have yet
+            if not step_id.strip():
+                continue
+            if len(step_id) > MAX_ID:
+                asked.errors[name] = f"At most {MAX_ID} characters."
+        asked.rows.append(_row(post, prefix, post.get(f"{prefix}-wf", ""), step_id, asked))
 
 
 def _metadata(post: Any, asked: Asked) -> None:

@@ -127,6 +127,8 @@ async def accept_view(request: HttpRequest, product_id: str, user_id: str) -> Ht
 @console_view(RERUN_SUMMARY)
 async def discard_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     """Nothing to undo: a preview is never stored; the run stays recorded as a preview."""
+    if not await allowed(request, product_id):
+        return no_user(request, product_id, user_id)
     messages.info(request, "Preview discarded; the stored summary is unchanged.")
     return redirect(_back(product_id, user_id))
 

@@ -86,6 +86,8 @@ def test_a_lead_edits_a_state_and_the_page_marks_what_staff_set(primary) -> None
             "mastery_level": "power_user",
             f"{prefix}-status": "completed",
             f"{prefix}-evidence": "confirmed on a support call",
+            f"st-{prefix[3:]}-new-id": "export_first_report",
+            f"st-{prefix[3:]}-new-status": "completed",
             "features_add": "exports, api",
             "md-new-0-key": "plan",
             "md-new-0-value": "enterprise",
@@ -102,6 +104,7 @@ def test_a_lead_edits_a_state_and_the_page_marks_what_staff_set(primary) -> None
     assert (state.mastery.rating, state.mastery.level.value) == (9, "power_user")
     assert state.onboarding.workflow_progress[wid].status.value == "completed"
     assert state.onboarding.workflow_progress[wid].source == "manual"
+    assert state.onboarding.workflow_progress[wid].steps["export_first_report"].status.value == "completed"
     assert {"exports", "api"} <= set(state.discovered_features)
     assert state.metadata["plan"] == "enterprise" and state.is_onboarded
     entry = AuditEntry.objects.get(action="state.edit")
