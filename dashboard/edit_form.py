@@ -23,6 +23,14 @@ MAX_TEXT = 10_000
 MAX_ID = 200
 NEW_METADATA_ROWS = 3
 STATUSES = [s.value for s in WorkflowStatus]
+TOP_FIELDS = (
+    "journey",
+    "mastery_rating",
+    "mastery_level",
+    "mastery_description",
+    "onboarding_complete",
+    "features_add",
+)
 
 
 @dataclass

@@ -35,38 +35,47 @@ def _json_kind(value: Any) -> bool:
     return not isinstance(value, str)
 
 
-def _form_context(versioned: VersionedState, asked: edit_form.Asked | None = None) -> dict[str, Any]:
+def _form_context(versioned: VersionedState, asked: edit_form.Asked | None = None, post: Any = None) -> dict[str, Any]:
+    """The form for ``versioned``; after field errors, with what the editor typed (``post``) kept."""
     state = versioned.state
     errors = asked.errors if asked else {}
+    initial = edit_form.initial_values(state)
+    shown: dict[str, Any] = {**initial, **({k: post.get(k) for k in post} if post is not None else {})}
 
     def err(prefix: str) -> dict[str, str]:
         return {k[len(prefix) + 1 :]: v for k, v in errors.items() if k.startswith(prefix + "-")}
 
+    def row(prefix: str) -> dict[str, Any]:
+        names = ("id", "status", "confidence", "evidence", "key", "value", "remove")
+        return {name: shown.get(f"{prefix}-{name}", "") for name in names}
+
     workflows = []
     for i, wp in enumerate(state.onboarding.workflow_progress.values()):
-        steps = [{"i": j, "s": s, "err": err(f"st-{i}-{j}")} for j, s in enumerate(wp.steps.values())]
-        workflows.append({"i": i, "wp": wp, "steps": steps, "err": err(f"wf-{i}")})
+        steps = [
+            {"i": j, "s": s, "v": row(f"st-{i}-{j}"), "err": err(f"st-{i}-{j}")}
+            for j, s in enumerate(wp.steps.values())
+        ]
+        workflows.append(
+            {"i": i, "wp": wp, "steps": steps, "v": row(f"wf-{i}"), "new": row(f"st-{i}-new"), "err": err(f"wf-{i}")}
+        )
     metadata = [
-        {
-            "i": i,
-            "key": k,
-            "json": _json_kind(v),
-            "value": json.dumps(v, ensure_ascii=False) if _json_kind(v) else v,
-            "err": err(f"md-{i}"),
-        }
+        {"i": i, "key": k, "json": _json_kind(v), "v": row(f"md-{i}"), "err": err(f"md-{i}")}
         for i, (k, v) in enumerate(state.metadata.items())
     ]
     return {
         "state": state,
         "etag": versioned.etag,
+        "v": {name: shown.get(name, "") for name in edit_form.TOP_FIELDS},
+        "removing": post.getlist("feature_remove") if post is not None else [],
         "workflows": workflows,
         "metadata_rows": metadata,
-        "new_metadata": range(edit_form.NEW_METADATA_ROWS),
+        "new_workflow": row("wf-new"),
+        "new_metadata": [{"n": n, **row(f"md-new-{n}")} for n in range(edit_form.NEW_METADATA_ROWS)],
         "journeys": [j.value for j in JourneyState],
         "levels": [m.value for m in MasteryLevel],
         "statuses": [s.value for s in WorkflowStatus],
         "errors": errors,
-        "initial": json.dumps(edit_form.initial_values(state), ensure_ascii=False),
+        "initial": json.dumps(initial, ensure_ascii=False),
         "new_errors": err("wf-new"),
     }
 
@@ -111,7 +120,7 @@ async def edit_state_view(request: HttpRequest, product_id: str, user_id: str) -
         return page(request, "dashboard/support/edit.html", {**base, **_form_context(versioned)})
     asked = edit_form.parse(request.POST)
     if asked.errors:
-        context = {**base, **_form_context(versioned, asked), "invalid": True}
+        context = {**base, **_form_context(versioned, asked, request.POST), "invalid": True}
         return page(request, "dashboard/support/edit.html", context, status=400)
     if asked.etag != versioned.etag:
         return _conflict(request, base, asked, versioned)

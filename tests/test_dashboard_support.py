@@ -156,6 +156,7 @@ def test_bad_fields_are_named_and_nothing_is_written(primary) -> None:
     body = response.content.decode()
     assert "A whole number from 0 to 10." in body and "Choose one of onboarding, onboarded." in body
     assert "A number from 0 to 1" in body and "Not valid JSON" in body
+    assert 'value="eleven"' in body and 'value="{not json"' in body  # what was typed is kept to correct
     assert state_of(plan.user_id).to_dict() == before
 
 
