@@ -31,7 +31,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from .adapters.webhook import check_secret, new_secret
-from .models import AuditEntry, SinkDestination, SummaryRun, WebhookDelivery
+from .models import AuditEntry, QuarantinedState, SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
 
@@ -273,6 +273,28 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ("actor", "product_id", "user_id", "session_id")
     date_hierarchy = "at"
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(QuarantinedState)
+class QuarantinedStateAdmin(admin.ModelAdmin):
+    """Unreadable state texts kept by a rebuild: evidence, never edited (downloadable from the user page)."""
+
+    list_display = ("at", "product_id", "user_id", "outcome", "sessions_replayed", "actor_name")
+    list_filter = ("outcome",)
+    search_fields = ("product_id", "user_id")
+    date_hierarchy = "at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in QuarantinedState._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
