@@ -12,6 +12,8 @@ from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
+from autoplay_storage.audit import Action, record_request
+
 from .ids import is_product_id
 from .models import DEFAULT_SCOPES, ApiKey, Scope, validate_limit
 
@@ -122,6 +124,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             burst=data.get("burst"),
         )
         obj.pk, obj.prefix, obj.created_at = row.pk, row.prefix, row.created_at
+        record_request(request, Action.APIKEY_CREATE, details=row.audit_details())
         request._new_api_key = key  # type: ignore[attr-defined]  # for response_add only: never stored
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
@@ -148,4 +151,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             if key.revoke():  # also refuses it in every worker at once
                 revoked += 1
+                record_request(request, Action.APIKEY_REVOKE, details=key.audit_details())
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

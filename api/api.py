@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Header, NinjaAPI, Path, Query
 
 from autoplay_storage import selectors, services
+from autoplay_storage.audit import Action, arecord_request
 from autoplay_storage.browse import MAX_PAGE_SIZE
 from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
 
@@ -271,6 +272,10 @@ async def state_replace(
             details={"current_etag": exc.etag},
             headers=_etag_header(exc.etag),
         ) from exc
+    await arecord_request(
+        request, Action.STATE_PUT, product_id=product_id, user_id=user_id,
+        details={"before": {"etag": expected}, "after": {"etag": versioned.etag}, "create_only": expected is None},
+    )
     return _state_body(versioned)
 
 
@@ -294,6 +299,13 @@ async def state_update(
     """
     expected = _precondition(if_match, "If-Match")
     versioned = await services.patch_state(product_id, user_id, [op.apply for op in payload.ops], if_match=expected)
+    await arecord_request(
+        request, Action.STATE_PATCH, product_id=product_id, user_id=user_id,
+        details={
+            "ops": [op.model_dump(mode="json", exclude_none=True) for op in payload.ops],
+            "before": {"etag": expected}, "after": {"etag": versioned.etag},
+        },
+    )
     return _state_body(versioned)
 
 

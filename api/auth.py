@@ -29,6 +29,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security.http import HttpAuthBase
 
+from autoplay_storage.audit import Action, arecord_request
+
 from . import ratelimit
 from .errors import RETRY_AFTER_S, ApiError, body_too_large, missing_key
 from .models import DEFAULT_SCOPES, ApiKey, Scope, hash_key, split_key
@@ -167,6 +169,18 @@ async def _touch(identity: KeyIdentity) -> None:
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+async def _denied(request: HttpRequest, identity: KeyIdentity, code: str, product_id: str, **details: str) -> None:
+    """Record a refused call; ``request.auth`` is not set yet, so the key is named here."""
+    request.auth = identity  # type: ignore[attr-defined]  # the actor of the entry
+    match = request.resolver_match
+    await arecord_request(
+        request, Action.PERMISSION_DENIED, product_id=product_id,
+        user_id=match.kwargs.get("user_id", "") if match else "",
+        session_id=match.kwargs.get("session_id", "") if match else "",
+        details={"code": code, "method": request.method, "path": request.path, **details},
+    )
+
+
 class ApiKeyAuth(HttpAuthBase):
     """Bearer API key, scoped to the ``product_id`` in the path (403 for another product) and to what it may do.
 
@@ -201,9 +215,11 @@ class ApiKeyAuth(HttpAuthBase):
         match = request.resolver_match
         product_id = match.kwargs.get("product_id") if match else None
         if product_id is not None and not identity.allows(product_id):
+            await _denied(request, identity, "product_forbidden", product_id)
             raise ApiError(403, "product_forbidden", f"this API key is not allowed to use product {product_id!r}")
         needed = self.scope or (Scope.READ if request.method in _READ_METHODS else Scope.WRITE)
         if needed not in identity.scopes:
+            await _denied(request, identity, "scope_forbidden", product_id or "", needs=str(needed))
             raise ApiError(403, "scope_forbidden", f"this API key lacks the {needed!s} scope this route needs")
         if identity.limit is not None:  # before the body is parsed: a refused request does nothing
             await ratelimit.check(identity.prefix, identity.limit)

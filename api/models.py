@@ -121,6 +121,11 @@ class ApiKey(models.Model):
         )
         return row, key
 
+    def audit_details(self) -> dict[str, object]:
+        """What the audit log records of a key: never the key, only its prefix."""
+        return {"key": f"{KEY_SCHEME}_{self.prefix}_…", "name": self.name, "products": self.products,
+                "scopes": self.scopes, "rate": self.rate, "burst": self.burst}
+
     def revoke(self) -> bool:
         """Revoke once; returns whether this call revoked it.
 

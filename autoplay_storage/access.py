@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.db.models import Q
 
+from .audit import Action, Actor, record
 from .models import ProductGrant, ProductSettings
 
 ACCESS_ALL = "autoplay_storage.access_all_products"
@@ -60,3 +62,58 @@ async def aproduct_settings(product_id: str) -> ProductSettings:
     """The product's settings row, or an unsaved one with the defaults."""
     found = await ProductSettings.objects.filter(product_id=product_id).afirst()
     return found if found is not None else ProductSettings(product_id=product_id)
+
+
+PRODUCT_ID_MAX = 128
+
+
+def product_id_problem(product_id: str) -> str | None:
+    """Why ``product_id`` cannot be granted (``None``: it can). Any id the console can open is allowed."""
+    if not product_id or len(product_id) > PRODUCT_ID_MAX:
+        return f"a product id has 1 to {PRODUCT_ID_MAX} characters: {product_id!r}"
+    if any(not ch.isprintable() or ch.isspace() for ch in product_id):
+        return f"a product id has no spaces or control characters: {product_id!r}"
+    return None
+
+
+def describe(grant: ProductGrant) -> dict[str, Any]:
+    """A grant as the audit log records it."""
+    return {
+        "grantee": f"user:{grant.user.get_username()}" if grant.user_id else f"group:{grant.group.name}",
+        "product": "*" if grant.all_products else grant.product_id,
+    }
+
+
+def change_grants(
+    *, user: Any = None, group: Any = None, products: Iterable[str] = (), all_products: bool = False,
+    revoke: bool = False, actor: Actor,
+) -> tuple[list[str], list[str]]:
+    """Grant (or revoke) products for one user or group; returns (changed, unchanged) product ids.
+
+    ``"*"`` stands for all products in the result. One ``grant.change``
+    audit entry records what changed (none when nothing did).
+    """
+    owner = {"user": user} if user is not None else {"group": group}
+    wanted = [("", True)] if all_products else [(p, False) for p in dict.fromkeys(products)]
+    changed, unchanged = [], []
+    with transaction.atomic():
+        for product_id, everything in wanted:
+            rows = ProductGrant.objects.filter(**owner, product_id=product_id, all_products=everything)
+            label = "*" if everything else product_id
+            if revoke:
+                removed, _ = rows.delete()
+                (changed if removed else unchanged).append(label)
+            elif rows.exists():
+                unchanged.append(label)
+            else:
+                ProductGrant.objects.create(
+                    **owner, product_id=product_id, all_products=everything, granted_by=actor.name[:255]
+                )
+                changed.append(label)
+    if changed:
+        grantee = f"user:{user.get_username()}" if user is not None else f"group:{group.name}"
+        record(
+            Action.GRANT_CHANGE, actor=actor, product_id=changed[0] if len(changed) == 1 and changed[0] != "*" else "",
+            details={"grantee": grantee, "revoked" if revoke else "granted": changed},
+        )
+    return changed, unchanged

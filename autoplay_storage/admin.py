@@ -30,7 +30,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from . import admin_access  # noqa: F401  registers the grants and product settings admin
 from .adapters.webhook import check_secret, new_secret
+from .audit import SECRET_MASK, Action, masked, record_request
 from .models import AuditEntry, SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
@@ -84,6 +86,15 @@ class SinkDestinationForm(forms.ModelForm):
             self.generated_secret = new_secret()
             self.instance.set_api_key(self.generated_secret)
         return data
+
+
+SINK_CONFIG = ["name", "kind", "enabled", "host", "property_prefix", "api_key_env"]
+
+
+def sink_config(destination: SinkDestination) -> dict[str, Any]:
+    """A destination's configuration for the audit log: the stored key only as set or not, never its value."""
+    values = {name: getattr(destination, name) for name in SINK_CONFIG}
+    return {**values, **masked({"api_key": destination.api_key_encrypted}, {"api_key"})}
 
 
 @admin.register(SinkDestination)
@@ -154,8 +165,23 @@ class SinkDestinationAdmin(admin.ModelAdmin):
         return format_html('<table id="delivery-log">{}{}</table>', mark_safe(head), body)
 
     def save_model(self, request: HttpRequest, obj: SinkDestination, form: Any, change: bool) -> None:
+        stored = SinkDestination.objects.filter(pk=obj.pk).first() if change else None
+        before = sink_config(stored) if stored is not None else None
         super().save_model(request, obj, form, change)
         request.generated_secret = getattr(form, "generated_secret", None)  # type: ignore[attr-defined]
+        after = sink_config(obj)
+        if stored is not None and obj.api_key_encrypted != stored.api_key_encrypted:
+            after["api_key"] = f"{SECRET_MASK} (changed)" if obj.api_key_encrypted else ""
+        record_request(request, Action.SINK_CHANGE, details={"sink": obj.name, "before": before, "after": after})
+
+    def delete_model(self, request: HttpRequest, obj: SinkDestination) -> None:
+        before = sink_config(obj)
+        super().delete_model(request, obj)
+        record_request(request, Action.SINK_CHANGE, details={"sink": obj.name, "before": before, "after": None})
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SinkDestination]) -> None:
+        for destination in queryset:
+            self.delete_model(request, destination)
 
     def response_add(self, request: HttpRequest, obj: SinkDestination, post_url_continue: str | None = None) -> Any:
         secret = getattr(request, "generated_secret", None)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError
@@ -39,6 +41,7 @@ class Action:
     APIKEY_REVOKE = "apikey.revoke"
     SINK_CHANGE = "sink.change"
     GRANT_CHANGE = "grant.change"
+    PRODUCT_SETTINGS_CHANGE = "product_settings.change"
     SIGNIN_SUCCESS = "signin.success"
     SIGNIN_FAILURE = "signin.failure"
     SIGNIN_LOCKOUT = "signin.lockout"
@@ -46,6 +49,9 @@ class Action:
     AUDIT_VIEW = "audit.view"
     AUDIT_EXPORT = "audit.export"
     AUDIT_PRUNE = "audit.prune"
+
+
+SECRET_MASK = "********"
 
 
 @dataclass(frozen=True)
@@ -139,3 +145,55 @@ def record_request(request: HttpRequest, action: str, **fields: Any) -> None:
 
 async def arecord_request(request: HttpRequest, action: str, **fields: Any) -> None:
     await arecord(action, actor=Actor.of_request(request), address=client_address(request), **fields)
+
+
+def masked(values: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
+    """``values`` with every secret field replaced by a mask (or ``""`` when unset): never a secret in the log."""
+    return {k: (SECRET_MASK if v else "") if k in secrets else v for k, v in values.items()}
+
+
+# -- reading the log (the audit page, its CSV, the user page's panel) ---------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page filters on; empty fields match everything, times are ``since <= at < until``."""
+
+    actor: str = ""
+    action: str = ""
+    product_id: str = ""
+    user_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def queryset(self) -> Any:
+        rows = AuditEntry.objects.all()
+        for field in ("actor", "action", "product_id", "user_id"):
+            if value := getattr(self, field):
+                rows = rows.filter(**{field: value})
+        if self.since is not None:
+            rows = rows.filter(at__gte=self.since)
+        if self.until is not None:
+            rows = rows.filter(at__lt=self.until)
+        return rows.order_by("-id")
+
+
+async def apage(where: AuditFilter, *, before_id: int | None, limit: int) -> tuple[list[AuditEntry], int | None]:
+    """One page, newest first, keyset on id: the entries below ``before_id``, and the next page's cursor."""
+    rows = where.queryset()
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    found = [entry async for entry in rows[: limit + 1]]
+    return found[:limit], (found[limit - 1].id if len(found) > limit else None)
+
+
+async def aexport(where: AuditFilter, chunk_size: int = 2000) -> AsyncIterator[AuditEntry]:
+    """Every matching entry, newest first, fetched ``chunk_size`` rows at a time (for a streamed CSV)."""
+    async for entry in where.queryset().aiterator(chunk_size=chunk_size):
+        yield entry
+
+
+async def arecent_staff_entries(product_id: str, user_id: str, *, limit: int) -> list[AuditEntry]:
+    """The newest entries console users left on one end user (the user page's "recent access" panel)."""
+    rows = AuditEntry.objects.filter(product_id=product_id, user_id=user_id, actor_kind=AuditEntry.ActorKind.STAFF)
+    return [entry async for entry in rows.order_by("-id")[:limit]]

@@ -1,4 +1,8 @@
-"""Roles are Django groups: support (view), lead (view + re-run summary), admin (everything).
+"""Roles are Django groups: support (view), lead (view, re-run summary, who accessed a user), admin (everything).
+
+The audit page (``autoplay_storage.view_auditentry``) and every product
+(``autoplay_storage.access_all_products``) are the admin role's alone;
+support and lead see the products granted to them.
 
 Shared by the data migration (historical models) and ``autoplay_bootstrap``
 (run on every ``make run``), so permissions added later by other apps, such as
@@ -11,6 +15,8 @@ from typing import Any
 
 VIEW_CONSOLE = "dashboard.view_console"
 RERUN_SUMMARY = "autoplay_storage.rerun_summary"
+VIEW_RECENT_ACCESS = "autoplay_storage.view_recent_access"
+VIEW_AUDIT = "autoplay_storage.view_auditentry"
 
 SUPPORT = "support"
 LEAD = "lead"
@@ -18,7 +24,7 @@ ADMIN = "admin"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
-    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY],
+    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, VIEW_RECENT_ACCESS],
 }
 
 

@@ -24,6 +24,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from autoplay_storage import selectors
+from autoplay_storage.access import ACCESS_ALL, ProductAccess, aproduct_access
+from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
 from autoplay_storage.browse import Page, SessionSummary, UserQuery
 from autoplay_storage.errors import (
     CorruptDocumentError,
@@ -36,7 +38,8 @@ from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, Wor
 
 from .charts import session_chart
 from .notes import document_notes
-from .roles import RERUN_SUMMARY, VIEW_CONSOLE
+from .reasons import access_reason, kept_reason, reason_details
+from .roles import RERUN_SUMMARY, VIEW_AUDIT, VIEW_CONSOLE, VIEW_RECENT_ACCESS
 
 if TYPE_CHECKING:  # the rows selectors.summary_runs returns
     from autoplay_storage.models import SummaryRun
@@ -50,6 +53,7 @@ SESSIONS_PAGE_SIZE = 50
 CHART_SESSIONS = 200
 SEARCH_MAX = 200
 SUMMARY_RUNS_SHOWN = 25
+RECENT_ACCESS_SHOWN = 10
 
 
 def page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -67,12 +71,38 @@ def error_page(request: HttpRequest, status: int, title: str, message: str, **ex
     return page(request, "dashboard/error.html", context, status)
 
 
-def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
-    """Sign-in and permission checks for async views, plus the 503 page for an unreachable primary.
+class AllPermissions(frozenset):
+    """A superuser's permissions: every one, as ``has_perm`` answers for an active superuser."""
 
-    Resolves the user and permissions asynchronously up front: templates read
-    ``request.user``, and a lazy lookup there would be a synchronous query
-    inside the event loop.
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def not_found(
+    request: HttpRequest, product_id: str, user_id: str | None = None, session_id: str | None = None, **_: Any
+) -> HttpResponse:
+    """The 404 page of a missing product, user or session, by what the URL names.
+
+    A product the signed-in person is not granted gets this very page, so
+    its existence is not revealed.
+    """
+    if session_id is not None and user_id is not None:
+        message = f"There is no frozen snapshot {session_id!r} for user {user_id!r} in product {product_id!r}."
+        return error_page(request, 404, "No such session", message, product_id=product_id, user_id=user_id)
+    if user_id is not None:
+        message = f"There is no user {user_id!r} in product {product_id!r}."
+        return error_page(request, 404, "No such user", message, product_id=product_id)
+    return error_page(request, 404, "No such product", f"There is no product {product_id!r}.")
+
+
+def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
+    """Sign-in, permission and product checks for async views, plus the 503 page for an unreachable primary.
+
+    Resolves the user, permissions and granted products asynchronously up
+    front: templates read ``request.user``, and a lazy lookup there would be
+    a synchronous query inside the event loop. ``request.product_access``
+    is what every view (and every later console feature) applies to lists
+    that span products; a ``product_id`` in the URL outside it is a 404.
     """
 
     def decorate(view: View) -> View:
@@ -82,18 +112,38 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
             request.user = user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            can_view = await user.ahas_perm(VIEW_CONSOLE)
+            # One lookup for every permission the page and its layout ask about.
+            if user.is_active and user.is_superuser:
+                request.permissions = AllPermissions()
+            else:
+                request.permissions = frozenset(await user.aget_all_permissions() if user.is_active else ())
             request.console = {
-                "can_rerun": await user.ahas_perm(RERUN_SUMMARY),
+                "can_rerun": RERUN_SUMMARY in request.permissions,
+                "can_audit": VIEW_AUDIT in request.permissions,
                 "roles": [g.name async for g in user.groups.order_by("name")],
             }
-            if not can_view or not await user.ahas_perm(permission):
+            if VIEW_CONSOLE not in request.permissions or permission not in request.permissions:
+                await arecord_request(
+                    request, Action.PERMISSION_DENIED, product_id=kwargs.get("product_id", ""),
+                    user_id=kwargs.get("user_id", ""), session_id=kwargs.get("session_id", ""),
+                    details={"path": request.path, "method": request.method, "needs": permission},
+                )
                 return error_page(
                     request,
                     403,
                     "Not allowed",
                     "Your account does not have the permission for this page. Ask an admin to give you a role.",
                 )
+            everything = ACCESS_ALL in request.permissions
+            request.product_access = ProductAccess(all=True) if everything else await aproduct_access(user)
+            product_id = kwargs.get("product_id")
+            if product_id is not None and not request.product_access.allows(product_id):
+                await arecord_request(
+                    request, Action.PERMISSION_DENIED, product_id=product_id, user_id=kwargs.get("user_id", ""),
+                    session_id=kwargs.get("session_id", ""),
+                    details={"path": request.path, "method": request.method, "needs": "product grant"},
+                )
+                return not_found(request, **kwargs)
             try:
                 return await view(request, *args, **kwargs)
             except (StorageUnavailableError, NotBrowsableError) as exc:
@@ -118,7 +168,7 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
 @require_safe
 @console_view()
 async def products(request: HttpRequest) -> HttpResponse:
-    rows = await selectors.list_products()
+    rows = [row for row in await selectors.list_products() if request.product_access.allows(row.product_id)]
     return page(
         request,
         "dashboard/products.html",
@@ -243,17 +293,16 @@ def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRu
 @require_safe
 @console_view()
 async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
+    reason, ask = await access_reason(request, product_id, user_id)
+    if ask is not None:
+        return ask
     sessions_cursor = request.GET.get("sessions") or None
     reading = await selectors.read_state(product_id, user_id)
     state, doc, unreadable = reading.value, reading.doc, reading.unreadable
     if not reading.found:
-        return error_page(
-            request,
-            404,
-            "No such user",
-            f"There is no user {user_id!r} in product {product_id!r}.",
-            product_id=product_id,
-        )
+        return not_found(request, product_id, user_id)
+    await arecord_request(request, Action.USER_VIEW, product_id=product_id, user_id=user_id,
+                          details=reason_details(reason))
     problems = []
     try:
         history_page, chart_page = await session_pages(product_id, user_id, sessions_cursor)
@@ -296,6 +345,8 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
             "summary_run": summary_provenance(summary, runs),
             "problems": problems,
             "notes": document_notes(doc if state else None, "state", product_id=product_id, user_id=user_id),
+            "access_reason": reason,
+            "recent_access": await recent_access(request, product_id, user_id),
         },
         status=400 if problems else 200,
     )
@@ -307,17 +358,15 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
 @require_safe
 @console_view()
 async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
+    reason, ask = await access_reason(request, product_id, user_id)
+    if ask is not None:
+        return ask
     reading = await selectors.read_snapshot(product_id, user_id, session_id)
     snap, doc = reading.value, reading.doc
     if not reading.found:
-        return error_page(
-            request,
-            404,
-            "No such session",
-            f"There is no frozen snapshot {session_id!r} for user {user_id!r} in product {product_id!r}.",
-            product_id=product_id,
-            user_id=user_id,
-        )
+        return not_found(request, product_id, user_id, session_id)
+    await arecord_request(request, Action.SNAPSHOT_VIEW, product_id=product_id, user_id=user_id,
+                          session_id=session_id, details=reason_details(reason))
     raw_json = json.dumps(doc, indent=2, ensure_ascii=False) if snap is not None else ""
     return page(
         request,
@@ -341,9 +390,14 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
 @console_view()
 async def snapshot_download(request: HttpRequest, product_id: str, user_id: str, session_id: str) -> HttpResponse:
     """The snapshot exactly as stored (even when it cannot be parsed), as a file."""
+    reason, ask = await access_reason(request, product_id, user_id)
+    if ask is not None:
+        return ask
     raw = await selectors.raw_session_snapshot(product_id, user_id, session_id)
     if raw is None:
-        return error_page(request, 404, "No such session", f"There is no frozen snapshot {session_id!r}.")
+        return not_found(request, product_id, user_id, session_id)
+    await arecord_request(request, Action.SNAPSHOT_DOWNLOAD, product_id=product_id, user_id=user_id,
+                          session_id=session_id, details=reason_details(reason))
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{product_id}-{user_id}-{session_id}")
     response = HttpResponse(raw, content_type="application/json; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="snapshot-{safe_name}.json"'
@@ -369,9 +423,23 @@ async def rerun_summary_view(request: HttpRequest, product_id: str, user_id: str
     except (CorruptDocumentError, UnsupportedVersionError) as exc:
         messages.error(request, f"The summary was not re-run: {exc}. The stored documents are unchanged.")
     else:
+        await arecord_request(
+            request, Action.SUMMARY_RERUN, product_id=product_id, user_id=user_id, session_id=result.run.session_id,
+            details={
+                "before": result.run.previous_summary, "after": result.run.new_summary,
+                "summarizer": result.run.summarizer, **reason_details(await kept_reason(request, product_id, user_id)),
+            },
+        )
         messages.success(
             request,
             f"Summary re-run on session {result.run.session_id} by {result.run.summarizer} "
             f"in {result.run.duration_ms} ms.",
         )
     return redirect(f"{back}#summary")
+
+
+async def recent_access(request: HttpRequest, product_id: str, user_id: str) -> list[Any] | None:
+    """Who of the staff opened or changed this user lately (``None``: not for this viewer)."""
+    if VIEW_RECENT_ACCESS not in request.permissions:
+        return None
+    return await arecent_staff_entries(product_id, user_id, limit=RECENT_ACCESS_SHOWN)

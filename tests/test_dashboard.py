@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from autoplay_storage import access
 from autoplay_storage.models import SummaryRun
 from autoplay_storage.user_adoption_state import SessionSnapshot
 from tests.support.dashboard import (
@@ -134,8 +135,11 @@ def test_roles_migration_creates_the_permissions_it_grants(db) -> None:
         g.name: {f"{p.content_type.app_label}.{p.codename}" for p in g.permissions.all()} for g in Group.objects.all()
     }
     assert perms["support"] == {"dashboard.view_console", "autoplay_storage.view_summaryrun"}
-    assert perms["lead"] == perms["support"] | {"autoplay_storage.rerun_summary"}
+    assert perms["lead"] == perms["support"] | {"autoplay_storage.rerun_summary", "autoplay_storage.view_recent_access"}
     assert perms["lead"] <= perms["admin"]
+    # every product and the audit page are the admin role's alone
+    for only_admin in ("autoplay_storage.access_all_products", "autoplay_storage.view_auditentry"):
+        assert only_admin in perms["admin"] and only_admin not in perms["lead"] | perms["support"]
     assert "autoplay_storage.change_sinkdestination" in perms["admin"]
 
 
@@ -550,6 +554,19 @@ def test_bootstrap_creates_roles_demo_and_sign_ins(primary, settings, monkeypatc
     assert authenticate(signing_in, username="lead", password=passwords["lead"]) is not None
     assert authenticate(signing_in, username="support", password="from-the-env-2718") is not None
     assert passwords["admin"] != passwords["lead"]
+    # the demo sign-ins see the demo product; the admin role sees every product
+    from django.contrib.auth.models import User
+
+    from autoplay_storage.access import product_access
+    from autoplay_storage.models import AuditEntry
+
+    for name in ("lead", "support"):
+        seen = product_access(User.objects.get(username=name))
+        assert seen == access.ProductAccess(all=False, products=frozenset({"demo-projects"}))
+        assert AuditEntry.objects.get(action="grant.change", details__grantee=f"user:{name}").details == {
+            "grantee": f"user:{name}", "granted": ["demo-projects"]
+        }
+    assert product_access(User.objects.get(username="admin")).all
 
     async def products(storage):
         return await storage.browser.list_products()

@@ -29,19 +29,20 @@ class AuditEntryQuerySet(models.QuerySet):
     def delete(self) -> tuple[int, dict[str, int]]:
         raise AuditImmutableError("audit entries cannot be deleted; use manage.py autoplay_audit_prune")
 
-    def prune_before(self, cutoff: datetime, batch: int = 5000) -> int:
-        """Remove entries older than ``cutoff`` in batches; returns how many went.
+    def prune_before(self, cutoff: datetime, batch: int = 5000, most: int | None = None) -> int:
+        """Remove entries older than ``cutoff`` in batches (at most ``most``: a progress bar); returns how many.
 
         Batches keep each transaction short on a large table; the raw delete
         skips the queryset's refusal on purpose (this is the prune command's path).
         """
         removed = 0
-        while True:
+        while most is None or removed < most:
             ids = list(self.filter(at__lt=cutoff).order_by("id").values_list("id", flat=True)[:batch])
             if not ids:
                 return removed
             query = models.QuerySet(self.model, using=self.db).filter(id__in=ids)
             removed += query._raw_delete(query.db)
+        return removed
 
 
 class AuditEntry(models.Model):
@@ -68,6 +69,7 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-id"]
         default_permissions = ("view",)
+        permissions = [("view_recent_access", "Can see which staff opened or changed a user lately")]
         verbose_name_plural = "audit entries"
         indexes = [
             models.Index(fields=["at"], name="audit_at"),

@@ -38,16 +38,25 @@ def configure_primary(kind: str, settings: Any, redis_url: str | None = None) ->
     settings.AUTOPLAY_STORAGE = cfg
 
 
-def make_person(username: str, role: str | None, *, staff: bool = False) -> Any:
-    """A sign-in with one role (``None``: an account with no role at all)."""
+def make_person(username: str, role: str | None, *, staff: bool = False, products: list[str] | None = None) -> Any:
+    """A sign-in with one role (``None``: an account with no role at all).
+
+    ``products``: the products granted to that person; ``None`` grants all
+    products, so page tests about something else browse as before grants.
+    """
     from django.contrib.auth.models import Group, Permission, User
 
+    from autoplay_storage.models import ProductGrant
     from dashboard.roles import sync_roles
 
     sync_roles(Group, Permission)  # transactional tests flush the groups the migration made
     user = User.objects.create_user(username=username, password=PASSWORD, is_staff=staff)
     if role:
         user.groups.add(Group.objects.get(name=role))
+    if products is None:
+        ProductGrant.objects.create(user=user, all_products=True)
+    for product_id in products or ():
+        ProductGrant.objects.create(user=user, product_id=product_id)
     return user
 
 

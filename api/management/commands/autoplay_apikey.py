@@ -12,6 +12,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from api.ids import is_product_id
 from api.models import ApiKey, Scope, validate_limit
+from autoplay_storage.audit import Action, Actor, record
+
+COMMAND = Actor.system("manage.py autoplay_apikey")
 
 
 def _limit_text(row: ApiKey) -> str:
@@ -71,6 +74,7 @@ class Command(BaseCommand):
         if problem:
             raise CommandError(f"--rate/--burst: {problem}")
         row, key = ApiKey.issue(name.strip(), products, scopes=scopes, rate=rate, burst=burst)
+        record(Action.APIKEY_CREATE, actor=COMMAND, details=row.audit_details())
         self.stderr.write(
             f"Created key {row.name!r} (ap_{row.prefix}_…) for {', '.join(row.products)}, "
             f"scopes {', '.join(row.scopes)}, {_limit_text(row)}; shown once:"
@@ -95,4 +99,5 @@ class Command(BaseCommand):
             raise CommandError(f"no key with prefix {prefix!r}")
         if not row.revoke():
             raise CommandError(f"key ap_{prefix}_… was already revoked")
+        record(Action.APIKEY_REVOKE, actor=COMMAND, details=row.audit_details())
         self.stdout.write(f"Revoked ap_{prefix}_… ({row.name}).")

@@ -1,4 +1,4 @@
-"""First-run setup used by ``make run``: roles, demo data, a sign-in to use.
+"""First-run setup used by ``make run``: roles, demo data, sign-ins to use (lead and support granted the demo product).
 
 Safe to run on every start: roles are refreshed (so permissions added by
 later migrations reach the admin role), demo data loads only into an empty
@@ -20,12 +20,15 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
+from autoplay_storage.access import change_grants
+from autoplay_storage.audit import Actor
 from autoplay_storage.demo import DEMO_PRODUCT, load_users
 from autoplay_storage.runtime import get_storage, primary_kind
 from autoplay_storage.summary_runs import recorded_summarizer
 from dashboard.roles import ADMIN, LEAD, SUPPORT, sync_roles
 
 DEMO_USERS = 40
+BOOTSTRAP = Actor.system("manage.py autoplay_bootstrap")
 # (user name, role, environment variable that may hold the password)
 SIGN_INS = [
     ("admin", ADMIN, "AUTOPLAY_ADMIN_PASSWORD"),
@@ -83,6 +86,8 @@ class Command(BaseCommand):
                 password = os.environ.get(env) or secrets.token_urlsafe(12)
                 user = model.objects.create_user(username=name, password=password, is_staff=role == ADMIN)
                 user.groups.add(Group.objects.get(name=role))
+                if role != ADMIN:  # the admin role sees every product; the others see what they are granted
+                    change_grants(user=user, products=[DEMO_PRODUCT], actor=BOOTSTRAP)
                 created.append((name, role, password, bool(os.environ.get(env))))
         bar = "=" * 64
         self.stdout.write(self.style.SUCCESS(bar))
