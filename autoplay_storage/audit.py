@@ -36,7 +36,6 @@ class Action:
     STATE_EDIT = "state.edit"
     STATE_REBUILD = "state.rebuild"
     STATE_QUARANTINE_DOWNLOAD = "state.quarantine_download"
-    SUMMARY_PREVIEW = "summary.preview"
     SUMMARY_WRITE = "summary.write"
     USER_ERASE = "user.erase"
     USER_EXPORT = "user.export"

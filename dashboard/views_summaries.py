@@ -24,6 +24,7 @@ from autoplay_storage.services import StateNotFoundError
 from autoplay_storage.summary_runs import NoSnapshotError, SummaryFailed
 from autoplay_storage.support import summaries
 
+from .reasons import kept_reason, reason_details
 from .roles import RERUN_SUMMARY
 from .support_common import allowed, no_user
 from .views import console_view, page
@@ -76,13 +77,16 @@ async def preview_view(request: HttpRequest, product_id: str, user_id: str) -> H
     except (CorruptDocumentError, UnsupportedVersionError) as exc:
         messages.error(request, f"The summary was not re-run: {exc}. The stored documents are unchanged.")
         return redirect(_back(product_id, user_id))
-    await arecord_request(
+    await arecord_request(  # the re-run itself: a paid summarizer call over this user's data
         request,
-        Action.SUMMARY_PREVIEW,
+        Action.SUMMARY_RERUN,
         product_id=product_id,
         user_id=user_id,
         session_id=preview.run.session_id,
-        details={"run_id": preview.run.pk},
+        details={
+            "run_id": preview.run.pk, "summarizer": preview.run.summarizer, "current": preview.current,
+            "previewed": preview.new, **reason_details(await kept_reason(request, product_id, user_id)),
+        },
     )
     return _preview_page(request, product_id, user_id, preview)
 
@@ -96,7 +100,10 @@ async def _write(request: HttpRequest, product_id: str, user_id: str, **what: An
         Action.SUMMARY_WRITE,
         product_id=product_id,
         user_id=user_id,
-        details={"run_id": run.pk, "source": run.source, "before": run.previous_summary, "after": run.new_summary},
+        details={
+            "run_id": run.pk, "source": run.source, "before": run.previous_summary, "after": run.new_summary,
+            **reason_details(await kept_reason(request, product_id, user_id)),
+        },
     )
 
 
