@@ -39,6 +39,7 @@ from .schemas import (
     StatePatchIn,
     UserStateDoc,
 )
+from .support import router as support_router
 
 DESCRIPTION = """\
 Memory for an in-product AI agent: call **start** when a session begins and
@@ -66,6 +67,7 @@ api = NinjaAPI(
 errors.install(api)
 api.add_router("", insight_router)
 api.add_router("", erasure_router)
+api.add_router("", support_router)
 
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autoplay_storage import state_ops
 from autoplay_storage.user_adoption_state import (
     CompletionRateDenominator,
     JourneyState,
@@ -216,9 +217,9 @@ class WorkflowProgressOp(Doc):
     source: Annotated[str, Field(max_length=64)] | None = None
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.upsert_workflow_progress(
+        state_ops.workflow_progress(
             self.workflow_id, status=self.status, confidence=self.confidence, evidence=self.evidence, source=self.source
-        )
+        )(state)
 
 
 class StepProgressOp(Doc):
@@ -230,9 +231,9 @@ class StepProgressOp(Doc):
     evidence: Text | None = None
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.upsert_step_progress(
+        state_ops.step_progress(
             self.workflow_id, self.step_id, status=self.status, confidence=self.confidence, evidence=self.evidence
-        )
+        )(state)
 
 
 class MasteryOp(Doc):
@@ -242,7 +243,7 @@ class MasteryOp(Doc):
     description: Text | None = None
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.set_mastery(self.rating, self.level, self.description)
+        state_ops.mastery(self.rating, self.level, self.description)(state)
 
 
 class JourneyOp(Doc):
@@ -250,15 +251,18 @@ class JourneyOp(Doc):
     journey_state: JourneyState
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.set_journey_state(self.journey_state)
+        state_ops.journey(self.journey_state)(state)
 
 
 class DiscoveredFeaturesOp(Doc):
     op: Literal["discovered_features"]
-    features: list[Annotated[str, Field(max_length=200)]] = Field(max_length=500)
+    features: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=500)
+    remove: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=500, description="features to remove (a correction), after adding"
+    )
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.record_discovered_features(self.features)
+        state_ops.discovered_features(self.features, self.remove)(state)
 
 
 class MetadataOp(Doc):
@@ -266,7 +270,7 @@ class MetadataOp(Doc):
     values: dict[str, Any] = Field(description="shallow merge; a null value removes the key")
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.merge_metadata(self.values)
+        state_ops.metadata(self.values)(state)
 
 
 class StepInOp(Doc):
@@ -277,19 +281,19 @@ class StepInOp(Doc):
     suggested_workflow_ids: list[WorkflowId] = Field(default_factory=list, max_length=200)
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.record_step_in(
+        state_ops.step_in(
             should_step_in=self.should_step_in,
             timing_assessment=self.timing_assessment,
             reason=self.reason,
             suggested_workflow_ids=self.suggested_workflow_ids,
-        )
+        )(state)
 
 
 class OnboardingCompleteOp(Doc):
     op: Literal["onboarding_complete"]
 
     def apply(self, state: UserAdoptionState) -> None:
-        state.mark_onboarding_complete()
+        state_ops.onboarding_complete()(state)
 
 
 PatchOp = Annotated[

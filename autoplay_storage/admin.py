@@ -33,7 +33,7 @@ from django.utils.text import Truncator
 from . import admin_access  # noqa: F401  registers the grants and product settings admin
 from .adapters.webhook import check_secret, new_secret
 from .audit import SECRET_MASK, Action, masked, record_request
-from .models import AuditEntry, Segment, SinkDestination, SummaryRun, WebhookDelivery
+from .models import AuditEntry, QuarantinedState, Segment, SinkDestination, SummaryRun, WebhookDelivery
 from .sinks import send_test_event
 
 
@@ -354,3 +354,25 @@ class SegmentAdmin(admin.ModelAdmin):
     list_filter = ("product_id",)
     search_fields = ("name", "product_id", "slug")
     readonly_fields = ("slug", "created_by", "created_at")
+
+
+@admin.register(QuarantinedState)
+class QuarantinedStateAdmin(admin.ModelAdmin):
+    """Unreadable state texts kept by a rebuild: evidence, never edited (downloadable from the user page)."""
+
+    list_display = ("at", "product_id", "user_id", "outcome", "sessions_replayed", "actor_name")
+    list_filter = ("outcome",)
+    search_fields = ("product_id", "user_id")
+    date_hierarchy = "at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in QuarantinedState._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -22,6 +22,7 @@ from .protocol import (
     AtomicStateStore,
     AutoplayStorageAdapter,
     BrowsableStorage,
+    RepairableStateStore,
     SessionEndStore,
     SessionFold,
     SnapshotStore,
@@ -156,6 +157,22 @@ class StorageManager:
         if wrote and wrote[-1] and doc is not None:
             await self._fan_out("save_user_state", product_id, user_id, doc)
         return frozen, doc
+
+    async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        """The primary's compare-and-set on the stored text; a written state fans out to the sinks.
+
+        ``NotBrowsableError`` when the primary cannot do it (a custom adapter
+        without ``RepairableStateStore``): a get-then-save would lose a repair
+        made in between.
+        """
+        if not _supports(self.primary, RepairableStateStore):
+            raise NotBrowsableError(f"the primary {adapter_name(self.primary)} cannot replace a state by its text")
+        written = await self._primary_call(
+            self.primary.replace_state_if_raw(product_id, user_id, expected_raw, state)  # type: ignore[attr-defined]
+        )
+        if written:
+            await self._fan_out("save_user_state", product_id, user_id, state)
+        return bool(written)
 
     @property
     def browser(self) -> BrowsableStorage:

@@ -15,6 +15,9 @@ them when present:
   per round trip (the export; without it, a read per snapshot).
 - ``ErasableStorage``: remove everything of one user, leaving a tombstone
   that the session end checks (``autoplay_storage.tombstones``).
+- ``RepairableStateStore``: replace a state only while its stored text is
+  exactly what the caller saw (the repair of an unreadable state, which no
+  ``mutate`` can parse).
 
 ``WrittenDocument`` and ``TypedDocument`` let a store that keeps what it
 wrote hand the lifecycle the typed object back with the document, instead of
@@ -136,6 +139,19 @@ class SessionEndStore(Protocol):
         before. Returns ``(frozen, state stored after)``. ``fold`` follows the
         rules of ``AtomicStateStore``'s ``mutate``: pure, may run more than
         once, may raise (nothing of the state is written then).
+        """
+        ...
+
+
+@runtime_checkable
+class RepairableStateStore(Protocol):
+    async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        """Store ``state`` only if the stored state's text is exactly ``expected_raw``; whether it was written.
+
+        A compare-and-set on the stored text (as ``get_raw_user_state`` gives
+        it), not on a parsed document: it is how a state that cannot be
+        parsed is replaced without losing a repair made meanwhile. ``False``
+        (nothing written) when the text changed or is gone.
         """
         ...
 

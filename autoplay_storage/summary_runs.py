@@ -23,7 +23,6 @@ from .errors import StorageError, StorageUnavailableError
 from .lifecycle import SessionEnd, Summarizer, apply_summary, load_state
 from .metrics import SUMMARIZER_RUNS, SUMMARIZER_SECONDS
 from .models import SummaryClaim, SummaryRun
-from .protocol import StateDoc
 from .runtime import get_storage, get_summarizer, storage_settings, summarizer_path
 from .user_adoption_state import SessionSnapshot
 
@@ -125,6 +124,7 @@ async def run_summarizer(
     )
     if claim is not None:
         await SummaryClaim.objects.filter(pk=claim.pk, token=claim.token).aupdate(run=run)
+        claim.run_id = run.pk
     started = time.perf_counter()
     run.outcome, run.error, run.new_summary = await _execute(summarizer, snapshot, timeout_s)
     SUMMARIZER_RUNS.labels(run.outcome).inc()
@@ -219,6 +219,8 @@ async def _store(
     applied = written is not None and written.applied
     state = SummaryClaim.State.APPLIED if applied else SummaryClaim.State.SUPERSEDED
     await _settle(claim, state, expected_state=SummaryClaim.State.FINISHED)
+    if applied and claim.run_id is not None:
+        await SummaryRun.objects.filter(pk=claim.run_id, applied_at=None).aupdate(applied_at=timezone.now())
     if written is None:
         return ended
     return SessionEnd(written.state, written.document, ended.snapshot, ended.recorded)
@@ -291,6 +293,9 @@ def recorded_summarizer(product_id: str, user_id: str) -> Summarizer:
         result = await run_summarizer(
             snapshot, product_id=product_id, user_id=user_id, source=SummaryRun.Source.SESSION_END
         )
+        # on_session_end stores a summarizer's text as it returns it
+        result.run.applied_at = timezone.now()
+        await result.run.asave(update_fields=["applied_at"])
         return result.text
 
     return summarize
@@ -308,46 +313,10 @@ async def record_explicit_summary(product_id: str, user_id: str, session_id: str
         duration_ms=0,
         outcome=SummaryRun.Outcome.SUCCEEDED,
         new_summary=text,
+        applied_at=timezone.now(),
     )
 
 
 async def latest_session_id(product_id: str, user_id: str) -> str | None:
     page = await get_storage().browser.list_sessions(product_id, user_id, limit=1)
     return page.items[0].session_id if page.items else None
-
-
-async def rerun_summary(
-    product_id: str, user_id: str, session_id: str | None = None, *, actor: Any = None
-) -> SummaryResult:
-    """Summarize a snapshot (the latest by default) and store the text as the user's summary.
-
-    Raises ``NoSnapshotError`` when there is nothing to summarize and
-    ``SummaryFailed`` (recorded, state untouched) when the summarizer fails.
-    """
-    storage = get_storage()
-    session_id = session_id or await latest_session_id(product_id, user_id)
-    if session_id is None:
-        raise NoSnapshotError(f"{product_id}/{user_id} has no finished session to summarize")
-    doc = await storage.get_session_snapshot(product_id, user_id, session_id)
-    if doc is None:
-        raise NoSnapshotError(f"no snapshot {session_id} for {product_id}/{user_id}")
-    snapshot = SessionSnapshot.from_dict(doc, session_id=session_id, user_id=user_id)
-    current = await storage.get_user_state(product_id, user_id)
-    previous = load_state(current, user_id).onboarding.summary if current is not None else None
-    result = await run_summarizer(
-        snapshot,
-        product_id=product_id,
-        user_id=user_id,
-        source=SummaryRun.Source.DASHBOARD,
-        actor=actor,
-        previous_summary=previous,
-    )
-
-    def mutate(stored: StateDoc | None) -> StateDoc:
-        state = load_state(stored, user_id)
-        state.onboarding.summary = result.text
-        state.touch()
-        return state.to_dict()
-
-    await storage.update_user_state(product_id, user_id, mutate)
-    return result

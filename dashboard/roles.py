@@ -1,8 +1,8 @@
-"""Roles are Django groups: support (view), lead (view, re-run summary, export a user, who accessed a user),
-admin (everything).
+"""Roles are Django groups: support (view), lead (view, re-run summary, edit a state, export a user, who
+accessed a user), admin (everything).
 
 The audit page (``autoplay_storage.view_auditentry``), every product
-(``autoplay_storage.access_all_products``) and erasure are the admin role's alone;
+(``autoplay_storage.access_all_products``), erasure and rebuilds are the admin role's alone;
 support and lead see the products granted to them.
 
 Shared by the data migration (historical models) and ``autoplay_bootstrap``
@@ -20,6 +20,8 @@ VIEW_RECENT_ACCESS = "autoplay_storage.view_recent_access"
 VIEW_AUDIT = "autoplay_storage.view_auditentry"
 EXPORT_USER = "autoplay_storage.export_user"
 ERASE_USER = "autoplay_storage.erase_user"  # admins only: the admin role holds every permission
+EDIT_STATE = "autoplay_storage.edit_state"
+REBUILD_STATE = "autoplay_storage.rebuild_state"  # admins only (the admin role holds every permission)
 
 SUPPORT = "support"
 LEAD = "lead"
@@ -27,14 +29,18 @@ ADMIN = "admin"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     SUPPORT: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun"],
-    LEAD: [VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, EXPORT_USER, VIEW_RECENT_ACCESS],
+    LEAD: [
+        VIEW_CONSOLE, "autoplay_storage.view_summaryrun", RERUN_SUMMARY, EDIT_STATE, EXPORT_USER, VIEW_RECENT_ACCESS
+    ],
 }
 
 
-def sync_roles(group_model: Any, permission_model: Any) -> dict[str, int]:
+def sync_roles(group_model: Any, permission_model: Any, *, strict: bool = True) -> dict[str, int]:
     """Create or refresh the three groups; returns how many permissions each holds.
 
     Takes the model classes so a migration can pass its historical ones.
+    ``strict=False`` (the first roles migration) grants what exists so far:
+    a permission whose model a later migration adds is granted by that one.
     """
     counts: dict[str, int] = {}
     for role, names in ROLE_PERMISSIONS.items():
@@ -43,6 +49,8 @@ def sync_roles(group_model: Any, permission_model: Any) -> dict[str, int]:
         for name in names:
             app_label, codename = name.split(".", 1)
             perm = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is None and not strict:
+                continue
             if perm is None:
                 raise LookupError(f"permission {name} does not exist; run migrate first")
             perms.append(perm)

@@ -15,31 +15,26 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.urls import reverse
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_safe
 
 from autoplay_storage import selectors
 from autoplay_storage.access import ACCESS_ALL, ProductAccess, aproduct_access
 from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
 from autoplay_storage.browse import Page, SessionSummary, UserQuery, UserSummary
 from autoplay_storage.errors import (
-    CorruptDocumentError,
     NotBrowsableError,
     StorageUnavailableError,
-    UnsupportedVersionError,
 )
-from autoplay_storage.summary_runs import NoSnapshotError, SummaryFailed, rerun_summary
 from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, WorkflowStatus
 
 from .charts import session_chart
 from .notes import document_notes
-from .reasons import access_reason, kept_reason, reason_details
+from .reasons import access_reason, reason_details
 from .roles import ERASE_USER, EXPORT_USER, RERUN_SUMMARY, VIEW_AUDIT, VIEW_CONSOLE, VIEW_RECENT_ACCESS
+from .support_context import session_changes, user_support_context
 
 if TYPE_CHECKING:  # the rows selectors.summary_runs returns
     from autoplay_storage.models import SummaryRun
@@ -294,10 +289,13 @@ async def session_pages(
 
 
 def summary_provenance(summary: str | None, runs: list[SummaryRun]) -> SummaryRun | None:
-    """The newest successful run that produced the current summary; ``None``: another writer wrote it."""
+    """The newest run whose text became the current summary; ``None``: another writer wrote it.
+
+    A preview that was never accepted produced the text but did not store it.
+    """
     if not summary:
         return None
-    return next((r for r in runs if r.new_summary == summary), None)
+    return next((r for r in runs if r.new_summary == summary and r.applied_at is not None), None)
 
 
 @require_safe
@@ -357,6 +355,7 @@ async def user_detail(request: HttpRequest, product_id: str, user_id: str) -> Ht
             "notes": document_notes(doc if state else None, "state", product_id=product_id, user_id=user_id),
             "access_reason": reason,
             "recent_access": await recent_access(request, product_id, user_id),
+            **await user_support_context(request, product_id, user_id, state, doc),
         },
         status=400 if problems else 200,
     )
@@ -392,6 +391,7 @@ async def snapshot(request: HttpRequest, product_id: str, user_id: str, session_
             "notes": document_notes(
                 doc if snap else None, "snapshot", product_id=product_id, user_id=user_id, session_id=session_id
             ),
+            **await session_changes(product_id, user_id, session_id),
         },
     )
 
@@ -412,40 +412,6 @@ async def snapshot_download(request: HttpRequest, product_id: str, user_id: str,
     response = HttpResponse(raw, content_type="application/json; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="snapshot-{safe_name}.json"'
     return response
-
-
-# -- re-run the summary -------------------------------------------------------
-
-
-@require_POST
-@console_view(RERUN_SUMMARY)
-async def rerun_summary_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    session_id = request.POST.get("session_id", "").strip() or None
-    back = reverse("dashboard:user", args=[product_id, user_id])
-    if session_id and request.POST.get("back") == "snapshot":
-        back = reverse("dashboard:snapshot", args=[product_id, user_id, session_id])
-    try:
-        result = await rerun_summary(product_id, user_id, session_id, actor=request.user)
-    except NoSnapshotError as exc:
-        messages.error(request, f"Nothing to summarize: {exc}.")
-    except SummaryFailed as exc:
-        messages.error(request, f"The summary was not re-run: {exc}. The stored summary is unchanged.")
-    except (CorruptDocumentError, UnsupportedVersionError) as exc:
-        messages.error(request, f"The summary was not re-run: {exc}. The stored documents are unchanged.")
-    else:
-        await arecord_request(
-            request, Action.SUMMARY_RERUN, product_id=product_id, user_id=user_id, session_id=result.run.session_id,
-            details={
-                "before": result.run.previous_summary, "after": result.run.new_summary,
-                "summarizer": result.run.summarizer, **reason_details(await kept_reason(request, product_id, user_id)),
-            },
-        )
-        messages.success(
-            request,
-            f"Summary re-run on session {result.run.session_id} by {result.run.summarizer} "
-            f"in {result.run.duration_ms} ms.",
-        )
-    return redirect(f"{back}#summary")
 
 
 async def recent_access(request: HttpRequest, product_id: str, user_id: str) -> list[Any] | None:

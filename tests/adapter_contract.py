@@ -32,7 +32,13 @@ from autoplay_storage.browse import MAX_PAGE_SIZE, UserQuery
 from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableError, UnsupportedVersionError
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager, record_session_end
-from autoplay_storage.protocol import AtomicStateStore, AutoplayStorageAdapter, BrowsableStorage, SnapshotStore
+from autoplay_storage.protocol import (
+    AtomicStateStore,
+    AutoplayStorageAdapter,
+    BrowsableStorage,
+    RepairableStateStore,
+    SnapshotStore,
+)
 from autoplay_storage.user_adoption_state import JourneyState, Mastery, SessionSnapshot, UserAdoptionState
 from tests.erasure_contract import ErasureContract
 
@@ -161,7 +167,13 @@ class AdapterContract(ErasureContract):
     # -- the wire --
 
     async def test_offers_every_capability_the_engine_uses(self, backend: Backend) -> None:
-        for protocol in (AutoplayStorageAdapter, AtomicStateStore, SnapshotStore, BrowsableStorage):
+        for protocol in (
+            AutoplayStorageAdapter,
+            AtomicStateStore,
+            SnapshotStore,
+            BrowsableStorage,
+            RepairableStateStore,
+        ):
             assert isinstance(backend.adapter, protocol), protocol.__name__
         assert await backend.adapter.ping() is None
 
@@ -470,6 +482,32 @@ class AdapterContract(ErasureContract):
             assert await adapter.get_raw_user_state(P, U) == raw, "overwritten"
             (row,) = (await adapter.list_users(P)).items
             assert (row.user_id, row.corrupt) == (U, True), raw
+
+    async def test_an_unreadable_state_is_replaced_only_while_its_text_is_unchanged(self, backend: Backend) -> None:
+        adapter = backend.adapter
+        fresh = make_state(U, at=70.0, journey="onboarded", level="proficient", email="ines@x.io")
+        assert await adapter.replace_state_if_raw(P, U, "{not json", fresh) is False  # nothing stored: not written
+        assert await adapter.get_raw_user_state(P, U) is None
+        for raw in UNREADABLE_STATES:
+            await backend.put_state(P, U, raw)
+            assert await adapter.replace_state_if_raw(P, U, raw + " ", fresh) is False, raw
+            assert await adapter.get_raw_user_state(P, U) == raw, "written against other text"
+            assert await adapter.replace_state_if_raw(P, U, raw, fresh) is True, raw
+            assert await adapter.get_user_state(P, U) == fresh
+            (row,) = (await adapter.list_users(P, UserQuery(journey_state="onboarded"))).items
+            assert (row.user_id, row.corrupt, row.mastery_level) == (U, False, "proficient"), raw
+            assert (await adapter.list_users(P, UserQuery(search="ines@"))).items, raw
+            # A second repair that saw the unreadable text loses to the first: nothing is overwritten.
+            assert await adapter.replace_state_if_raw(P, U, raw, make_state(U, at=80.0)) is False
+            assert await adapter.get_user_state(P, U) == fresh
+
+    async def test_racing_repairs_of_one_unreadable_state_write_once(self, backend: Backend) -> None:
+        adapter = backend.adapter
+        await backend.put_state(P, U, "{not json")
+        docs = [make_state(U, at=100.0 + i, n=i) for i in range(8)]
+        won = await asyncio.gather(*(adapter.replace_state_if_raw(P, U, "{not json", d) for d in docs))
+        assert sum(won) == 1
+        assert await adapter.get_user_state(P, U) == docs[won.index(True)]
 
     async def test_an_unreadable_snapshot_is_reported_listed_and_never_replaced(self, backend: Backend) -> None:
         adapter = backend.adapter

@@ -70,13 +70,23 @@ def test_console_views_are_recorded_once_each(plan) -> None:
 def test_a_rerun_is_recorded_with_the_summary_before_and_after(plan) -> None:
     lee = signed_in(make_person("lee", "lead"))
     response = lee.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]))
-    assert response.status_code == 302
-    run = SummaryRun.objects.filter(source="dashboard").get()
+    assert response.status_code == 200  # the preview: nothing stored yet
+    run = SummaryRun.objects.get(source="preview")
+    assert run.new_summary
+    current = SummaryRun.objects.exclude(pk=run.pk).order_by("-started_at").first()
     assert fields(only("summary.rerun")) == (
         "staff", "lee", "summary.rerun", PRODUCT, plan.user_id, run.session_id, "127.0.0.1",
-        {"before": run.previous_summary, "after": run.new_summary, "summarizer": run.summarizer},
+        {"run_id": run.pk, "summarizer": run.summarizer, "current": response.context["preview"].current,
+         "previewed": run.new_summary},
     )
-    assert run.new_summary
+    assert not AuditEntry.objects.filter(action="summary.write").exists()
+    etag = response.context["preview"].etag
+    accepted = lee.post(reverse("dashboard:summary_accept", args=[PRODUCT, plan.user_id]),
+                        {"run_id": run.pk, "etag": etag})
+    assert accepted.status_code == 302
+    written = only("summary.write")
+    assert (written.actor, written.details["after"], written.details["run_id"]) == ("lee", run.new_summary, run.pk)
+    assert current is None or written.details["before"] == response.context["preview"].current
 
 
 def test_the_recent_access_panel_is_for_leads_and_admins(plan) -> None:

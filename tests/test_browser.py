@@ -12,6 +12,7 @@ from tests.support.dashboard import (
     PASSWORD,
     PRODUCT,
     configure_primary,
+    grant_products,
     load_demo,
     load_one,
     make_person,
@@ -35,7 +36,7 @@ def console(settings, live_server) -> str:
     }
     load_demo(30)
     plan = load_one(4, email="ines.okafor@northwind.io", role="manager", name="Ines Okafor")
-    make_person("lee", "lead")
+    grant_products(make_person("lee", "lead"))
     make_person("sam", "support")
     return live_server.url, plan
 
@@ -81,14 +82,16 @@ def test_lead_finds_a_user_opens_a_snapshot_and_reruns_the_summary(console) -> N
         shot(page, "05-snapshot")
 
         page.click("button:has-text('Re-run summary from this session')")
+        page.wait_for_selector("#summary-new")  # a preview first: nothing is stored yet
+        assert second in page.locator(".pagehead").inner_text()
+        shot(page, "06-summary-preview")
+        page.click("#accept-summary")
         page.wait_for_selector(".alert-success")
-        assert f"Summary re-run on session {second}" in page.locator(".alert-success").inner_text()
-        shot(page, "06-snapshot-after-rerun")
+        assert "The previewed summary is now the user's summary" in page.locator(".alert-success").inner_text()
 
-        page.click(f".crumbs a:has-text('{plan.user_id}')")
         summary = page.locator(".summary-text").inner_text()
         assert summary == "Fresh brief for session 2: offer help with the next workflow."
-        assert "re-run from the console by lee" in page.locator(".provenance").inner_text()
+        assert "re-run from the console, previewed by lee" in page.locator(".provenance").inner_text()
         first_run = page.locator("#runs tbody tr").first.inner_text()
         assert "lee" in first_run and second in first_run and "succeeded" in first_run
         page.locator("#runs").scroll_into_view_if_needed()

@@ -24,6 +24,7 @@ from tests.support.dashboard import (
     PASSWORD,
     PRODUCT,
     configure_primary,
+    grant_products,
     load_demo,
     load_one,
     load_one_direct,
@@ -54,7 +55,7 @@ def support(db) -> Client:
 @pytest.fixture
 def lead(db) -> Client:
     client = Client()
-    client.force_login(make_person("lee", "lead"))
+    client.force_login(grant_products(make_person("lee", "lead")))
     return client
 
 
@@ -96,7 +97,7 @@ def test_every_page_needs_a_sign_in(primary) -> None:
         assert response["Location"].startswith(reverse("login") + "?next=")
     response = client.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]))
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
-    assert not SummaryRun.objects.filter(source=SummaryRun.Source.DASHBOARD).exists()
+    assert not SummaryRun.objects.filter(source=SummaryRun.Source.PREVIEW).exists()
 
 
 def test_sign_in_form_signs_in_and_out(primary) -> None:
@@ -136,7 +137,8 @@ def test_roles_migration_creates_the_permissions_it_grants(db) -> None:
     }
     assert perms["support"] == {"dashboard.view_console", "autoplay_storage.view_summaryrun"}
     assert perms["lead"] == perms["support"] | {
-        "autoplay_storage.rerun_summary", "autoplay_storage.view_recent_access", "autoplay_storage.export_user"
+        "autoplay_storage.rerun_summary", "autoplay_storage.view_recent_access", "autoplay_storage.export_user",
+        "autoplay_storage.edit_state",
     }
     assert perms["lead"] <= perms["admin"]
     # every product, the audit page and erasure are the admin role's alone
@@ -445,34 +447,46 @@ def use_summarizer(settings, fn, timeout: float = 30.0) -> None:
     }
 
 
+def accept(client: Client, user_id: str, body: str):
+    """Accept the preview on ``body`` (its run id and etag), as the Accept button does."""
+    run_id = re.search(r'name="run_id" value="(\d+)"', body).group(1)
+    etag = re.search(r'name="etag" value="([0-9a-f]+)"', body).group(1)
+    url = reverse("dashboard:summary_accept", args=[PRODUCT, user_id])
+    return client.post(url, {"run_id": run_id, "etag": etag}, follow=True)
+
+
 def test_lead_reruns_the_summary_on_the_latest_snapshot(primary, lead, settings) -> None:
     plan = load_one(3)
     use_summarizer(settings, shouting_summarizer)
     page = text(lead.get(reverse("dashboard:user", args=[PRODUCT, plan.user_id])))
     assert "Re-run summary" in page
-    before = state_of(plan.user_id)["onboarding"]["summary"]
-    response = lead.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]), follow=True)
+    before = state_of(plan.user_id)
+    response = lead.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]))
     expected = f"RE-RUN OF SESSION 3 ({plan.sessions[-1].session_id})"
-    assert state_of(plan.user_id)["onboarding"]["summary"] == expected
-    body = text(response)
-    assert "Summary re-run on session" in body and expected in body
-    assert "re-run from the console by <b>lee</b>" in body
-    run = SummaryRun.objects.get(source=SummaryRun.Source.DASHBOARD)
+    preview = text(response)
+    assert response.status_code == 200 and "Re-run preview" in preview and "RE-RUN" in preview
+    assert state_of(plan.user_id) == before  # a preview stores nothing
+    run = SummaryRun.objects.get(source=SummaryRun.Source.PREVIEW)
     assert run.actor.username == "lee" and run.session_id == plan.sessions[-1].session_id
-    assert run.previous_summary == before and run.new_summary == expected
+    assert run.previous_summary == before["onboarding"]["summary"] and run.new_summary == expected
     assert run.summarizer == "tests.test_dashboard.shouting_summarizer" and run.duration_ms is not None
+    assert run.applied_at is None
+    body = text(accept(lead, plan.user_id, preview))
+    assert state_of(plan.user_id)["onboarding"]["summary"] == expected
+    assert "The previewed summary is now the user" in body
+    assert "re-run from the console, previewed by <b>lee</b>" in body
+    run.refresh_from_db()
+    assert run.applied_at is not None and run.applied_by.username == "lee"
 
 
-def test_rerun_from_a_chosen_snapshot_returns_to_it(primary, lead, settings) -> None:
+def test_rerun_from_a_chosen_snapshot_previews_that_session(primary, lead, settings) -> None:
     plan = load_one(3, record_runs=False)
     use_summarizer(settings, shouting_summarizer)
     sid = plan.sessions[0].session_id
     page = text(lead.get(reverse("dashboard:snapshot", args=[PRODUCT, plan.user_id, sid])))
     assert f'name="session_id" value="{sid}"' in page
-    response = lead.post(
-        reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]), {"session_id": sid, "back": "snapshot"}
-    )
-    assert response["Location"] == reverse("dashboard:snapshot", args=[PRODUCT, plan.user_id, sid]) + "#summary"
+    response = lead.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]), {"session_id": sid})
+    accept(lead, plan.user_id, text(response))
     assert state_of(plan.user_id)["onboarding"]["summary"] == f"RE-RUN OF SESSION 1 ({sid})"
 
 
@@ -491,7 +505,7 @@ def test_failed_rerun_says_why_and_changes_nothing(primary, lead, settings, summ
     body = text(response)
     assert "The summary was not re-run" in body and message in body and "unchanged" in body
     assert state_of(plan.user_id) == before
-    run = SummaryRun.objects.get(source=SummaryRun.Source.DASHBOARD)
+    run = SummaryRun.objects.get(source=SummaryRun.Source.PREVIEW)
     assert run.outcome == outcome and run.new_summary is None
     assert f"outcome-{outcome}" in body
 
@@ -518,7 +532,7 @@ def test_support_sees_no_button_and_cannot_rerun(primary, support) -> None:
     response = support.post(reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id]))
     assert response.status_code == 403
     assert state_of(plan.user_id) == before
-    assert not SummaryRun.objects.filter(source=SummaryRun.Source.DASHBOARD).exists()
+    assert not SummaryRun.objects.filter(source=SummaryRun.Source.PREVIEW).exists()
 
 
 def test_rerun_is_post_only(primary, lead) -> None:
@@ -530,14 +544,16 @@ def test_rerun_enforces_csrf(primary, settings) -> None:
     plan = load_one(2, record_runs=False)
     use_summarizer(settings, shouting_summarizer)
     client = Client(enforce_csrf_checks=True)
-    client.force_login(make_person("lee", "lead"))
+    client.force_login(grant_products(make_person("lee", "lead")))
     url = reverse("dashboard:rerun_summary", args=[PRODUCT, plan.user_id])
     assert client.post(url).status_code == 403
-    assert not SummaryRun.objects.filter(source=SummaryRun.Source.DASHBOARD).exists()
+    assert not SummaryRun.objects.filter(source=SummaryRun.Source.PREVIEW).exists()
     page = text(client.get(reverse("dashboard:user", args=[PRODUCT, plan.user_id])))
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    assert client.post(url, {"csrfmiddlewaretoken": token}).status_code == 302
-    assert state_of(plan.user_id)["onboarding"]["summary"].startswith("RE-RUN OF SESSION 2")
+    preview = client.post(url, {"csrfmiddlewaretoken": token})
+    assert preview.status_code == 200
+    assert SummaryRun.objects.get(source=SummaryRun.Source.PREVIEW).new_summary.startswith("RE-RUN OF SESSION 2")
+    assert client.post(reverse("dashboard:summary_accept", args=[PRODUCT, plan.user_id])).status_code == 403
 
 
 # -- first run ----------------------------------------------------------------------

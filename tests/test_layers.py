@@ -30,6 +30,12 @@ ALLOWED = (
     # Pure rules, no storage behind them: the wire JSON codec and the id rules.
     "autoplay_storage.codec",
     "autoplay_storage.ids",
+    # Pure rules: the state edits both interfaces send to services.patch_state, and the session diff.
+    "autoplay_storage.state_ops",
+    "autoplay_storage.diff",
+    # The support tooling's service layer (staff edits, summary review, rebuilds, diffs of stored
+    # sessions): reads and writes over the selectors and services, like summary_runs.
+    "autoplay_storage.support",
 )
 FORBIDDEN_NAMES = {"get_storage"}
 

@@ -28,6 +28,17 @@ def _pages(plan: Any) -> list[str]:
         user,
         f"{user}s/{session}/",
         f"{user}s/{session}/snapshot.json",
+        f"{user}edit",
+        f"{user}compare",
+        f"{user}erase",
+        f"{user}export.json",
+        f"/p/{PRODUCT}/insight/",
+        f"/p/{PRODUCT}/insight/users/",
+        f"/p/{PRODUCT}/stuck/",
+        f"/p/{PRODUCT}/?format=csv",
+        "/audit/",
+        "/audit/?format=csv",
+        "/admin/autoplay_storage/productgrant/add/",
         "/admin/",
         "/admin/autoplay_storage/sinkdestination/add/",
         "/admin/api/apikey/add/",
@@ -57,7 +68,7 @@ def test_every_console_page_keeps_its_content_security_policy(console: tuple[str
         page.click("button[type=submit]")
         page.wait_for_url(base + "/")
         for path in _pages(plan):
-            if path.endswith(".json"):  # a download: fetched with the page's cookies, not navigated to
+            if path.endswith((".json", "format=csv")):  # a download: fetched with the page's cookies, not navigated to
                 fetched = page.request.get(base + path)
                 assert fetched.status == 200 and "no-store" in fetched.headers["cache-control"], path
                 continue

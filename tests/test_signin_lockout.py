@@ -86,11 +86,9 @@ def test_five_failures_for_one_user_name_lock_it_out_across_workers(server) -> N
     actions = audit_actions(directory)
     assert actions.count(("signin.failure", "alice")) == 8  # 5 wrong passwords, then 3 refused attempts
     assert actions.count(("signin.lockout", "alice")) == 1
+    query = "SELECT details FROM autoplay_storage_auditentry WHERE action = 'signin.failure' ORDER BY id"
     with sqlite3.connect(directory / "db.sqlite3") as db:
-        details = [
-            json.loads(row[0])
-            for row in db.execute("SELECT details FROM autoplay_storage_auditentry WHERE action = 'signin.failure'")
-        ]
+        details = [json.loads(row[0]) for row in db.execute(query)]
     assert [d["refused_while_locked_out"] for d in details] == [False] * 5 + [True] * 3
     assert ("signin.success", "bob") in actions
 

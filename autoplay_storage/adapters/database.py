@@ -235,6 +235,27 @@ class DatabaseStorageAdapter(DatabaseInsight):
                     raise
         raise AssertionError("unreachable")
 
+    async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        """Under the row lock: written only if the stored text is still ``expected_raw``."""
+        _check_id("product_id", product_id)
+        _check_id("user_id", user_id)
+        raw = _dumps(state)
+
+        def write() -> bool:
+            from django.db import connections, transaction
+
+            connection = connections[self.using]
+            sql = self._sql(connection)
+            with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                cursor.execute(sql.select_state, (product_id, user_id))
+                row = cursor.fetchone()
+                if row is None or row[1] != expected_raw:
+                    return False
+                self._write_state(row, product_id, user_id, raw, state)
+                return True
+
+        return await self._run(write)
+
     async def record_session_end(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
     ) -> tuple[dict[str, Any], StateDoc | None]:

@@ -74,6 +74,13 @@ class InMemoryStorageAdapter(MemoryInsight):
             await self.save_user_state(product_id, user_id, new)
             return new
 
+    async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        async with self._locks[(product_id, user_id)]:
+            if self.states.get((product_id, user_id)) != expected_raw:
+                return False
+            await self.save_user_state(product_id, user_id, state)
+            return True
+
     async def record_session_end(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any], fold: SessionFold
     ) -> tuple[dict[str, Any], StateDoc | None]:

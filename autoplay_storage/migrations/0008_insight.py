@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('autoplay_storage', '0006_erasure'),
+        ('autoplay_storage', '0007_support'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

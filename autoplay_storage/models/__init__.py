@@ -8,6 +8,7 @@ from .records import SessionSnapshotRecord, UserStateRecord
 from .segments import Segment
 from .sinks import SinkDestination, WebhookDelivery
 from .summaries import SummaryClaim, SummaryRun
+from .support import QuarantinedState, StaffEdit
 
 __all__ = [
     "AuditEntry",
@@ -16,10 +17,12 @@ __all__ = [
     "ProductCounter",
     "ProductGrant",
     "ProductSettings",
+    "QuarantinedState",
     "Segment",
     "SessionSnapshotRecord",
     "SinkDestination",
     "SinkErasure",
+    "StaffEdit",
     "SummaryClaim",
     "SummaryRun",
     "UserMetadataFact",

@@ -1,4 +1,9 @@
-"""Every summary produced for a user: who ran it, on what, how it went."""
+"""Every summary produced for a user: who ran it, on what, how it went, and whether it became the summary.
+
+A run whose text was stored as the user's summary has ``applied_at``: those
+rows, newest first, are the user's summary history (every text the user
+ever had from this console or its API, with where it came from).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ class SummaryRun(models.Model):
         DASHBOARD = "dashboard", "Re-run from the console"
         SESSION_END = "session_end", "Session end (summarizer)"
         EXPLICIT = "explicit", "Session end (explicit summary)"
+        PREVIEW = "preview", "Re-run from the console, previewed"
+        MANUAL = "manual", "Written by hand"
+        RESTORED = "restored", "Restored from an earlier version"
 
     product_id = models.CharField(max_length=128)
     user_id = models.CharField(max_length=128)
@@ -31,6 +39,12 @@ class SummaryRun(models.Model):
     error = models.TextField(blank=True)
     previous_summary = models.TextField(null=True, blank=True)
     new_summary = models.TextField(null=True, blank=True)
+    actor_label = models.CharField(max_length=200, blank=True, help_text="who, when not a console user (an API key)")
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="when the text became the user's summary")
+    applied_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    restored_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-started_at"]

@@ -127,6 +127,15 @@ class UserAdoptionState:
             self.touch(now)
         return added
 
+    def forget_discovered_features(self, features: Iterable[str], *, now: float | None = None) -> list[str]:
+        """Remove features (a correction by hand); returns the ones removed. The seen count is history: kept."""
+        gone = set(features)
+        removed = [f for f in self.discovered_features if f in gone]
+        if removed:
+            self.discovered_features = [f for f in self.discovered_features if f not in gone]
+            self.touch(now)
+        return removed
+
     def merge_metadata(self, values: Mapping[str, Any], *, now: float | None = None) -> None:
         """Shallow merge; a ``None`` value removes the key."""
         for key, value in values.items():

@@ -15,7 +15,7 @@ def create_roles(apps, schema_editor):
 
     from dashboard.roles import sync_roles
 
-    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False)
 
 
 def remove_roles(apps, schema_editor):

@@ -60,6 +60,17 @@ def make_person(username: str, role: str | None, *, staff: bool = False, product
     return user
 
 
+def grant_products(user: Any, *products: str) -> Any:
+    """Product grants for a sign-in (none given: every product), as an admin gives them in /admin/."""
+    from autoplay_storage.models import ProductGrant
+
+    if not products:
+        ProductGrant.objects.create(user=user, all_products=True)
+    for product_id in products:
+        ProductGrant.objects.create(user=user, product_id=product_id)
+    return user
+
+
 def load_demo(count: int, *, seed: int = 7, max_sessions: int = 4, product: str = PRODUCT) -> list[str]:
     """Demo users written straight through the manager (fast)."""
     return with_storage(load_users, product, count, max_sessions=max_sessions, seed=seed, direct=True)

@@ -126,6 +126,11 @@ class RedisStorageAdapter:
         """Compare-and-set (or WATCH/MULTI) of ``mutate(current)``, retried on conflict (``mutate`` must be pure)."""
         return await self._writer.update(product_id, user_id, mutate)
 
+    async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        """Compare-and-set on the stored text (WATCH/MULTI): the repair of a state no ``mutate`` can parse."""
+        codec.dumps_strict(state)
+        return await self._writer.replace_if_raw(product_id, user_id, expected_raw, state)
+
     async def create_session_snapshot(
         self, product_id: str, user_id: str, session_id: str, snapshot: dict[str, Any]
     ) -> dict[str, Any]:

@@ -20,17 +20,18 @@ import random
 from typing import Any
 
 from ... import codec
+from ...browse import UserSummary, user_summary_from_doc
 from ...codec import parse_document
-from ...errors import StorageUnavailableError, UserErasedError
+from ...errors import CorruptDocumentError, StorageUnavailableError, UserErasedError
 from ...facts import snapshot_facts, user_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
 from ...tombstones import erased_time, session_started
 from .facts import FactsMemo, facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands, index_entry
-from .keys import UserKeys
+from .keys import UserKeys, all_filter_keys
 from .scripts import CAS, ERASED, FROZEN, STALE, WRITTEN, cas_arguments
 from .seen import NOTHING_SEEN, LastSeen, Seen
-from .transport import Transport, checked
+from .transport import CONFLICT, Transport, checked, text
 
 # Optimistic rounds retried on a write conflict before giving up. 50 writers
 # racing for one user need at most 50 rounds; the backoff spreads them.
@@ -166,6 +167,49 @@ class Writer:
 
     async def reorder_history(self, history: str, session_id: str, frozen: dict[str, Any]) -> None:
         await self.transport.pipeline([("ZADD", history, captured_at(session_id, frozen), session_id)])
+
+    # -- the repair of an unreadable state --
+
+    async def replace_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
+        """WATCH the state, compare its text, MULTI the new one: rare, so one path for both writers.
+
+        The text is compared as ``get_raw_user_state`` decodes it, so bytes
+        that are not UTF-8 can be repaired too. The user is moved out of
+        every filter set it may be filed in (an unreadable state was filed as
+        the defaults, or as a newer writer's fields) and filed anew.
+        """
+        key = self.keys.state(product_id, user_id)
+        payload = codec.dumps(state)
+        idx: list[Command] = []  # what the last decide() filed
+
+        def decide(raws: list[bytes | None]) -> tuple[list[Command], list[Command]] | None:
+            raw = raws[0]
+            if raw is None or text(raw) != expected_raw:
+                return None
+            try:
+                old_doc: Any = parse_document(key, raw)
+            except CorruptDocumentError:
+                old_doc = None
+            old = IndexEntry.from_row(
+                user_summary_from_doc(product_id, user_id, old_doc)
+                if isinstance(old_doc, dict)
+                else UserSummary(product_id=product_id, user_id=user_id, corrupt=True)
+            )
+            idx[:] = [("ZREM", k, user_id) for k in all_filter_keys(product_id)]
+            idx.extend(index_commands(product_id, user_id, old, index_entry(product_id, user_id, state)))
+            steps: list[Command] = [("SET", key, payload, *self.ex)]
+            return ([*idx, *steps] if self.transport.atomic_indexes else steps), []
+
+        for attempt in range(MAX_TX_ATTEMPTS):
+            _raws, outcome = await self.transport.watched((key,), decide)
+            if outcome is CONFLICT:
+                await backoff(attempt)
+                continue
+            self.seen.forget(key)
+            if outcome is not None and not self.transport.atomic_indexes:
+                await self.transport.pipeline(idx)  # the product's indexes live in other slots: right after
+            return outcome is not None
+        raise gave_up(key)
 
     # -- the mutation --
 
