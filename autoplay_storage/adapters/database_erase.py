@@ -41,9 +41,13 @@ def erase_rows(using: str, product_id: str, user_id: str, tombstone_s: int) -> d
 
     mine = {"product_id": product_id, "user_id": user_id}
     with transaction.atomic(using=using):
-        _row, created = UserStateRecord.objects.using(using).get_or_create(**mine, defaults={"document": ""})
         locked = UserStateRecord.objects.using(using).select_for_update().filter(**mine)
-        state_id, document = locked.values_list("id", "document").get()  # read again under the lock
+        while True:  # read again under the lock; gone meanwhile only if a racing erasure committed: once more
+            _row, created = UserStateRecord.objects.using(using).get_or_create(**mine, defaults={"document": ""})
+            found = locked.values_list("id", "document").first()
+            if found is not None:
+                break
+        state_id, document = found
         now = time.time()
         ErasedUser.objects.using(using).filter(expires_at__lte=now).delete()
         ErasedUser.objects.using(using).update_or_create(
