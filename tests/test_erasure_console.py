@@ -37,9 +37,10 @@ def download_as(username: str, url: str) -> tuple[int, dict[str, str], bytes]:
     return async_to_sync(go)()
 
 
-def signed_in(username: str, role: str | None, **kw) -> Client:
+def signed_in(username: str, role: str | None, products: list[str] | None = None, **kw) -> Client:
+    """``products``: the grants (``None``: every product)."""
     client = Client(**kw)
-    client.force_login(make_person(username, role))  # the sign-in form itself is tested with its lockouts
+    client.force_login(make_person(username, role, products=products))  # the sign-in form itself is tested with its lockouts
     return client
 
 
@@ -65,8 +66,8 @@ def test_the_erase_form_needs_the_csrf_token_and_the_typed_id(plan) -> None:
 def test_only_admins_erase_and_leads_download_their_products_only(plan) -> None:
     from django.contrib.auth.models import Group
 
-    lead = signed_in("lee", "lead")
-    support = signed_in("sam", "support")
+    lead = signed_in("lee", "lead", products=[])
+    support = signed_in("sam", "support", products=[])
     erase = f"/p/{PRODUCT}/u/{plan.user_id}/erase"
     download = f"/p/{PRODUCT}/u/{plan.user_id}/export.json"
     assert lead.post(erase, {"confirm": plan.user_id}).status_code == 403
