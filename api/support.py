@@ -173,7 +173,7 @@ async def summary_preview(
         raise ApiError(502, "summarizer_failed", str(exc), details={"run_id": exc.run.pk}) from exc
     await arecord_request(
         request,
-        Action.SUMMARY_PREVIEW,
+        Action.SUMMARY_RERUN,
         product_id=product_id,
         user_id=user_id,
         session_id=preview.run.session_id,

@@ -168,6 +168,7 @@ class StorageManager:
         if not _supports(self.primary, RepairableStateStore):
             raise NotBrowsableError(f"the primary {adapter_name(self.primary)} cannot replace a state by its text")
         written = await self._primary_call(
+            "replace_state_if_raw",
             self.primary.replace_state_if_raw(product_id, user_id, expected_raw, state)  # type: ignore[attr-defined]
         )
         if written:

@@ -61,9 +61,10 @@ def make_person(username: str, role: str | None, *, staff: bool = False, product
 
 
 def grant_products(user: Any, *products: str) -> Any:
-    """Product grants for a sign-in (none given: every product), as an admin gives them in /admin/."""
+    """Set a sign-in's product grants to exactly these (none given: every product), as an admin does in /admin/."""
     from autoplay_storage.models import ProductGrant
 
+    ProductGrant.objects.filter(user=user).delete()
     if not products:
         ProductGrant.objects.create(user=user, all_products=True)
     for product_id in products:
