@@ -40,7 +40,7 @@ def download_as(username: str, url: str) -> tuple[int, dict[str, str], bytes]:
 def signed_in(username: str, role: str | None, products: list[str] | None = None, **kw) -> Client:
     """``products``: the grants (``None``: every product)."""
     client = Client(**kw)
-    client.force_login(make_person(username, role, products=products))  # the sign-in form itself is tested with its lockouts
+    client.force_login(make_person(username, role, products=products))  # the sign-in form: test_signin_lockout
     return client
 
 

@@ -354,7 +354,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
             else:
                 state_id = row[0]
                 cursor.execute(sql.update_state, (*columns, state_id))
-            database_facts.write_user(connection, state_id, product_id, user_id, row and row[1], doc)
+            database_facts.write_user(connection, state_id, product_id, user_id, row and row[1], doc, raw)
             if row is not None:
                 if row[2] == search_text:
                     return

@@ -13,6 +13,7 @@ the erasure's transaction. ``rebuild`` recomputes everything from the documents.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,22 +28,43 @@ def shard_of(user_id: str) -> int:
     return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % SHARDS
 
 
-def _facts_of_raw(raw: str | None) -> UserFacts | None:
+# A ``\ud800`` or ``\u0000`` escape: JSON can carry a lone surrogate, which no database driver
+# can encode, and NUL, which PostgreSQL's text cannot hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
+
+
+def _scrub(value: Any) -> Any:
+    """Lone surrogates and NUL as their escape text (``"\\ud800"``), so the facts can be stored like any text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _document(raw: str | None) -> dict[str, Any] | None:
+    """The stored text as an object to take facts from; ``None`` for what no reader could take facts from."""
     if raw is None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+        if isinstance(doc, dict) and _SURROGATE_ESCAPE.search(raw):
+            doc = _scrub(doc)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any document
         return None
-    return user_facts(doc) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else None
+
+
+def _facts_of_raw(raw: str | None) -> UserFacts | None:
+    doc = _document(raw)
+    return user_facts(doc) if doc is not None else None
 
 
 def _snapshot_facts_of_raw(raw: str) -> SnapshotFacts | None:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    return snapshot_facts(doc) if isinstance(doc, dict) else None
+    doc = _document(raw)
+    return snapshot_facts(doc) if doc is not None else None
 
 
 def counter_deltas(old: UserFacts | None, new: UserFacts | None) -> Counter[str]:
@@ -109,9 +131,20 @@ def _add(cursor: Any, sql: str, product_id: str, shard: int, deltas: dict[str, i
 
 
 def write_user(
-    connection: Any, state_id: int, product_id: str, user_id: str, old_raw: str | None, doc: dict[str, Any] | None
+    connection: Any,
+    state_id: int,
+    product_id: str,
+    user_id: str,
+    old_raw: str | None,
+    doc: dict[str, Any] | None,
+    new_raw: str | None = None,
 ) -> None:
-    """Apply the diff of the replaced document's facts against ``doc``'s (in the caller's transaction)."""
+    """Apply the diff of the replaced document's facts against ``doc``'s (in the caller's transaction).
+
+    ``new_raw``: ``doc``'s stored text, which says whether it carries text no database can hold.
+    """
+    if doc is not None and new_raw is not None and _SURROGATE_ESCAPE.search(new_raw):
+        doc = _scrub(doc)
     old = _facts_of_raw(old_raw)
     new = user_facts(doc) if doc is not None else None
     if old == new:
