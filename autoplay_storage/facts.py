@@ -443,6 +443,12 @@ class InsightStore(Protocol):
         self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]: ...
 
+    async def export_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        """``list_filtered_users`` for a CSV: pages of any size; a row may carry only the metadata a CSV shows."""
+        ...
+
     async def list_stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
     ) -> Page[StuckUser]:

@@ -158,6 +158,7 @@ async def summary_runs(product_id: str, user_id: str, *, limit: int) -> list[Sum
 # -- insight (docs/insight.md) ---------------------------------------------------
 
 EXPORT_PAGE = MAX_PAGE_SIZE
+EXPORT_BATCH = 2000  # rows per read of export_filtered_users: few round trips, a few MB held at most
 FILTER_PARAMS = PARAMS  # the query-string names of a segment's filter
 
 
@@ -182,6 +183,11 @@ async def list_filtered_users(
 ) -> Page[UserSummary]:
     """One page of the users in a segment's filter. ``ValueError`` for a cursor not ours."""
     return await _insight().list_filtered_users(product_id, f, cursor=cursor, limit=_page_size(limit))
+
+
+async def export_filtered_users(product_id: str, f: UserFilter, *, cursor: str | None = None) -> Page[UserSummary]:
+    """A page of ``list_filtered_users`` for a CSV (a row may carry only the ``email`` and ``role`` metadata)."""
+    return await _insight().export_users(product_id, f, cursor=cursor, limit=EXPORT_BATCH)
 
 
 async def stuck_after_days(product_id: str) -> int:

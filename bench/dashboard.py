@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,8 +127,24 @@ async def load(kind: str, users: int, sessions: int, concurrency: int, direct: b
     return heavy.user_id
 
 
+def redis_cpu(url: str) -> Callable[[], float]:
+    """The redis-server's CPU seconds so far (user + system, ``INFO cpu``)."""
+
+    def read() -> float:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return read
+
+
 async def measure(
-    urls: dict[str, str], requests: int, export_filter: dict[str, str]
+    urls: dict[str, str], requests: int, export_filter: dict[str, str], server_cpu: Callable[[], float] | None = None
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Wall-clock and process CPU milliseconds per request, per page.
 
@@ -156,7 +173,7 @@ async def measure(
             wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
             assert response.status_code == 200
-    await measure_insight(client, PRODUCT, requests, export_filter)
+    await measure_insight(client, PRODUCT, requests, export_filter, server_cpu)
     await get_storage().aclose()
     return timings
 
@@ -199,7 +216,8 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
         "user page, 5 sessions": reverse("dashboard:user", args=[PRODUCT, "u_typical"]),
         f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
     }
-    timings = asyncio.run(measure(urls, args.requests, args.export_filter))
+    server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
+    timings = asyncio.run(measure(urls, args.requests, args.export_filter, server_cpu))
     print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8}")
     for name, (values, cpu) in timings.items():
         print(f"  {name:<46} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "

@@ -3,13 +3,17 @@ by a workflow status, the stuck queue's first page, and a CSV export (rows and s
 
 Pages are timed in-process through Django's AsyncClient with a signed-in
 lead, as bench/dashboard.py times the other pages; the count is the
-selector alone (what the product page pays per saved segment).
+selector alone (what the product page pays per saved segment). Each figure
+comes with this process's CPU time, and the export with the primary's too
+when ``server_cpu`` reads it (Redis: ``INFO cpu``): on a busy machine
+wall-clock time measures the neighbours as well.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 WORKFLOW = "invite_team"
@@ -20,7 +24,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure_insight(client: Any, product: str, requests: int, export_filter: dict[str, str]) -> None:
+async def measure_insight(
+    client: Any,
+    product: str,
+    requests: int,
+    export_filter: dict[str, str],
+    server_cpu: Callable[[], float] | None = None,
+) -> None:
     from django.urls import reverse
 
     from autoplay_storage import selectors
@@ -31,16 +41,17 @@ async def measure_insight(client: Any, product: str, requests: int, export_filte
         f"users list, workflow={WORKFLOW} status=completed": f"{users}?workflow={WORKFLOW}&status=completed",
         "stuck queue, first page": reverse("dashboard:stuck", args=[product]),
     }
-    timings: dict[str, list[float]] = {}
+    timings: dict[str, tuple[list[float], list[float]]] = {}
     for name, url in pages.items():
         response = await client.get(url)  # warm-up
         if response.status_code != 200:
             raise RuntimeError(f"{url} answered {response.status_code}")
-        timings[name] = []
+        timings[name] = ([], [])
         for _ in range(requests):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             response = await client.get(url)
-            timings[name].append((time.perf_counter() - t0) * 1000)
+            timings[name][0].append((time.perf_counter() - t0) * 1000)
+            timings[name][1].append((time.process_time() - c0) * 1000)
     segments = {
         f"segment count: {WORKFLOW} in progress": {"workflow": WORKFLOW, "status": "in_progress"},
         "segment count: + mastery beginner,intermediate + 2-5 sessions": {
@@ -52,19 +63,24 @@ async def measure_insight(client: Any, product: str, requests: int, export_filte
         f, problems = selectors.parse_filter(params)
         assert not problems, problems
         await selectors.count_users(product, f)
-        timings[name] = []
+        timings[name] = ([], [])
         for _ in range(requests):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await selectors.count_users(product, f)
-            timings[name].append((time.perf_counter() - t0) * 1000)
-    print(f"  {'insight':<62} {'p50 ms':>8} {'p95 ms':>8}")
-    for name, values in timings.items():
-        print(f"  {name:<62} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f}")
-    t0 = time.perf_counter()
+            timings[name][0].append((time.perf_counter() - t0) * 1000)
+            timings[name][1].append((time.process_time() - c0) * 1000)
+    print(f"  {'insight':<62} {'p50 ms':>8} {'p95 ms':>8} {'cpu p50':>8} {'cpu p95':>8}")
+    for name, (values, cpu) in timings.items():
+        print(f"  {name:<62} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
+              f"{statistics.median(cpu):8.1f} {percentile(cpu, 0.95):8.1f}")
+    s0 = server_cpu() if server_cpu else 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
     response = await client.get(users, {**export_filter, "format": "csv"})
     size = rows = 0
     async for chunk in response.streaming_content:
         size += len(chunk)
         rows += chunk.count(b"\n")
-    elapsed = time.perf_counter() - t0
-    print(f"  CSV export {export_filter or '(every user)'}: {rows - 1:,} rows, {size / 1e6:.1f} MB in {elapsed:.2f} s")
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    server = f", primary CPU {server_cpu() - s0:.2f} s" if server_cpu else ""
+    print(f"  CSV export {export_filter or '(every user)'}: {rows - 1:,} rows, {size / 1e6:.1f} MB in {elapsed:.2f} s"
+          f" (process CPU {cpu:.2f} s{server})")

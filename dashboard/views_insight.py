@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
+import io
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -118,7 +121,7 @@ async def _users_list(
             return HttpResponse("\n".join(problems), status=400, content_type="text/plain; charset=utf-8")
 
         def fetch(cursor: str | None) -> Awaitable[Page[UserSummary]]:
-            return selectors.list_filtered_users(product_id, f, cursor=cursor, limit=selectors.EXPORT_PAGE)
+            return selectors.export_filtered_users(product_id, f, cursor=cursor)
 
         details = {"list": "segment" if segment else "users", "filter": f.to_params()}
         if segment is not None:
@@ -264,36 +267,51 @@ async def stuck_queue(request: HttpRequest, product_id: str) -> HttpResponseBase
 # -- CSV ------------------------------------------------------------------------------------
 
 
-def _safe(value: object) -> object:
+def _safe(value: str) -> str:
     """A cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    return "'" + value if value[:1] in _FORMULA else value
+
+
+_FORMULA = frozenset("=+-@\t\r")
+CHUNK = 64 * 1024  # characters of CSV written per yield: few writes, a small buffer
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_day(day: int) -> str:
+    return (_EPOCH + dt.timedelta(days=day)).isoformat()
+
+
+_EPOCH = dt.date(1970, 1, 1)
+_ISO_MAX = 253402300800  # 10000-01-01: past it, datetime says what is wrong
 
 
 def _iso(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat(timespec="seconds") if t else ""
+    """``datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")``, with the date computed once per day.
+
+    The second is the one ``fromtimestamp`` gives: it rounds to the
+    microsecond (half to even) before the fraction is dropped.
+    """
+    if not t:
+        return ""
+    if not 0 < t < _ISO_MAX:
+        return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat(timespec="seconds")
+    frac, whole = math.modf(t)
+    day, s = divmod(int(whole) + (round(frac * 1e6) >= 1_000_000), DAY_S)
+    return f"{_iso_day(day)}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00:00"
 
 
 def user_cells(u: UserSummary) -> list[object]:
     email, role = u.metadata.get("email", ""), u.metadata.get("role", "")
     return [
-        u.user_id, email if isinstance(email, str) else "", role if isinstance(role, str) else "",
-        u.journey_state, u.mastery_level, u.mastery_rating, "yes" if u.onboarded else "no", u.sessions_count,
-        f"{u.completion_rate:.4f}", _iso(u.first_seen_at), _iso(u.last_activity_at),
+        _safe(u.user_id), _safe(email) if isinstance(email, str) else "", _safe(role) if isinstance(role, str) else "",
+        _safe(u.journey_state), _safe(u.mastery_level), u.mastery_rating, "yes" if u.onboarded else "no",
+        u.sessions_count, f"{u.completion_rate:.4f}", _iso(u.first_seen_at), _iso(u.last_activity_at),
     ]  # fmt: skip
 
 
 def stuck_cells(r: StuckUser, now: float) -> list[object]:
     stuck = (now - r.last_progress_at) / DAY_S
-    return [*user_cells(r.user), r.workflow_id, _iso(r.last_progress_at), f"{stuck:.1f}", r.evidence]
-
-
-class _Line:
-    """A file-like ``csv.writer`` target that hands back the line it was given."""
-
-    def write(self, value: str) -> str:
-        return value
+    return [*user_cells(r.user), _safe(r.workflow_id), _iso(r.last_progress_at), f"{stuck:.1f}", _safe(r.evidence)]
 
 
 async def csv_download(
@@ -305,16 +323,24 @@ async def csv_download(
     header: list[str],
     details: dict[str, Any],
 ) -> StreamingHttpResponse:
-    """Stream every page of a listing as CSV, and record the download in the audit log first."""
+    """Stream every page of a listing as CSV, and record the download in the audit log first.
+
+    Rows are written into one buffer and sent in chunks of about ``CHUNK``
+    characters (one write per chunk, not per row); a page is held at most.
+    """
     await arecord_request(request, Action.USERS_EXPORT_CSV, product_id=product_id, details=details)
-    writer = csv.writer(_Line())
 
     async def lines() -> AsyncIterator[bytes]:
-        yield writer.writerow(header).encode()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
         async for items in selectors.export_pages(fetch):
-            yield "".join(writer.writerow([_safe(c) for c in cells(item)]) for item in items).encode(
-                "utf-8", "backslashreplace"
-            )
+            writer.writerows(map(cells, items))
+            if buffer.tell() >= CHUNK:
+                yield buffer.getvalue().encode("utf-8", "backslashreplace")
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue().encode("utf-8", "backslashreplace")
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in product_id)
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")

@@ -133,6 +133,58 @@ def _list(using: str, product_id: str, f: UserFilter, after: Position | None, li
     return Page(items, next_cursor)
 
 
+EXPORT_COLUMNS = (
+    "user_id", "journey_state", "mastery_level", "mastery_rating", "completion_rate", "onboarded", "sessions_count",
+    "first_seen_at", "last_activity_at",
+)  # fmt: skip
+EXPORT_METADATA = ("email", "role")  # what the CSV shows of the metadata
+
+
+def _export(using: str, product_id: str, f: UserFilter, after: Position | None, limit: int) -> Page[UserSummary]:
+    """A page of the list for a CSV: the browse columns and the metadata rows, no document parsed.
+
+    The columns and the metadata rows are what the write derived from the
+    document (``user_summary``, ``user_facts``), so they hold the values
+    ``list_row`` would read. Only a string of at most ``META_VALUE_MAX``
+    characters has a metadata row: when ``email`` or ``role`` has none, the
+    row's document is read instead (a user without one, or a longer one).
+    """
+    from django.db.models import Case, F, FilteredRelation, Q, When
+
+    rows = _filtered(using, product_id, f)
+    descending = f.order == "-last_activity"
+    if after is not None:
+        at, user_id = after
+        if descending:
+            rows = rows.filter(Q(last_activity_at__lte=at), Q(last_activity_at__lt=at) | Q(user_id__lt=user_id))
+        else:
+            rows = rows.filter(Q(last_activity_at__gte=at), Q(last_activity_at__gt=at) | Q(user_id__gt=user_id))
+    order = ("-last_activity_at", "-user_id") if descending else ("last_activity_at", "user_id")
+    joins = {f"m_{k}": FilteredRelation("metadata_facts", condition=Q(metadata_facts__key=k)) for k in EXPORT_METADATA}
+    missing = Q()
+    for name in joins:
+        missing |= Q(**{f"{name}__value__isnull": True})
+    found = list(
+        rows.annotate(**joins)
+        .annotate(doc=Case(When(missing, then=F("document"))))
+        .order_by(*order)
+        .values_list(*EXPORT_COLUMNS, *(f"{name}__value" for name in joins), "doc")[: limit + 1]
+    )
+    page, next_cursor = next_page(found, limit, lambda row: (row[8], row[0]))
+    items = []
+    for uid, journey, level, rating, rate, onboarded, count, first, last, *meta, raw in page:
+        if raw is not None:
+            items.append(user_row(product_id, uid, _state_key(product_id, uid), raw, list_row))
+            continue
+        items.append(
+            UserSummary(
+                product_id, uid, journey, level, rating, rate, onboarded, count, first, last,
+                metadata=dict(zip(EXPORT_METADATA, meta, strict=True)),
+            )
+        )  # fmt: skip
+    return Page(items, next_cursor)
+
+
 def _stuck(using: str, product_id: str, older_than: float, after: Position | None, limit: int) -> Page[StuckUser]:
     from django.db.models import Q
 
@@ -175,6 +227,11 @@ class DatabaseInsight:
         self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
         return await self._run(_list, self.using, product_id, f, decode_cursor(cursor), clamp_limit(limit))
+
+    async def export_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        return await self._run(_export, self.using, product_id, f, decode_cursor(cursor), max(1, limit))
 
     async def list_stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50

@@ -49,6 +49,11 @@ class MemoryInsight:
         ]
         return page_in_order(rows, user_position, cursor, clamp_limit(limit), f.order == "-last_activity")
 
+    async def export_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        return await self.list_filtered_users(product_id, f, cursor=cursor, limit=limit)
+
     async def list_stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
     ) -> Page[StuckUser]:

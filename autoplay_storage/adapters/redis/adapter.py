@@ -192,6 +192,11 @@ class RedisStorageAdapter:
     ) -> Page[UserSummary]:
         return await self._insight.list_users(product_id, f, cursor=cursor, limit=limit)
 
+    async def export_users(
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[UserSummary]:
+        return await self._insight.list_users(product_id, f, cursor=cursor, limit=limit)
+
     async def list_stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
     ) -> Page[StuckUser]:
