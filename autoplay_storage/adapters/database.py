@@ -63,11 +63,10 @@ from .common import (
 )
 from .database_erase import check_tombstone, erase_rows
 from .database_insight import DatabaseInsight
-from .database_rows import Statements, snapshot_columns, statements_for, user_summary
+from .database_rows import Statements, check_id, snapshot_columns, statements_for, storable, user_summary
 
 T = TypeVar("T")
 
-MAX_ID_LENGTH = 128  # the id columns' width
 _CREATE_RETRIES = 3
 _SEARCH_LOOKUP_FIRST = 1000
 _WORKERS = 8
@@ -93,30 +92,6 @@ def _executor(using: str) -> ThreadPoolExecutor:
 
 def _dumps(doc: dict[str, Any]) -> str:
     return dumps_text(doc, allow_nan=True)
-
-
-def _check_id(name: str, value: str) -> None:
-    """Ids longer than the column, empty or with NUL would fail differently on each backend: refuse them alike."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if "\x00" in value:
-        raise ValueError(f"{name} must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate: no database driver can send it
-        raise ValueError(f"{name} is not valid Unicode text (a lone surrogate)") from exc
-
-
-def _storable(*ids: str) -> bool:
-    """Reads of ids no write accepts find nothing, without a query (PostgreSQL would reject a NUL)."""
-    try:
-        for value in ids:
-            _check_id("id", value)
-    except ValueError:
-        return False
-    return True
 
 
 def _state_key(product_id: str, user_id: str) -> str:
@@ -208,8 +183,8 @@ class DatabaseStorageAdapter(DatabaseInsight):
     # -- atomic update --
 
     async def update_user_state(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
-        _check_id("product_id", product_id)
-        _check_id("user_id", user_id)
+        check_id("product_id", product_id)
+        check_id("user_id", user_id)
         return await self._run(self._update_sync, product_id, user_id, mutate)
 
     def _update_sync(self, product_id: str, user_id: str, mutate: StateMutation) -> StateDoc | None:
@@ -237,8 +212,8 @@ class DatabaseStorageAdapter(DatabaseInsight):
 
     async def replace_state_if_raw(self, product_id: str, user_id: str, expected_raw: str, state: StateDoc) -> bool:
         """Under the row lock: written only if the stored text is still ``expected_raw``."""
-        _check_id("product_id", product_id)
-        _check_id("user_id", user_id)
+        check_id("product_id", product_id)
+        check_id("user_id", user_id)
         raw = _dumps(state)
 
         def write() -> bool:
@@ -261,7 +236,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
     ) -> tuple[dict[str, Any], StateDoc | None]:
         """Freeze the snapshot and fold it into the state in one transaction: a fold that raises leaves neither."""
         for name, value in (("product_id", product_id), ("user_id", user_id), ("session_id", session_id)):
-            _check_id(name, value)
+            check_id(name, value)
         raw = _dumps(snapshot)
         columns = snapshot_columns(snapshot)
         return await self._run(self._end_sync, product_id, user_id, session_id, snapshot, raw, columns, fold)
@@ -310,7 +285,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
 
     async def erase_user(self, product_id: str, user_id: str, *, tombstone_s: int) -> dict[str, int]:
         """One transaction: the user's row locked, the tombstone written, every row of the user deleted."""
-        if not _storable(product_id, user_id):
+        if not storable(product_id, user_id):
             return {"state_rows": 0, "snapshot_rows": 0, "search_rows": 0}
 
         def erase() -> dict[str, int]:
@@ -364,12 +339,12 @@ class DatabaseStorageAdapter(DatabaseInsight):
     # -- raw documents (the console shows corrupt ones; autoplay_copy moves them faithfully) --
 
     async def get_raw_user_state(self, product_id: str, user_id: str) -> str | None:
-        if not _storable(product_id, user_id):
+        if not storable(product_id, user_id):
             return None
         return await self._run(self._read_document, "select_state_document", (product_id, user_id))
 
     async def get_raw_session_snapshot(self, product_id: str, user_id: str, session_id: str) -> str | None:
-        if not _storable(product_id, user_id, session_id):
+        if not storable(product_id, user_id, session_id):
             return None
         return await self._run(self._read_document, "select_snapshot_document", (product_id, user_id, session_id))
 
@@ -384,8 +359,8 @@ class DatabaseStorageAdapter(DatabaseInsight):
 
     async def save_raw_user_state(self, product_id: str, user_id: str, raw: str) -> None:
         """Store text as it is (a corrupt document copied from another primary stays recoverable)."""
-        _check_id("product_id", product_id)
-        _check_id("user_id", user_id)
+        check_id("product_id", product_id)
+        check_id("user_id", user_id)
 
         def write() -> None:
             from django.db import connections, transaction
@@ -417,9 +392,9 @@ class DatabaseStorageAdapter(DatabaseInsight):
 
         Returns ``None`` when this call wrote the row, else the text stored before.
         """
-        _check_id("product_id", product_id)
-        _check_id("user_id", user_id)
-        _check_id("session_id", session_id)
+        check_id("product_id", product_id)
+        check_id("user_id", user_id)
+        check_id("session_id", session_id)
         columns = snapshot_columns(doc)
 
         def write() -> str | None:
@@ -496,7 +471,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
         query = query or UserQuery()
         limit = clamp_limit(limit)
         after = decode_cursor(cursor)
-        if not _storable(product_id):
+        if not storable(product_id):
             return Page([])
         return await self._run(self._list_users_sync, product_id, query, after, limit)
 
@@ -555,7 +530,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
     ) -> Page[SessionSummary]:
         limit = clamp_limit(limit)
         after = decode_cursor(cursor)
-        if not _storable(product_id, user_id):
+        if not storable(product_id, user_id):
             return Page([])
         return await self._run(self._list_sessions_sync, product_id, user_id, after, limit, newest_first)
 
@@ -593,7 +568,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
     ) -> Page[tuple[str, str]]:
         """The history oldest first as ``(session_id, stored text)``: one query per page (the export)."""
         after = decode_cursor(cursor)
-        if not _storable(product_id, user_id):
+        if not storable(product_id, user_id):
             return Page([])
 
         def read() -> Page[tuple[str, str]]:

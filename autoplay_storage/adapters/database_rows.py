@@ -12,6 +12,8 @@ from typing import Any
 from ..browse import UserSummary
 from .common import corrupt_user_row
 
+MAX_ID_LENGTH = 128  # the id columns' width
+
 
 class Statements:
     """The hot path's SQL, written once per backend from the models' metadata.
@@ -170,3 +172,27 @@ def snapshot_columns(doc: Any) -> tuple[int, float, float]:
         return 0, 0.0, 0.0
     captured = _ts(doc.get("captured_at"), _now())
     return max(1, _count(doc.get("session_number"))), _ts(doc.get("started_at"), captured), captured
+
+
+def check_id(name: str, value: str) -> None:
+    """Ids longer than the column, empty or with NUL would fail differently on each backend: refuse them alike."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no database driver can send it
+        raise ValueError(f"{name} is not valid Unicode text (a lone surrogate)") from exc
+
+
+def storable(*ids: str) -> bool:
+    """Reads of ids no write accepts find nothing, without a query (PostgreSQL would reject a NUL)."""
+    try:
+        for value in ids:
+            check_id("id", value)
+    except ValueError:
+        return False
+    return True
