@@ -15,7 +15,7 @@ from autoplay_storage.errors import CorruptDocumentError, StorageUnavailableErro
 from autoplay_storage.keys import session_key, user_state_key
 from autoplay_storage.lifecycle import on_session_end, on_session_start
 from autoplay_storage.manager import StorageManager
-from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState
+from autoplay_storage.user_adoption_state import SessionSnapshot, UserAdoptionState, WorkflowStatus
 
 
 @pytest.fixture
@@ -503,3 +503,14 @@ async def test_a_burst_waits_for_a_connection_and_a_pool_timeout_is_a_503(redis_
         assert await a.get_user_state("p", "u") is None  # the connection came back
     finally:
         await a.aclose()
+
+
+async def test_lone_surrogates_in_a_document_reach_the_indexes_as_escape_text(adapter, raw) -> None:
+    """JSON can carry a lone surrogate; no UTF-8 can: the insight members get its escape text, the write succeeds."""
+    state = UserAdoptionState(user_id="u_s")
+    state.upsert_workflow_progress("wf_\ud87c", status=WorkflowStatus.IN_PROGRESS, now=1_700_000_001.0)
+    state.metadata["email"] = "a\ud800@example.com"
+    doc = state.to_dict()
+    await adapter.update_user_state("p", "u_s", lambda current: doc)
+    assert json.loads(raw.get(user_state_key("p", "u_s")))["metadata"]["email"] == "a\ud800@example.com"
+    assert b"autoplay:idx:{p}:f:wf:wf_\\ud87c:in_progress" in set(raw.scan_iter("autoplay:idx:*"))

@@ -34,6 +34,9 @@ from .index import Command
 from .scripts import Script
 
 # Everything redis-py raises for "the server could not do it": connection, timeout, server error replies.
+# Lone surrogates (JSON can carry them; a hostile document's workflow id or
+# metadata value) are sent as their escape text instead of failing the write.
+ENCODING_ERRORS = "backslashreplace"
 # RedisClusterException ("cannot be connected", slot not covered) is not a RedisError.
 ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 SCAN_BATCH = 1000
@@ -70,7 +73,15 @@ def packed(commands: Sequence[Command]) -> bytes:
     faster than redis-py's own packer, which also hands the socket a list of
     chunks, one write each.
     """
-    return b"".join([pack_command(cmd) for cmd in commands])
+    try:
+        return b"".join([pack_command(cmd) for cmd in commands])
+    except UnicodeEncodeError:  # a lone surrogate from a hostile document, bound for an index or insight member
+        return b"".join([pack_command(tuple(_escaped(arg) for arg in cmd)) for cmd in commands])
+
+
+def _escaped(arg: Any) -> Any:
+    """Text no UTF-8 can carry, as its escape text (``\\ud800``): what ``ENCODING_ERRORS`` does for redis-py."""
+    return arg.encode("utf-8", ENCODING_ERRORS) if isinstance(arg, str) else arg
 
 
 def text(raw: bytes | str) -> str:
@@ -474,6 +485,7 @@ def connect(
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             retry=no_retry,
+            encoding_errors=ENCODING_ERRORS,
         )
         return ClusterTransport(client, max_connections, socket_timeout_s)
     options: dict[str, Any] = {
@@ -482,6 +494,7 @@ def connect(
         "socket_timeout": None,  # one deadline per round trip instead (module docstring)
         "socket_connect_timeout": connect_timeout_s,
         "retry": no_retry,
+        "encoding_errors": ENCODING_ERRORS,
         # A new connection sends only what it needs (AUTH, SELECT): RESP2, as the
         # SDK and the scripts speak it, without the client-name and managed-service
         # maintenance handshakes, which cost a round trip each.
