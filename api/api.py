@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Header, NinjaAPI, Path, Query
+from ninja import Header, NinjaAPI, Query
 
 from autoplay_storage import selectors, services
 from autoplay_storage.audit import Action, arecord_request
@@ -24,7 +24,12 @@ from . import errors
 from .auth import ApiKeyAuth
 from .erasure import router as erasure_router
 from .errors import ApiError, json_response
-from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN, SESSION_ID_PATTERN, USER_ID_PATTERN
+from .ids import (
+    USER,
+    ProductId,
+    SessionId,
+    UserId,
+)
 from .insight import router as insight_router
 from .parser import StrictJsonParser
 from .schemas import (
@@ -69,15 +74,11 @@ api.add_router("", insight_router)
 api.add_router("", erasure_router)
 api.add_router("", support_router)
 
-ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
-UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]
-SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=ID_MAX_LENGTH, description="session id")]
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description='the etag you read ("*": any stored version)', max_length=200),
 ]
 
-USER = "/v1/products/{product_id}/users/{user_id}"
 _COMMON: dict[int, Any] = {401: Error, 403: Error, 422: Error, 429: Error, 503: Error}
 _READ = {**_COMMON, 404: Error, 409: Error}
 _WRITE = {**_COMMON, 400: Error, 409: Error, 413: Error}

@@ -9,7 +9,7 @@ snapshots read page by page (docs/erasure.md).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -19,16 +19,13 @@ from autoplay_storage import audit, selectors, services
 
 from .auth import ApiKeyAuth
 from .errors import ApiError, json_response
-from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN, USER_ID_PATTERN
+from .ids import USER, ProductId, UserId
 from .models import Scope
 from .schemas import Error
 
 router = Router(tags=["erasure"])
 _ERRORS: dict[int, Any] = {401: Error, 403: Error, 404: Error, 422: Error, 503: Error}
 
-ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
-UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]
-USER = "/v1/products/{product_id}/users/{user_id}"
 
 
 def requested_by(request: HttpRequest) -> str:

@@ -16,6 +16,9 @@ not a dot" without a look-ahead, so every JSON Schema tool reads them.
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from ninja import Path
 
 from autoplay_storage.ids import is_dots_only
 
@@ -47,3 +50,10 @@ def id_problem(name: str, value: str) -> str:
             "('.' and '..' are path segments); use at least one other character"
         )
     return f"must be {ID_RULES[name]}, and not only dots"
+
+
+# The path parameters every router declares its routes with, so they are validated alike.
+ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
+UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=ID_MAX_LENGTH, description="session id")]
+USER = "/v1/products/{product_id}/users/{user_id}"

@@ -11,18 +11,17 @@ import datetime as dt
 from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Path, Query, Router
+from ninja import Field, Query, Router
 
 from autoplay_storage import selectors
 from autoplay_storage.browse import MAX_PAGE_SIZE
 
 from .errors import ApiError, json_response
-from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN
+from .ids import ProductId
 from .schemas import Doc, Error
 
 router = Router(tags=["insight"])
 
-ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
 _ERRORS: dict[int, Any] = {400: Error, 401: Error, 403: Error, 422: Error, 501: Error, 503: Error}
 
 

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Header, Path, Query, Router
+from ninja import Header, Query, Router
 from pydantic import Field, model_validator
 
 from autoplay_storage.audit import Action, arecord_request
@@ -19,15 +19,18 @@ from autoplay_storage.summary_runs import NoSnapshotError, SummaryFailed
 from autoplay_storage.support import diffs, summaries
 
 from .errors import ApiError, json_response
-from .ids import ID_MAX_LENGTH, PRODUCT_ID_PATTERN, SESSION_ID_PATTERN, USER_ID_PATTERN
+from .ids import (
+    ID_MAX_LENGTH,
+    SESSION_ID_PATTERN,
+    USER,
+    ProductId,
+    SessionId,
+    UserId,
+)
 from .schemas import Doc, Error, StateOut
 
 router = Router()
 
-ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, max_length=ID_MAX_LENGTH, description="product id")]
-UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=ID_MAX_LENGTH, description="user id")]
-SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=ID_MAX_LENGTH, description="session id")]
-USER = "/v1/products/{product_id}/users/{user_id}"
 _COMMON: dict[int, Any] = {401: Error, 403: Error, 404: Error, 409: Error, 422: Error, 503: Error}
 _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9a-f]{32})"?$')
 
