@@ -1,6 +1,7 @@
 # make run  : install into .venv, migrate, load demo data, serve on http://$(HOST):$(PORT)
 #             (python -m config.serve: granian, one worker per core unless WORKERS=N, dead workers replaced)
 # make test : install into .venv (and the system tools the tests drive) and run the whole suite
+#             in TEST_WORKERS pytest-xdist worker processes (TEST_WORKERS=0: in one process)
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -10,6 +11,8 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?=
+# More workers than the 2 cores pay: most tests wait on servers, browsers and sleeps (docs/testing.md).
+TEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed
 
 .PHONY: help install system-deps run serve test lint bench
@@ -50,7 +53,7 @@ run: install
 	$(PY) -m config.serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,31 @@ def load_fixtures() -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def sdk_fixtures() -> dict[str, dict]:
     return load_fixtures()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test databases, and the sinks' background thread stopped before they are dropped.
+
+    The first ``get_storage()`` of a process starts that thread, which reads the sink
+    configuration every ``SINK_REFRESH_S``; left running, it would query a dropped test
+    database (``no such table``) until the process exits.
+    """
+    yield
+    stop_sink_thread()
+
+
+def stop_sink_thread() -> None:
+    """Shut the process's sink registry down and wait for its thread to return."""
+    from autoplay_storage import sinks
+
+    registry = sinks._registry
+    sinks.reset()
+    thread = registry._thread if registry is not None else None
+    if thread is not None:
+        thread.join(timeout=30)
+        if thread.is_alive():
+            raise RuntimeError("the sinks' background thread did not stop within 30 s")
 
 
 @pytest.fixture(autouse=True)
