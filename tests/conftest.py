@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,15 +35,17 @@ def sdk_fixtures() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None) -> Iterator[None]:
-    """pytest-django's test databases, and the sinks' background thread stopped before they are dropped.
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test databases, and the sinks' registry shut down before they are dropped.
 
-    The first ``get_storage()`` of a process starts that thread, which reads the sink
-    configuration every ``SINK_REFRESH_S``; left running, it would query a dropped test
-    database (``no such table``) until the process exits.
+    The first ``get_storage()`` of a process starts the registry's thread, which reads the
+    sink configuration every ``SINK_REFRESH_S``; left running, it and the registry's exit
+    hook (the last counters, webhook attempts) would write to a dropped test database
+    ("no such table" tracebacks after the summary).
     """
     yield
-    stop_sink_thread()
+    with django_db_blocker.unblock():  # the last counters go to the test database while it exists
+        stop_sink_thread()
 
 
 def stop_sink_thread() -> None:

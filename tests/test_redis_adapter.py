@@ -441,7 +441,9 @@ async def test_round_trips_per_lifecycle(redis_url, monkeypatch, options, warm, 
 
 
 async def test_burst_of_2000_lifecycles_through_one_adapter(redis_url, raw):
-    a = RedisStorageAdapter(redis_url, max_connections=32)
+    # The 32 connections are opened while 2000 coroutines share this loop: a connect deadline
+    # above the 2 s default, so a busy machine (parallel test workers) is not a connect timeout.
+    a = RedisStorageAdapter(redis_url, max_connections=32, connect_timeout_s=10.0)
     storage = StorageManager([a])
 
     async def lifecycle(i: int) -> None:

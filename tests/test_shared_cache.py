@@ -19,7 +19,10 @@ WIRE_PATTERNS = ("autoplay:user:*:state", "autoplay:user:*:session:*")
 @pytest.fixture(params=["database", "redis"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ApiServer, str, Path, dict[str, str]]]:
     extra = {"REDIS_URL": request.getfixturevalue("redis_url")} if request.param == "redis" else {}
-    with granian_server(tmp_path, ["p1"], workers=2, extra_env=extra) as (srv, key):
+    # The header read timeout also bounds a keep-alive connection's idle wait for its next request:
+    # granian's longest, so the connections outlive the `manage` revoke between two requests on a busy machine.
+    idle = {"AUTOPLAY_BODY_TIMEOUT_S": "60"}
+    with granian_server(tmp_path, ["p1"], workers=2, extra_env={**extra, **idle}) as (srv, key):
         yield srv, key, tmp_path, extra
 
 
