@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from axes.helpers import get_client_ip_address
 from django.db import DatabaseError
 from django.http import HttpRequest
 
@@ -92,7 +93,8 @@ class Actor:
 
 
 def client_address(request: HttpRequest) -> str | None:
-    address = request.META.get("REMOTE_ADDR") or None
+    """The client's address as the sign-in lockouts count it (axes' rule: behind the proxy, the forwarded one)."""
+    address = get_client_ip_address(request) or None
     return address if address and address != "unix" else None
 
 

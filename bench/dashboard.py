@@ -17,7 +17,16 @@ batch, because one transaction per user on SQLite would take minutes.
 
     .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,postgres]
 
-The insight pages (bench/insight_pages.py) are timed after the others.
+The insight pages (bench/insight_pages.py) are timed after the others
+(``--pages user``: the two user pages only). The ``queries`` column is the
+database queries per request, in every thread (the console's and the
+database adapter's). Instructions, the figure that the machine's other
+work does not move:
+
+    valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/dashboard.py --callgrind --pages user ...
+
+switches the instrumentation on around each page's timed requests only and
+prints instructions per request.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -143,37 +153,95 @@ def redis_cpu(url: str) -> Callable[[], float]:
     return read
 
 
+class QueryCounter:
+    """Database queries in every thread: a wrapper on each connection as it opens (Django's public hooks)."""
+
+    def __init__(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        self.count = 0
+        connection_created.connect(self._wrap, weak=False)
+
+    def _wrap(self, sender: object, connection: Any, **_: Any) -> None:
+        if self._counted not in connection.execute_wrappers:  # a reconnect keeps the wrapper's list
+            connection.execute_wrappers.append(self._counted)
+
+    def _counted(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+class Callgrind:
+    """Instructions per request under ``valgrind --tool=callgrind --instr-atstart=no`` (``--callgrind``)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+    def start(self) -> None:
+        if self.on:
+            self._control("--zero")
+            self._control("--instr=on")
+
+    def stop(self, requests: int) -> float | None:
+        """Instructions per request since ``start`` (read from the dump callgrind writes)."""
+        if not self.on:
+            return None
+        self._control("--instr=off")
+        before = set(Path.cwd().glob(f"callgrind.out.{os.getpid()}*"))
+        self._control("--dump")
+        (dump,) = set(Path.cwd().glob(f"callgrind.out.{os.getpid()}*")) - before
+        totals = next(line for line in dump.read_text().splitlines() if line.startswith("totals:"))
+        dump.unlink()
+        return int(totals.split()[1]) / requests
+
+
 async def measure(
-    urls: dict[str, str], requests: int, export_filter: dict[str, str], server_cpu: Callable[[], float] | None = None
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Wall-clock and process CPU milliseconds per request, per page.
+    urls: dict[str, str], requests: int, export_filter: dict[str, str] | None,
+    server_cpu: Callable[[], float] | None = None, callgrind: Callgrind | None = None,
+) -> dict[str, tuple[list[float], list[float], float, float | None]]:
+    """Wall-clock and process CPU milliseconds per request, queries and instructions per request, per page.
 
     CPU time (every thread of this process: the event loop and the threads
     ``sync_to_async`` hands database calls to) is the figure to compare on a
     busy machine, where wall-clock time measures the neighbours too.
+    ``export_filter`` ``None``: no insight pages.
     """
+    from asgiref.sync import sync_to_async
     from django.contrib.auth.models import User
+    from django.db import connections
     from django.test import AsyncClient
 
     from autoplay_storage.runtime import get_storage
     from bench.insight_pages import measure_insight
 
+    # Connections opened from here on are counted: close those the loading left open.
+    await sync_to_async(connections.close_all)()
+    await get_storage().aclose()
+    counter, callgrind = QueryCounter(), callgrind or Callgrind(False)
     user = await User.objects.aget(username="bench-lead")
     client = AsyncClient()
     await client.aforce_login(user)
-    timings: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in urls}
+    timings = {}
     for name, url in urls.items():
         response = await client.get(url)  # warm-up (pool, caches)
         if response.status_code != 200:
             raise RuntimeError(f"{url} answered {response.status_code}")
-        wall, cpu = timings[name]
+        wall, cpu = [], []
+        queries_before = counter.count
+        callgrind.start()
         for _ in range(requests):
             t0, c0 = time.perf_counter(), time.process_time()
             response = await client.get(url)
             wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
             assert response.status_code == 200
-    await measure_insight(client, PRODUCT, requests, export_filter, server_cpu)
+        instructions = callgrind.stop(requests)
+        timings[name] = (wall, cpu, (counter.count - queries_before) / requests, instructions)
+    if export_filter is not None:
+        await measure_insight(client, PRODUCT, requests, export_filter, server_cpu)
     await get_storage().aclose()
     return timings
 
@@ -216,12 +284,17 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
         "user page, 5 sessions": reverse("dashboard:user", args=[PRODUCT, "u_typical"]),
         f"user page, {args.sessions} sessions": reverse("dashboard:user", args=[PRODUCT, heavy]),
     }
+    if args.pages == "user":
+        urls = {name: url for name, url in urls.items() if name.startswith("user page")}
     server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
-    timings = asyncio.run(measure(urls, args.requests, args.export_filter, server_cpu))
-    print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8}")
-    for name, (values, cpu) in timings.items():
+    insight_filter = args.export_filter if args.pages == "all" else None
+    timings = asyncio.run(measure(urls, args.requests, insight_filter, server_cpu, Callgrind(args.callgrind)))
+    print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8} {'queries':>8}"
+          + (f" {'instructions':>13}" if args.callgrind else ""))
+    for name, (values, cpu, queries, instructions) in timings.items():
         print(f"  {name:<46} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
-              f"{statistics.fmean(values):8.1f} {statistics.median(cpu):8.1f} {percentile(cpu, 0.95):8.1f}")
+              f"{statistics.fmean(values):8.1f} {statistics.median(cpu):8.1f} {percentile(cpu, 0.95):8.1f} "
+              f"{queries:8.1f}" + (f" {instructions:13,.0f}" if instructions is not None else ""))
     reset_storage()
 
 
@@ -236,6 +309,9 @@ def main() -> None:
                         help="PostgreSQL for the postgres primary (the database is dropped and created)")
     parser.add_argument("--direct", action="store_true", help="bulk loaders (pipelines, bulk INSERTs) for 1,000,000")
     parser.add_argument("--export-filter", default="", help="query string of the timed CSV export, e.g. mastery=novice")
+    parser.add_argument("--pages", choices=["all", "user"], default="all", help="user: the two user pages only")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="under valgrind --tool=callgrind --instr-atstart=no: instructions per request")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]
 
@@ -259,7 +335,14 @@ def main() -> None:
         pg_admin(args.pg_url, f'CREATE DATABASE "{name}"')
         settings.DATABASES  # noqa: B018 (configure the settings before adding an alias)
         settings.DATABASES["postgres"] = dj_database_url.parse(args.pg_url, conn_max_age=60)
+    if args.callgrind:  # ten times slower: no connection or cached access may age out mid-run, as none would
+        for database in settings.DATABASES.values():
+            database["CONN_MAX_AGE"] = None
     django.setup()
+    if args.callgrind:
+        from autoplay_storage import access
+
+        access.CACHE_TTL_S = 3600
     from django.contrib.auth.models import Group, Permission, User
     from django.core.management import call_command
 

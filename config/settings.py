@@ -224,6 +224,8 @@ AXES_HANDLER = (
     else "axes.handlers.database.AxesDatabaseHandler"
 )
 AXES_VERBOSE = False
+# The client's address (axes' counts, the audit log): the peer's, unless DJANGO_HTTPS=1 says a
+# proxy is in front (below). A header any client can send is never trusted on its own.
 AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 
 LOGIN_URL = "login"
@@ -244,6 +246,13 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
     # The load balancer's probes arrive over plain HTTP from inside.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # The one proxy in front appends the address it was connected from to X-Forwarded-For: its
+    # right-most entry is the client (django-ipware: no proxies listed after the client, at least
+    # none required, so entries a client wrote on the left are passed over). Without the header
+    # (a probe from inside), the peer's address.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    AXES_IPWARE_PROXY_COUNT = 0
+    IPWARE_STRICT = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

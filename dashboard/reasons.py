@@ -45,7 +45,10 @@ async def keep_reason(request: HttpRequest, product_id: str, user_id: str, reaso
 
 async def access_reason(request: HttpRequest, product_id: str, user_id: str) -> tuple[str | None, HttpResponse | None]:
     """``(reason, None)`` to go on (reason ``None``: the product asks for none), or ``(None, redirect to the form)``."""
-    if not (await aproduct_settings(product_id)).require_access_reason:
+    settings = getattr(request, "product_settings", None)  # read by ``console_view`` with the access
+    if settings is None or settings.product_id != product_id:
+        settings = await aproduct_settings(product_id)
+    if not settings.require_access_reason:
         return None, None
     reason = await kept_reason(request, product_id, user_id)
     if reason is not None:

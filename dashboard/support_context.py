@@ -62,8 +62,8 @@ async def user_support_context(
     request: HttpRequest, product_id: str, user_id: str, state: UserAdoptionState | None, doc: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Buttons the signed-in person may use, the values staff set, the summary history, quarantined texts."""
-    user = request.user
-    can_rebuild = await user.ahas_perm(REBUILD_STATE)
+    granted = request.permissions  # resolved once by ``console_view``
+    can_rebuild = REBUILD_STATE in granted
     marks = await staff_marks(product_id, user_id, state) if state is not None else {}
     staff = [
         {"label": path_label(tuple(json.loads(key))), "value": mark.value, "by": mark.actor_name, "at": mark.at}
@@ -71,8 +71,8 @@ async def user_support_context(
     ]
     history = await summaries.summary_history(product_id, user_id, state.onboarding.summary if state else None)
     return {
-        "can_edit": await user.ahas_perm(EDIT_STATE),
-        "can_write_summary": await user.ahas_perm(RERUN_SUMMARY),
+        "can_edit": EDIT_STATE in granted,
+        "can_write_summary": RERUN_SUMMARY in granted,
         "can_rebuild": can_rebuild,
         "staff_edits": staff,
         "summary_history": history,

@@ -21,7 +21,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_safe
 
 from autoplay_storage import selectors
-from autoplay_storage.access import ACCESS_ALL, ProductAccess, aproduct_access
+from autoplay_storage.access import astaff_access
 from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
 from autoplay_storage.browse import Page, SessionSummary, UserQuery, UserSummary
 from autoplay_storage.errors import (
@@ -107,17 +107,17 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
             request.user = user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            # One lookup for every permission the page and its layout ask about.
-            if user.is_active and user.is_superuser:
-                request.permissions = AllPermissions()
-            else:
-                request.permissions = frozenset(await user.aget_all_permissions() if user.is_active else ())
+            # One lookup (one cache read, usually) for the permissions, roles, products and the URL's product.
+            access = await astaff_access(user, kwargs.get("product_id"))
+            request.permissions = AllPermissions() if user.is_active and user.is_superuser else access.permissions
+            request.product_access = access.products
+            request.product_settings = access.product_settings
             request.console = {
                 "can_rerun": RERUN_SUMMARY in request.permissions,
                 "can_audit": VIEW_AUDIT in request.permissions,
                 "can_export": EXPORT_USER in request.permissions,
                 "can_erase": ERASE_USER in request.permissions,
-                "roles": [g.name async for g in user.groups.order_by("name")],
+                "roles": list(access.roles),
             }
             if VIEW_CONSOLE not in request.permissions or permission not in request.permissions:
                 await arecord_request(
@@ -131,8 +131,6 @@ def console_view(permission: str = VIEW_CONSOLE) -> Callable[[View], View]:
                     "Not allowed",
                     "Your account does not have the permission for this page. Ask an admin to give you a role.",
                 )
-            everything = ACCESS_ALL in request.permissions
-            request.product_access = ProductAccess(all=True) if everything else await aproduct_access(user)
             product_id = kwargs.get("product_id")
             if product_id is not None and not request.product_access.allows(product_id):
                 await arecord_request(

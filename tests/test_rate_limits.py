@@ -153,3 +153,46 @@ def test_the_command_and_the_admin_form_set_a_limit_and_refuse_a_bad_one(client,
     bad = client.post("/admin/api/apikey/add/", {**form, "name": "bad", "rate": "", "burst": "6"})
     assert "a burst needs a rate" in bad.content.decode()
     assert not ApiKey.objects.filter(name="bad").exists()
+
+
+def test_several_clients_on_both_workers_get_the_rate_and_the_burst_within_10_percent(server) -> None:
+    """Eight keep-alive clients, four on each worker, hammer a key of 50/s (burst 10) for 3 s."""
+    srv, _key, directory, extra = server
+    rate, burst, seconds = 50, 10, 3.0
+    key = limited_key(directory, extra, rate, burst)
+    conns = [c for _ in range(4) for c in one_connection_per_worker(srv.url, srv.pid)]
+    accepted: dict[int, int] = {c.pid: 0 for c in conns}
+    statuses: list[int] = []
+    unexpected: list[str] = []
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    begin = threading.Barrier(len(conns))
+
+    def hammer(conn: WorkerConnection) -> None:
+        begin.wait()
+        stop_at = time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            answer = conn.request("GET", f"{USER}/state", headers=bearer(key))
+            with lock:
+                spans.append((t0, time.monotonic()))
+                statuses.append(answer.status)
+                if answer.status == 404:  # accepted: no such user yet
+                    accepted[conn.pid] += 1
+                elif answer.status != 429 or int(answer.headers["retry-after"]) < 1:
+                    unexpected.append(f"{answer.status} {answer.text()[:200]}")
+
+    threads = [threading.Thread(target=hammer, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in conns:
+        c.close()
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    expected = rate * elapsed + burst
+    total = sum(accepted.values())
+    assert unexpected == []
+    assert all(n > 0 for n in accepted.values()), accepted
+    assert statuses.count(429) > total, "the load was well over the limit"
+    assert abs(total - expected) <= 0.1 * expected, (total, expected, accepted)
