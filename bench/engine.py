@@ -205,7 +205,7 @@ register_engine_backends(backend, Backend)
 
 
 def _insight_backends() -> None:
-    """``redis-no-insight``: the cost of the insight aggregates, measured side by side (bench/insight_cost.py)."""
+    """``<backend>-no-insight``: the cost of the insight aggregates, measured side by side (bench/insight_cost.py)."""
     from bench.insight_cost import register
 
     register(backend, BACKENDS, lifecycle)

@@ -36,15 +36,17 @@ ENGINE_PG_URL = "postgres://postgres@127.0.0.1:5432/autoplay_bench_engine_dbadap
 PRODUCT = "bench_prod"
 
 
-def configure_django(sqlite_path: Path, pg_url: str | None) -> None:
+def configure_django(sqlite_path: Path, pg_url: str | None, copies: tuple[str, ...] = ("",)) -> None:
+    """``copies``: suffixes of the SQLite files and PostgreSQL databases to set up (``""``: the plain ones)."""
     import dj_database_url
     import django
     from django.conf import settings
 
-    databases: dict[str, Any] = {
-        "default": {
+    databases: dict[str, Any] = {}
+    for copy in copies:
+        databases[_alias("sqlite", copy)] = {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(sqlite_path),
+            "NAME": str(sqlite_path.with_stem(sqlite_path.stem + copy)),
             "CONN_MAX_AGE": 60,
             "OPTIONS": {
                 "timeout": 30,
@@ -52,9 +54,8 @@ def configure_django(sqlite_path: Path, pg_url: str | None) -> None:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
         }
-    }
-    if pg_url:
-        databases["postgres"] = dj_database_url.parse(pg_url, conn_max_age=60)
+        if pg_url:
+            databases[_alias("postgres", copy)] = dj_database_url.parse(pg_url + copy, conn_max_age=60)
     settings.configure(
         DATABASES=databases,
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "autoplay_storage"],
@@ -62,6 +63,10 @@ def configure_django(sqlite_path: Path, pg_url: str | None) -> None:
         USE_TZ=True,
     )
     django.setup()
+
+
+def _alias(kind: str, copy: str) -> str:
+    return {"sqlite": "default", "postgres": "postgres"}[kind] if not copy else f"{kind}{copy}"
 
 
 def pg_admin(pg_url: str, sql: str) -> None:
@@ -239,13 +244,66 @@ async def run_backend(alias: str, args: argparse.Namespace) -> None:
 _configured: dict[str, Any] = {}
 
 
+# A backend's own copy of the database (``args.database_copy``): "-no-insight" runs beside the plain
+# one on its own SQLite file and PostgreSQL database, so neither sees the other's rows.
+COPIES = ("", "_no_insight")
+
+
 def ensure_django(pg_url: str) -> None:
-    """Configure Django once per process: a temporary SQLite file, and the PostgreSQL bench database's alias."""
+    """Configure Django once per process: temporary SQLite files, and the PostgreSQL bench databases' aliases."""
     if _configured:
         return
     tmp = tempfile.TemporaryDirectory(prefix="autoplay-bench-db-")
     _configured["tmp"] = tmp
-    configure_django(Path(tmp.name) / "bench.sqlite3", pg_url)
+    configure_django(Path(tmp.name) / "bench.sqlite3", pg_url, COPIES)
+
+
+class _PostgresCpu:
+    """CPU seconds the server's backends for one database have used (``/proc``, when the server is local).
+
+    A backend that exits keeps the last reading taken of it, so a connection
+    closed under ``CONN_MAX_AGE`` does not make the total go backwards.
+    """
+
+    def __init__(self, pg_url: str) -> None:
+        import os
+
+        import dj_database_url
+        import psycopg
+
+        cfg = dj_database_url.parse(pg_url)
+        self.dbname = cfg["NAME"]
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._seen: dict[int, float] = {}
+        self._conn = psycopg.connect(
+            host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432, user=cfg["USER"] or None,
+            password=cfg["PASSWORD"] or None, dbname="postgres", autocommit=True,
+        )
+
+    def available(self) -> bool:
+        return _server_is_local(self._conn)
+
+    def read(self) -> float:
+        pids = self._conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.dbname,)).fetchall()
+        for (pid,) in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            self._seen[pid] = (int(fields[11]) + int(fields[12])) / self._ticks  # utime, stime
+        return sum(self._seen.values())
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _server_is_local(conn: Any) -> bool:
+    """Whether the server runs on this machine: our connection's backend is a process ``/proc`` shows."""
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        return "postgres" in Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return False
 
 
 class _StatementCounter:
@@ -289,13 +347,15 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
     from autoplay_storage.adapters.database import DatabaseStorageAdapter
     from autoplay_storage.manager import StorageManager
 
-    pg_url = getattr(args, "pg_url", None) or ENGINE_PG_URL
-    ensure_django(pg_url)
+    base_url = getattr(args, "pg_url", None) or ENGINE_PG_URL
+    ensure_django(base_url)
     from autoplay_storage.models.facts import ProductCounter, UserMetadataFact, UserWorkflowFact
     from autoplay_storage.models.records import SessionSnapshotRecord, UserSearchTerm, UserStateRecord
 
     insight = (UserWorkflowFact, UserMetadataFact, ProductCounter)
-    alias = {"sqlite": "default", "postgres": "postgres"}[kind]
+    copy = getattr(args, "database_copy", "")
+    alias = _alias(kind, copy)
+    pg_url = base_url + copy
     dbname = pg_url.rsplit("/", 1)[-1]
     if kind == "postgres":
         pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -333,6 +393,15 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
     async def used_bytes() -> int:
         return await in_thread(size)()
 
+    server_cpu = _PostgresCpu(pg_url) if kind == "postgres" else None
+    if server_cpu is not None and not server_cpu.available():
+        server_cpu.close()
+        server_cpu = None
+
+    async def server_cpu_s() -> float:
+        assert server_cpu is not None
+        return server_cpu.read()
+
     try:
         yield backend_type(
             name=f"database-{kind}",
@@ -340,6 +409,7 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
             reset=reset,
             round_trips=lambda: counter.count,
             memory_bytes=used_bytes,
+            server_cpu_s=server_cpu_s if server_cpu is not None else None,
             notes=[
                 (
                     "DatabaseStorageAdapter on a temporary SQLite file (WAL, BEGIN IMMEDIATE, 30 s busy timeout)"
@@ -348,9 +418,12 @@ async def _engine_backend(kind: str, backend_type: type, args: argparse.Namespac
                 ),
                 "round trips: SQL statements the ORM executed (SQLite's BEGIN IMMEDIATE is one; COMMIT is not counted)",
                 "memory: bytes the tables and indexes take on disk (pages in use / pg_database_size delta)",
+                *(["server CPU: CPU time of the server's backends for this database (/proc)"] if server_cpu else []),
             ],
         )
     finally:
+        if server_cpu is not None:
+            server_cpu.close()
         counter.restore()
         await adapter.aclose()
         if kind == "postgres":  # FORCE: also ends the connections the reset and size probes kept

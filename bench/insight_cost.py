@@ -1,5 +1,7 @@
 """What the insight aggregates add to a session end: the same backend with them switched off, side by side.
 
+``<backend>-no-insight`` (redis, database-sqlite, database-postgres) runs
+a backend's lifecycles that way, beside the backend itself in one run.
 ``aggregates_off()`` swaps the facts step of the write paths for a no-op
 (Redis: the facts of the old and new state and of the snapshot are never
 computed, so no command is added; database: no facts rows or counters are
@@ -52,11 +54,17 @@ def aggregates_off() -> Iterator[None]:
 
 
 def register(backend: Callable[[str], Callable[[Any], Any]], factories: dict[str, Any], lifecycle: Any) -> None:
-    """``<name>-no-insight`` for the Redis backend: its lifecycles run with the aggregates off."""
+    """``<name>-no-insight`` for the Redis and database backends: their lifecycles run with the aggregates off.
+
+    A database one runs on its own copy of the database (``database_copy``),
+    so it never shares rows with the backend it is compared with.
+    """
 
     def off(base: str) -> Any:
         @contextlib.asynccontextmanager
         async def factory(args: argparse.Namespace) -> AsyncIterator[Any]:
+            if base.startswith("database-"):
+                args = argparse.Namespace(**{**vars(args), "database_copy": "_no_insight"})
             async with factories[base](args) as b:
                 inner = b.lifecycle or lifecycle
 
@@ -69,4 +77,5 @@ def register(backend: Callable[[str], Callable[[Any], Any]], factories: dict[str
 
         return factory
 
-    backend("redis-no-insight")(off("redis"))
+    for base in ("redis", "database-sqlite", "database-postgres"):
+        backend(f"{base}-no-insight")(off(base))

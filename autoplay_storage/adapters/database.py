@@ -257,7 +257,12 @@ class DatabaseStorageAdapter(DatabaseInsight):
         sql = self._sql(connection)
         for attempt in range(_CREATE_RETRIES):
             try:
-                with self._writer(), transaction.atomic(using=self.using), connection.cursor() as cursor:
+                with (
+                    self._writer(),
+                    transaction.atomic(using=self.using),
+                    connection.cursor() as cursor,
+                    database_facts.one_counter_statement(connection),  # the snapshot's counters with the state's
+                ):
                     # The state row first: concurrent ends of one user queue on its lock, not on the snapshots.
                     cursor.execute(sql.select_state, (product_id, user_id))
                     row = cursor.fetchone()

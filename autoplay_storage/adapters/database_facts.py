@@ -8,17 +8,24 @@ writer's transaction, after the state row is locked, so a retried write
 ``write_snapshot`` counts a snapshot in the transaction that inserts it
 (write-once); ``forget_user`` takes a user's facts and snapshots back out in
 the erasure's transaction. ``rebuild`` recomputes everything from the documents.
+
+What a session end adds is kept small: the replaced document's facts come
+from ``_FactsMemo`` when the locked row still holds the text this process
+wrote (no parse), and the snapshot's counters, its catalog and the state's
+counters go in one statement (``one_counter_statement``).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
+import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ..codec import loads
 from ..facts import SnapshotFacts, UserFacts, snapshot_facts, user_facts
 
 SHARDS = 8
@@ -49,7 +56,7 @@ def _document(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw)
+        doc = loads(raw)  # what the adapter's readers parse (codec), so the facts are of the same document
         if isinstance(doc, dict) and _SURROGATE_ESCAPE.search(raw):
             doc = _scrub(doc)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than any document
@@ -67,18 +74,30 @@ def _snapshot_facts_of_raw(raw: str) -> SnapshotFacts | None:
     return snapshot_facts(doc) if doc is not None else None
 
 
-def counter_deltas(old: UserFacts | None, new: UserFacts | None) -> Counter[str]:
-    """How one write moves the product's counters (a pure diff: old facts -1, new facts +1)."""
-    delta: Counter[str] = Counter()
-    for facts, sign in ((old, -1), (new, 1)):
-        if facts is None:
-            continue
-        delta["users"] += sign
+def _count(facts: UserFacts, sign: int, delta: Counter[str], *, workflows: bool, cohort: bool) -> None:
+    """Add one user's counters times ``sign``: its workflows' statuses, and the user in its cohort."""
+    if workflows:
         for wf in facts.workflows:
             delta[f"wf:{wf.workflow_id}:{wf.status}"] += sign
+    if cohort:
+        delta["users"] += sign
         delta[f"cohort:{facts.cohort_week}"] += sign
         if facts.sessions_to_onboard is not None:
             delta[f"onboard:{facts.cohort_week}:{facts.sessions_to_onboard}"] += sign
+
+
+def counter_deltas(old: UserFacts | None, new: UserFacts | None) -> Counter[str]:
+    """How one write moves the product's counters (a pure diff: old facts -1, new facts +1).
+
+    A part equal in both (the workflows; the cohort and sessions to onboard) is skipped: it cancels out.
+    """
+    both = old is not None and new is not None
+    workflows = not both or old.workflows != new.workflows
+    cohort = not both or (old.cohort_week, old.sessions_to_onboard) != (new.cohort_week, new.sessions_to_onboard)
+    delta: Counter[str] = Counter()
+    for facts, sign in ((old, -1), (new, 1)):
+        if facts is not None:
+            _count(facts, sign, delta, workflows=workflows, cohort=cohort)
     return Counter({k: v for k, v in delta.items() if v})
 
 
@@ -94,11 +113,12 @@ class _Sql:
 
         q = connection.ops.quote_name
         c, w, m = ProductCounter._meta.db_table, UserWorkflowFact._meta.db_table, UserMetadataFact._meta.db_table
+        # A zero (a catalog entry) only makes sure the row exists: no write, where the row is there already.
         self.add = (
             f"INSERT INTO {q(c)} (product_id, name, shard, value) VALUES %s "
-            f"ON CONFLICT (product_id, name, shard) DO UPDATE SET value = {q(c)}.value + excluded.value"
+            f"ON CONFLICT (product_id, name, shard) DO UPDATE SET value = {q(c)}.value + excluded.value "
+            "WHERE excluded.value <> 0"
         )
-        self.touch = f"INSERT INTO {q(c)} (product_id, name, shard, value) VALUES %s ON CONFLICT DO NOTHING"
         self.upsert_workflow = (
             f"INSERT INTO {q(w)} (state_id, product_id, user_id, workflow_id, status, last_progress_at, evidence) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (state_id, workflow_id) DO UPDATE SET "
@@ -122,12 +142,84 @@ def _sql(connection: Any) -> _Sql:
     return found
 
 
-def _add(cursor: Any, sql: str, product_id: str, shard: int, deltas: dict[str, int]) -> None:
-    if not deltas:
+_batches = threading.local()  # per pool thread: the counts ``one_counter_statement`` holds back, by alias
+
+
+@contextlib.contextmanager
+def one_counter_statement(connection: Any) -> Iterator[None]:
+    """Hold back the counters every write inside adds, and add them in one statement as the block ends.
+
+    A session end counts its snapshot, then its state: one statement instead
+    of two. Only on success: when the block raises, its transaction is rolled
+    back and the counts are dropped with it.
+    """
+    if getattr(_batches, connection.alias, None) is not None:  # inside another: that one writes them
+        yield
         return
-    rows = sorted(deltas.items())  # one order for every writer: no deadlock between two ends
+    held: dict[tuple[str, str], Counter[str]] = {}
+    setattr(_batches, connection.alias, held)
+    try:
+        yield
+    finally:
+        setattr(_batches, connection.alias, None)
+    for (product_id, user_id), counts in held.items():
+        add_counts(connection, product_id, user_id, counts)
+
+
+def add_counts(connection: Any, product_id: str, user_id: str, counts: dict[str, int]) -> None:
+    """Add ``counts`` to the user's shard of the product's counters: one statement (none for no counts).
+
+    A zero is kept only for a catalog entry (its row must exist). Inside
+    ``one_counter_statement`` they are held back until its end.
+    """
+    held = getattr(_batches, connection.alias, None)
+    if held is not None:
+        held.setdefault((product_id, user_id), Counter()).update(counts)  # update keeps a zero's name
+        return
+    rows = sorted((k, n) for k, n in counts.items() if n or k.startswith("catalog:"))
+    if not rows:  # sorted: one order for every writer, so two ends never deadlock on their rows
+        return
+    shard = shard_of(user_id)
     values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-    cursor.execute(sql % values, [x for name, n in rows for x in (product_id, name, shard, n)])
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(connection).add % values, [x for name, n in rows for x in (product_id, name, shard, n)])
+
+
+class _FactsMemo:
+    """The facts of the text this process last wrote per state row, so the next write need not parse it.
+
+    Facts are a pure function of the stored text: when the locked row still
+    holds exactly the text remembered, its facts are the ones remembered
+    (compared as text, so another writer's change is always seen). Bounded;
+    the oldest row is forgotten first.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, int], tuple[str, UserFacts | None]] = {}
+
+    def facts(self, alias: str, state_id: int, raw: str | None) -> UserFacts | None:
+        if raw is None:
+            return None
+        hit = self._rows.get((alias, state_id))
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        return _facts_of_raw(raw)
+
+    def keep(self, alias: str, state_id: int, raw: str | None, facts: UserFacts | None) -> None:
+        key = (alias, state_id)
+        with self._lock:
+            self._rows.pop(key, None)
+            if raw is None:
+                return
+            if len(self._rows) >= self.size:
+                self._rows.pop(next(iter(self._rows)))  # the oldest: dicts keep insertion order
+            self._rows[key] = (raw, facts)
+
+
+# An entry holds a state's text and facts: about 6.5 KB for a 4 KB document, so some 13 MB when full.
+_memo = _FactsMemo(2048)
 
 
 def write_user(
@@ -141,21 +233,24 @@ def write_user(
 ) -> None:
     """Apply the diff of the replaced document's facts against ``doc``'s (in the caller's transaction).
 
-    ``new_raw``: ``doc``'s stored text, which says whether it carries text no database can hold.
+    ``new_raw``: ``doc``'s stored text, which says whether it carries text no
+    database can hold (and is remembered with its facts).
     """
     if doc is not None and new_raw is not None and _SURROGATE_ESCAPE.search(new_raw):
         doc = _scrub(doc)
-    old = _facts_of_raw(old_raw)
+    old = _memo.facts(connection.alias, state_id, old_raw)
     new = user_facts(doc) if doc is not None else None
+    _memo.keep(connection.alias, state_id, new_raw if doc is not None else None, new)
     if old == new:
         return
+    add_counts(connection, product_id, user_id, counter_deltas(old, new))
     sql = _sql(connection)
     with connection.cursor() as cursor:
-        _add(cursor, sql.add, product_id, shard_of(user_id), counter_deltas(old, new))
         old_wf = {w.workflow_id: w for w in old.workflows} if old else {}
         new_wf = {w.workflow_id: w for w in new.workflows} if new else {}
-        for wid in sorted(old_wf.keys() - new_wf.keys()):
-            cursor.execute(sql.delete_workflow, (state_id, wid))
+        gone = [(state_id, wid) for wid in sorted(old_wf.keys() - new_wf.keys())]
+        if gone:
+            cursor.executemany(sql.delete_workflow, gone)
         changed = [w for wid, w in sorted(new_wf.items()) if old_wf.get(wid) != w]
         if changed:
             cursor.executemany(
@@ -167,22 +262,20 @@ def write_user(
             )
         old_meta = dict(old.metadata) if old else {}
         new_meta = dict(new.metadata) if new else {}
-        for key in sorted(old_meta.keys() - new_meta.keys()):
-            cursor.execute(sql.delete_meta, (state_id, key))
+        dropped = [(state_id, key) for key in sorted(old_meta.keys() - new_meta.keys())]
+        if dropped:
+            cursor.executemany(sql.delete_meta, dropped)
         fresh = [(state_id, product_id, k, v) for k, v in sorted(new_meta.items()) if old_meta.get(k) != v]
         if fresh:
             cursor.executemany(sql.upsert_meta, fresh)
 
 
 def write_snapshot(connection: Any, product_id: str, user_id: str, raw: str) -> None:
-    """Count a snapshot this transaction just inserted (write-once: never twice)."""
+    """Count a snapshot this transaction just inserted (write-once: never twice), and its catalog."""
     snap = _snapshot_facts_of_raw(raw)
     if snap is None:
         return
-    sql = _sql(connection)
-    with connection.cursor() as cursor:
-        _add(cursor, sql.add, product_id, shard_of(user_id), snapshot_deltas(snap))
-        _add(cursor, sql.touch, product_id, 0, {f"catalog:{wid}": 0 for wid in snap.catalog})
+    add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in snap.catalog}})
 
 
 def forget_user(
@@ -192,16 +285,17 @@ def forget_user(
 
     In the erasure's transaction, with the state row locked and before the
     rows are deleted, so the counters equal a recount of the users left. The
-    snapshots were counted in the user's shard; they are taken back from it.
+    snapshots were counted in the user's shard; they are taken back from it,
+    in the statement that takes the user's own counters back.
     """
-    write_user(connection, state_id, product_id, user_id, old_raw, None)
     delta: Counter[str] = Counter()
     for raw in snapshots:
         snap = _snapshot_facts_of_raw(raw)
         if snap is not None:
             delta.subtract(snapshot_deltas(snap))
-    with connection.cursor() as cursor:
-        _add(cursor, _sql(connection).add, product_id, shard_of(user_id), {k: n for k, n in delta.items() if n})
+    with one_counter_statement(connection):
+        write_user(connection, state_id, product_id, user_id, old_raw, None)
+        add_counts(connection, product_id, user_id, delta)
 
 
 def rebuild(using: str, progress: Callable[[int], None] | None = None, batch: int = 2000) -> dict[str, int]:

@@ -1,0 +1,155 @@
+"""What the database primary writes for the insight aggregates on a session end, on SQLite and PostgreSQL.
+
+The numbers themselves are checked against a full recount in
+``test_insight_aggregates.py``; here: how few statements a session end
+adds, and that a state another process wrote is diffed from its stored
+text, never from what this process wrote before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from autoplay_storage.adapters.database import DatabaseStorageAdapter
+from autoplay_storage.lifecycle import on_session_end, on_session_start
+from autoplay_storage.manager import StorageManager
+from autoplay_storage.user_adoption_state import SessionSnapshot, WorkflowStatus
+from tests.support.insight_recount import check_insight, db_documents
+
+PRODUCT = "prod_writes"
+CATALOG = ["create_project", "invite_team", "configure_columns"]
+INSIGHT_TABLES = ("productcounter", "userworkflowfact", "usermetadatafact")
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def orm(fn, *args):
+    from django.db import connections
+
+    def call():
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    return sync_to_async(call, thread_sensitive=False)()
+
+
+@pytest.fixture(params=["default", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def adapter(request: pytest.FixtureRequest) -> Iterator[DatabaseStorageAdapter]:
+    alias = request.getfixturevalue("postgres_alias") if request.param == "postgres" else "default"
+    db = DatabaseStorageAdapter(alias)
+    yield db
+    await db.aclose()
+
+
+class Statements:
+    """Every SQL statement run on connections opened while it listens (the adapter's threads open their own)."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.sql.append(sql)
+        return execute(sql, params, many, context)
+
+    def hook(self, sender, connection, **kwargs) -> None:
+        connection.execute_wrappers.append(self)
+
+    def insight(self) -> list[str]:
+        return [s for s in self.sql if any(t in s for t in INSIGHT_TABLES)]
+
+
+async def session(storage: StorageManager, user_id: str, n: int, workflow: str, status: WorkflowStatus) -> None:
+    state, _ = await on_session_start(PRODUCT, user_id, f"s{n}", storage, metadata={"plan": "team"})
+    state.upsert_workflow_progress(workflow, status=status, evidence="clicked through", source="activity")
+    snap = SessionSnapshot.from_adoption_state(
+        state,
+        session_id=f"s{n}",
+        session_number=state.sessions.count + 1,
+        started_at=state.last_updated_at,
+        catalog_workflow_ids=CATALOG,
+    )
+    await on_session_end(PRODUCT, user_id, snap, storage)
+
+
+async def test_a_session_end_adds_one_counter_statement_and_the_rows_that_changed(adapter) -> None:
+    from django.db.backends.signals import connection_created
+
+    storage = StorageManager([adapter])
+    await session(storage, "u1", 1, "create_project", WorkflowStatus.COMPLETED)
+    state, _ = await on_session_start(PRODUCT, "u1", "s2", storage, metadata={"plan": "team"})
+    state.upsert_workflow_progress("invite_team", status=WorkflowStatus.IN_PROGRESS, evidence="sent one invite")
+    snap = SessionSnapshot.from_adoption_state(
+        state, session_id="s2", session_number=2, started_at=state.last_updated_at, catalog_workflow_ids=CATALOG
+    )
+    await adapter.aclose()  # the next call opens a connection the listener sees
+    listen = Statements()
+    connection_created.connect(listen.hook)
+    try:
+        await on_session_end(PRODUCT, "u1", snap, storage)
+    finally:
+        connection_created.disconnect(listen.hook)
+    insight = listen.insight()
+    # The snapshot's day, week and catalog and the state's move to invite_team in progress: one statement;
+    # the workflow row that changed: one more. Nothing for the metadata, which did not change.
+    tables = sorted(t for s in insight for t in INSIGHT_TABLES if t in s)
+    assert tables == ["productcounter", "userworkflowfact"], insight
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+
+
+ANOTHER_PROCESS = """
+import asyncio, django
+django.setup()
+from autoplay_storage.adapters.database import DatabaseStorageAdapter
+from autoplay_storage.lifecycle import load_state
+from autoplay_storage.user_adoption_state import WorkflowStatus
+
+def mutate(doc):
+    state = load_state(doc, "u1")
+    state.upsert_workflow_progress("create_project", status=WorkflowStatus.COMPLETED, evidence="done")
+    state.metadata["plan"] = "enterprise"
+    return state.to_dict()
+
+async def main():
+    adapter = DatabaseStorageAdapter("default")
+    await adapter.update_user_state(PRODUCT, "u1", mutate)
+    await adapter.aclose()
+
+asyncio.run(main())
+"""
+
+
+def database_url(alias: str) -> str:
+    from django.db import connections
+
+    cfg = connections[alias].settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    return f"postgres://{cfg['USER']}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+async def test_a_state_another_process_wrote_is_diffed_from_its_stored_text(adapter) -> None:
+    storage = StorageManager([adapter])
+    await session(storage, "u1", 1, "create_project", WorkflowStatus.IN_PROGRESS)
+    await session(storage, "u2", 1, "create_project", WorkflowStatus.IN_PROGRESS)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url(adapter.using)}
+    env.pop("REDIS_URL", None)
+    code = ANOTHER_PROCESS.replace("PRODUCT", repr(PRODUCT))
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    # This process wrote u1 last before; the next write must take back what the other one stored
+    # (create_project completed, plan enterprise), not what this process remembers writing.
+    await session(storage, "u1", 2, "invite_team", WorkflowStatus.IN_PROGRESS)
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
