@@ -153,6 +153,12 @@ def stored_size(kind: str, alias: str, redis_url: str | None) -> str:
     return f"database size {size}"
 
 
+def own_cpu() -> float:
+    """CPU seconds of this process and its finished children (the loaders' workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def redis_cpu(url: str) -> Callable[[], float]:
     """The redis-server's CPU seconds so far (user + system, ``INFO cpu``)."""
 
@@ -217,7 +223,9 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
     }  # fmt: skip
     reset_storage()
     print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), own_cpu()
+    server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
+    primary_cpu = server_cpu() if server_cpu else 0.0
     if kind in ("database", "postgres"):
         if args.direct and kind == "postgres":
             from tqdm import tqdm
@@ -225,15 +233,21 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
             from bench.insight_load import load_database
 
             with tqdm(total=args.users, unit="user", desc="  users", mininterval=2.0) as bar:
-                load_database(alias, PRODUCT, args.users, bar.update, workers=args.workers)
+                primary_cpu = load_database(alias, PRODUCT, args.users, bar.update, workers=args.workers)
+            t1 = time.perf_counter()
             analyze(alias)
+            print(f"  VACUUM ANALYZE: {time.perf_counter() - t1:.1f} s")
         else:
             load_database_states(args.users, alias)
     heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency, args.direct, redis_url, args.workers))
     prefix = "ana."
     elapsed = time.perf_counter() - t0
+    if server_cpu:
+        primary_cpu = server_cpu() - primary_cpu
     print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s); {stored_size(kind, alias, redis_url)};"
           f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"  loading CPU: this process and its workers {own_cpu() - cpu0:.1f} s, the primary {primary_cpu:.1f} s"
+          " (redis-server: INFO cpu; PostgreSQL: the COPY backends, 0 if not on this machine)")
     users_url = reverse("dashboard:users", args=[PRODUCT])
     urls = {
         "products": reverse("dashboard:products"),

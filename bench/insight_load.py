@@ -1,5 +1,5 @@
 """Direct loaders for bench/dashboard.py at a million users: the keys and rows the write paths would make,
-written in bulk by forked workers (Redis: one ZADD/SADD per key per batch; PostgreSQL: COPY).
+written in bulk by worker processes (Redis: one ZADD/SADD per key per batch; PostgreSQL: COPY).
 
 Each user's derivations are the adapters' own (``index_entry``,
 ``index_commands``, ``facts_commands``, ``user_facts``; ``user_summary``,
@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import queue as queues
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-Work = Callable[[int, int, Callable[[int], None]], Any]
+Work = Callable[..., Any]  # (worker, workers, report, *args): module-level, so a spawned worker can import it
 
 
 def archetypes(seed: int = 1) -> list[dict[str, Any]]:
@@ -49,20 +50,24 @@ def my_batches(
             yield n * batch, chunk
 
 
-def run_workers(work: Work, workers: int, progress: Callable[[int], None]) -> list[Any]:
-    """``work(worker, workers, report)`` in ``workers`` forked processes; their results by worker."""
+def _child(work: Work, k: int, workers: int, channel: Any, args: tuple[Any, ...]) -> None:
+    try:
+        channel.put(("done", k, work(k, workers, lambda n: channel.put(("progress", k, n)), *args)))
+    except BaseException:
+        channel.put(("error", k, traceback.format_exc()))
+
+
+def run_workers(work: Work, args: tuple[Any, ...], workers: int, progress: Callable[[int], None]) -> list[Any]:
+    """``work(worker, workers, report, *args)`` in ``workers`` processes; their results by worker.
+
+    Spawned, not forked: the bench and the tests call this from a thread of a
+    process with an event loop, open connections and locks a fork would copy.
+    """
     if workers <= 1:
-        return [work(0, 1, progress)]
-    ctx = multiprocessing.get_context("fork")  # the workers inherit ``work``'s closure, nothing is pickled
+        return [work(0, 1, progress, *args)]
+    ctx = multiprocessing.get_context("spawn")
     channel = ctx.Queue()
-
-    def child(k: int) -> None:
-        try:
-            channel.put(("done", k, work(k, workers, lambda n: channel.put(("progress", k, n)))))
-        except BaseException:
-            channel.put(("error", k, traceback.format_exc()))
-
-    procs = [ctx.Process(target=child, args=(k,), daemon=True) for k in range(workers)]
+    procs = [ctx.Process(target=_child, args=(work, k, workers, channel, args), daemon=True) for k in range(workers)]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}
@@ -71,8 +76,9 @@ def run_workers(work: Work, workers: int, progress: Callable[[int], None]) -> li
             try:
                 kind, k, value = channel.get(timeout=1.0)
             except queues.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    raise RuntimeError("a loader worker died") from None
+                dead = {k: p.exitcode for k, p in enumerate(procs) if p.exitcode not in (None, 0)}
+                if dead and channel.empty():
+                    raise RuntimeError(f"loader workers died without a word (exit codes {dead})") from None
                 continue
             if kind == "progress":
                 progress(value)
@@ -136,25 +142,34 @@ def load_redis(
 ) -> None:
     """``users`` cloned states with their browse and insight keys (no TTL: the bench sets none)."""
     templates = templates if templates is not None else archetypes()
+    run_workers(_redis_work, (url, product, users, batch, templates), workers, progress)
 
-    def work(worker: int, count: int, report: Callable[[int], None]) -> None:
-        import redis
 
-        client = redis.Redis.from_url(url)
-        try:
-            for _, chunk in my_batches(templates, users, batch, worker, count):
-                states, commands = redis_batch(product, chunk)
-                pipe = client.pipeline(transaction=False)
-                for i in range(0, len(states), 1000):
-                    pipe.execute_command("MSET", *states[i : i + 1000])
-                for cmd in commands:
-                    pipe.execute_command(*cmd)
-                pipe.execute()
-                report(len(chunk))
-        finally:
-            client.close()
+def _redis_work(
+    worker: int,
+    workers: int,
+    report: Callable[[int], None],
+    url: str,
+    product: str,
+    users: int,
+    batch: int,
+    templates: list[dict[str, Any]],
+) -> None:
+    import redis
 
-    run_workers(work, workers, progress)
+    client = redis.Redis.from_url(url)
+    try:
+        for _, chunk in my_batches(templates, users, batch, worker, workers):
+            states, commands = redis_batch(product, chunk)
+            pipe = client.pipeline(transaction=False)
+            for i in range(0, len(states), 1000):
+                pipe.execute_command("MSET", *states[i : i + 1000])
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            pipe.execute()
+            report(len(chunk))
+    finally:
+        client.close()
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
@@ -210,6 +225,74 @@ STATE_FIELDS = (
 )  # fmt: skip
 
 
+def _database_work(
+    worker: int,
+    workers: int,
+    report: Callable[[int], None],
+    connect: dict[str, Any],
+    copies: tuple[str, ...],
+    product: str,
+    base: int,
+    users: int,
+    batch: int,
+    templates: list[dict[str, Any]],
+) -> tuple[dict[int, Counter[str]], float]:
+    """COPY this worker's batches, one transaction each; the counters' deltas and the backend's CPU seconds."""
+    import psycopg
+
+    counters: dict[int, Counter[str]] = {}
+    with psycopg.connect(**connect) as conn:
+        backend = conn.info.backend_pid
+        for start, chunk in my_batches(templates, users, batch, worker, workers):
+            tables = database_rows(product, base + start, chunk, counters)
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, rows in zip(copies, tables, strict=True):
+                    with cur.copy(sql) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            report(len(chunk))
+        return counters, process_cpu(backend)
+
+
+def drop_secondary_indexes(cursor: Any, tables: list[str]) -> list[str]:
+    """Drop the tables' indexes and unique constraints but their primary keys; the statements that rebuild them.
+
+    A B-tree built once from sorted rows costs a fraction of millions of
+    inserts at random places (the search terms, the metadata values); the
+    rebuild checks every unique constraint again.
+    """
+    cursor.execute(
+        "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+        " WHERE c.contype = 'u' AND c.conrelid = ANY(%s::regclass[]) ORDER BY 1, 2",
+        [tables],
+    )
+    constraints = cursor.fetchall()
+    cursor.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisprimary"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1",
+        [tables],
+    )
+    indexes = cursor.fetchall()
+    for table, name, _ in constraints:
+        cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        cursor.execute(f"DROP INDEX {name}")
+    return [definition for _, definition in indexes] + [
+        f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}' for table, name, definition in constraints
+    ]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process on this machine (a PostgreSQL backend); 0 where /proc does not show it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_database(
     alias: str,
     product: str,
@@ -219,13 +302,14 @@ def load_database(
     batch: int = 2000,
     workers: int = 2,
     templates: list[dict[str, Any]] | None = None,
-) -> None:
+) -> float:
     """``users`` cloned states with their search terms, insight rows and counters, by COPY (PostgreSQL only).
 
     Ids are given in clone order after the largest one there (each worker
-    owns its batches' ranges), then the sequence is moved past them.
+    owns its batches' ranges), then the sequence is moved past them. The
+    tables' secondary indexes are dropped for the load and built after it. Returns
+    the CPU seconds of the workers' PostgreSQL backends (on this machine).
     """
-    import psycopg
     from django.db import connections, transaction
 
     from autoplay_storage.adapters.database_facts import _add, _sql
@@ -241,7 +325,6 @@ def load_database(
         cursor.execute(f'SELECT coalesce(max(id), 0) FROM "{table}"')
         base = cursor.fetchone()[0] + 1
     params = connection.get_connection_params()
-    connections.close_all()  # the forked workers must not share a connection's socket
     copies = (
         _copy_sql(UserStateRecord, STATE_FIELDS),
         _copy_sql(UserSearchTerm, ("state", "product_id", "term")),
@@ -249,25 +332,32 @@ def load_database(
         _copy_sql(UserMetadataFact, ("state", "product_id", "key", "value")),
     )
 
-    def work(worker: int, count: int, report: Callable[[int], None]) -> dict[int, Counter[str]]:
-        counters: dict[int, Counter[str]] = {}
-        with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as conn:
-            for start, chunk in my_batches(templates, users, batch, worker, count):
-                tables = database_rows(product, base + start, chunk, counters)
-                with conn.transaction(), conn.cursor() as cur:
-                    for sql, rows in zip(copies, tables, strict=True):
-                        with cur.copy(sql) as copy:
-                            for row in rows:
-                                copy.write_row(row)
-                report(len(chunk))
-        return counters
-
-    totals: dict[int, Counter[str]] = {}
-    for counters in run_workers(work, workers, progress):
+    keep = ("dbname", "user", "password", "host", "port", "sslmode")
+    connect = {k: v for k, v in params.items() if k in keep and v is not None}
+    tables = [m._meta.db_table for m in (UserStateRecord, UserSearchTerm, UserWorkflowFact, UserMetadataFact)]
+    with connection.cursor() as cursor:
+        rebuild = drop_secondary_indexes(cursor, tables)
+    connection.close()
+    try:
+        totals: dict[int, Counter[str]] = {}
+        results = run_workers(
+            _database_work, (connect, copies, product, base, users, batch, templates), workers, progress
+        )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET maintenance_work_mem = '512MB'")
+            for statement in rebuild:
+                cursor.execute(statement)
+    for counters, _ in results:
         for shard, deltas in counters.items():
             totals.setdefault(shard, Counter()).update(deltas)
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
-        add = _sql(connection).add
-        for shard, deltas in sorted(totals.items()):
-            _add(cursor, add, product, shard, {k: n for k, n in deltas.items() if n})
-        cursor.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), (SELECT max(id) FROM \"{table}\"))")
+    try:
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            add = _sql(connection).add
+            for shard, deltas in sorted(totals.items()):
+                _add(cursor, add, product, shard, {k: n for k, n in deltas.items() if n})
+            sequence = f"pg_get_serial_sequence('\"{table}\"', 'id')"
+            cursor.execute(f'SELECT setval({sequence}, (SELECT max(id) FROM "{table}"))')
+    finally:
+        connection.close()
+    return sum(backend_cpu for _, backend_cpu in results)

@@ -92,33 +92,41 @@ def test_merging_refuses_what_a_new_user_never_sends() -> None:
             merge_commands([cmd])
 
 
-def db_rows(alias: str, product: str) -> dict[str, list[tuple[Any, ...]]]:
-    """A product's state, search term, workflow, metadata and counter rows, without their ids."""
+def orm(fn: Any, *args: Any) -> Any:
+    """``fn`` on a thread of its own, its connections closed after."""
     from django.db import connections
 
+    def call() -> Any:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    return sync_to_async(call, thread_sensitive=False)()
+
+
+def db_rows(alias: str, product: str) -> dict[str, list[tuple[Any, ...]]]:
+    """A product's state, search term, workflow, metadata and counter rows, without their ids."""
     from autoplay_storage.models import ProductCounter, UserMetadataFact, UserStateRecord, UserWorkflowFact
     from autoplay_storage.models.records import UserSearchTerm
 
-    try:
-        mine = {"product_id": product}
-        state_fields = [f.name for f in UserStateRecord._meta.concrete_fields if f.name not in ("id", "product_id")]
-        return {
-            "states": sorted(UserStateRecord.objects.using(alias).filter(**mine).values_list(*state_fields)),
-            "terms": sorted(UserSearchTerm.objects.using(alias).filter(**mine).values_list("state__user_id", "term")),
-            "workflows": sorted(
-                UserWorkflowFact.objects.using(alias)
-                .filter(**mine)
-                .values_list("state__user_id", "user_id", "workflow_id", "status", "last_progress_at", "evidence")
-            ),
-            "metadata": sorted(
-                UserMetadataFact.objects.using(alias).filter(**mine).values_list("state__user_id", "key", "value")
-            ),
-            "counters": sorted(
-                ProductCounter.objects.using(alias).filter(**mine).values_list("name", "shard", "value")
-            ),
-        }
-    finally:
-        connections.close_all()
+    mine = {"product_id": product}
+    state_fields = [f.name for f in UserStateRecord._meta.concrete_fields if f.name not in ("id", "product_id")]
+    return {
+        "states": sorted(UserStateRecord.objects.using(alias).filter(**mine).values_list(*state_fields)),
+        "terms": sorted(UserSearchTerm.objects.using(alias).filter(**mine).values_list("state__user_id", "term")),
+        "workflows": sorted(
+            UserWorkflowFact.objects.using(alias)
+            .filter(**mine)
+            .values_list("state__user_id", "user_id", "workflow_id", "status", "last_progress_at", "evidence")
+        ),
+        "metadata": sorted(
+            UserMetadataFact.objects.using(alias).filter(**mine).values_list("state__user_id", "key", "value")
+        ),
+        "counters": sorted(
+            ProductCounter.objects.using(alias).filter(**mine).values_list("name", "shard", "value")
+        ),
+    }
 
 
 @pytest.mark.postgres
@@ -128,16 +136,13 @@ async def test_the_copy_loader_writes_the_write_paths_rows(postgres_alias) -> No
     adapter = DatabaseStorageAdapter(postgres_alias)
     await write_through(StorageManager([adapter]), "prod_written", tpl)
     done: list[int] = []
-    await sync_to_async(load_database, thread_sensitive=False)(
-        postgres_alias, PRODUCT, USERS, done.append, batch=64, workers=2, templates=tpl
-    )
+    await orm(lambda: load_database(postgres_alias, PRODUCT, USERS, done.append, batch=64, workers=2, templates=tpl))
     assert sum(done) == USERS
-    expected = await sync_to_async(db_rows, thread_sensitive=False)(postgres_alias, "prod_written")
-    got = await sync_to_async(db_rows, thread_sensitive=False)(postgres_alias, PRODUCT)
+    expected, got = await orm(db_rows, postgres_alias, "prod_written"), await orm(db_rows, postgres_alias, PRODUCT)
     assert len(got["states"]) == USERS and got["workflows"] and got["metadata"] and got["counters"]
     for table, rows in expected.items():
         assert got[table] == rows, table
-    states, _ = await sync_to_async(db_documents, thread_sensitive=False)(postgres_alias, PRODUCT)
+    states, _ = await orm(db_documents, postgres_alias, PRODUCT)
     stats = await adapter.insight_stats(PRODUCT)
     assert stats == recount(states, []) == await adapter.insight_stats("prod_written")
     assert stats.users == USERS and stats.funnel and stats.cohorts
