@@ -14,6 +14,9 @@ ones (a list page reads only states, so their snapshots are not written).
 On Redis they go through the manager (``save_user_state``, concurrently); on
 the database through the adapter's own row writer in one transaction per
 batch, because one transaction per user on SQLite would take minutes.
+``--direct`` (for 1,000,000 users) writes the same keys and rows in bulk from
+``--workers`` processes (bench/insight_load.py): merged Redis pipelines,
+PostgreSQL COPY.
 
     .venv/bin/python bench/dashboard.py [--users 100000] [--sessions 500] [--requests 40] [--primaries redis,postgres]
 
@@ -115,7 +118,9 @@ def analyze(alias: str) -> None:
     connections[alias].close()
 
 
-async def load(kind: str, users: int, sessions: int, concurrency: int, direct: bool, redis_url: str | None) -> str:
+async def load(
+    kind: str, users: int, sessions: int, concurrency: int, direct: bool, redis_url: str | None, workers: int
+) -> str:
     """Load the users (Redis: through the manager, or ``--direct``) and the heavy user; returns its id."""
     from tqdm import tqdm
 
@@ -127,7 +132,7 @@ async def load(kind: str, users: int, sessions: int, concurrency: int, direct: b
     if kind == "redis":
         with tqdm(total=users, unit="user", desc="  users", mininterval=2.0) as bar:
             if direct:
-                await asyncio.to_thread(load_redis, redis_url, PRODUCT, users, bar.update)
+                await asyncio.to_thread(load_redis, redis_url, PRODUCT, users, bar.update, workers=workers)
             else:
                 await load_states_bulk(storage, PRODUCT, users, seed=1, concurrency=concurrency, progress=bar.update)
     heavy = plan_user(random.Random(2), sessions=sessions, user_id="u_heavy")
@@ -135,6 +140,33 @@ async def load(kind: str, users: int, sessions: int, concurrency: int, direct: b
     await load_user_direct(storage, PRODUCT, plan_user(random.Random(3), sessions=5, user_id="u_typical"))
     await storage.aclose()
     return heavy.user_id
+
+
+def stored_size(kind: str, alias: str, redis_url: str | None) -> str:
+    """What the primary holds now: Redis ``used_memory``, the PostgreSQL database's size."""
+    if kind == "redis" and redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            return f"redis used_memory {client.info('memory')['used_memory'] / 2**30:.2f} GiB, {client.dbsize():,} keys"
+        finally:
+            client.close()
+    from django.db import connections
+
+    if connections[alias].vendor != "postgresql":
+        return "database size not shown (SQLite)"
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        size = cursor.fetchone()[0]
+    connections[alias].close()
+    return f"database size {size}"
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and its finished children (the loaders' workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def redis_cpu(url: str) -> Callable[[], float]:
@@ -259,22 +291,31 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
     }  # fmt: skip
     reset_storage()
     print(f"\n== {kind} primary: loading {args.users:,} users + 1 user with {args.sessions} sessions")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), own_cpu()
+    server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
+    primary_cpu = server_cpu() if server_cpu else 0.0
     if kind in ("database", "postgres"):
-        if args.direct:
+        if args.direct and kind == "postgres":
             from tqdm import tqdm
 
             from bench.insight_load import load_database
 
             with tqdm(total=args.users, unit="user", desc="  users", mininterval=2.0) as bar:
-                load_database(alias, PRODUCT, args.users, bar.update)
+                primary_cpu = load_database(alias, PRODUCT, args.users, bar.update, workers=args.workers)
+            t1 = time.perf_counter()
             analyze(alias)
+            print(f"  VACUUM ANALYZE: {time.perf_counter() - t1:.1f} s")
         else:
             load_database_states(args.users, alias)
-    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency, args.direct, redis_url))
+    heavy = asyncio.run(load(kind, args.users, args.sessions, args.concurrency, args.direct, redis_url, args.workers))
     prefix = "ana."
     elapsed = time.perf_counter() - t0
-    print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s)")
+    if server_cpu:
+        primary_cpu = server_cpu() - primary_cpu
+    print(f"  loaded in {elapsed:.1f} s ({args.users / elapsed:,.0f} users/s); {stored_size(kind, alias, redis_url)};"
+          f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"  loading CPU: this process and its workers {own_cpu() - cpu0:.1f} s, the primary {primary_cpu:.1f} s"
+          " (redis-server: INFO cpu; PostgreSQL: the COPY backends, 0 if not on this machine)")
     users_url = reverse("dashboard:users", args=[PRODUCT])
     urls = {
         "products": reverse("dashboard:products"),
@@ -289,6 +330,7 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
     server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
     insight_filter = args.export_filter if args.pages == "all" else None
     timings = asyncio.run(measure(urls, args.requests, insight_filter, server_cpu, Callgrind(args.callgrind)))
+    print(f"  load average after the timed requests: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8} {'queries':>8}"
           + (f" {'instructions':>13}" if args.callgrind else ""))
     for name, (values, cpu, queries, instructions) in timings.items():
@@ -307,7 +349,9 @@ def main() -> None:
     parser.add_argument("--primaries", default="redis,database", help="redis, database (SQLite), postgres")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/autoplay_bench_dashboard",
                         help="PostgreSQL for the postgres primary (the database is dropped and created)")
-    parser.add_argument("--direct", action="store_true", help="bulk loaders (pipelines, bulk INSERTs) for 1,000,000")
+    parser.add_argument("--direct", action="store_true",
+                        help="bulk loaders for 1,000,000 (Redis: merged pipelines; PostgreSQL: COPY)")
+    parser.add_argument("--workers", type=int, default=2, help="processes of the --direct loaders")
     parser.add_argument("--export-filter", default="", help="query string of the timed CSV export, e.g. mastery=novice")
     parser.add_argument("--pages", choices=["all", "user"], default="all", help="user: the two user pages only")
     parser.add_argument("--callgrind", action="store_true",

@@ -4,9 +4,9 @@ by a workflow status, the stuck queue's first page, and a CSV export (rows and s
 Pages are timed in-process through Django's AsyncClient with a signed-in
 lead, as bench/dashboard.py times the other pages; the count is the
 selector alone (what the product page pays per saved segment). Each figure
-comes with this process's CPU time, and the export with the primary's too
-when ``server_cpu`` reads it (Redis: ``INFO cpu``): on a busy machine
-wall-clock time measures the neighbours as well.
+comes with this process's CPU time, and with the primary's (the mean per
+request, ``srv cpu``; the export's total) when ``server_cpu`` reads it (Redis:
+``INFO cpu``): on a busy machine wall-clock time measures the neighbours as well.
 """
 
 from __future__ import annotations
@@ -42,16 +42,19 @@ async def measure_insight(
         "stuck queue, first page": reverse("dashboard:stuck", args=[product]),
     }
     timings: dict[str, tuple[list[float], list[float]]] = {}
+    primary: dict[str, float | None] = {}  # the primary's CPU ms per request (Redis: INFO cpu), else None
     for name, url in pages.items():
         response = await client.get(url)  # warm-up
         if response.status_code != 200:
             raise RuntimeError(f"{url} answered {response.status_code}")
         timings[name] = ([], [])
+        s0 = server_cpu() if server_cpu else 0.0
         for _ in range(requests):
             t0, c0 = time.perf_counter(), time.process_time()
             response = await client.get(url)
             timings[name][0].append((time.perf_counter() - t0) * 1000)
             timings[name][1].append((time.process_time() - c0) * 1000)
+        primary[name] = (server_cpu() - s0) * 1000 / requests if server_cpu else None
     segments = {
         f"segment count: {WORKFLOW} in progress": {"workflow": WORKFLOW, "status": "in_progress"},
         "segment count: + mastery beginner,intermediate + 2-5 sessions": {
@@ -64,15 +67,18 @@ async def measure_insight(
         assert not problems, problems
         await selectors.count_users(product, f)
         timings[name] = ([], [])
+        s0 = server_cpu() if server_cpu else 0.0
         for _ in range(requests):
             t0, c0 = time.perf_counter(), time.process_time()
             await selectors.count_users(product, f)
             timings[name][0].append((time.perf_counter() - t0) * 1000)
             timings[name][1].append((time.process_time() - c0) * 1000)
-    print(f"  {'insight':<62} {'p50 ms':>8} {'p95 ms':>8} {'cpu p50':>8} {'cpu p95':>8}")
+        primary[name] = (server_cpu() - s0) * 1000 / requests if server_cpu else None
+    print(f"  {'insight':<62} {'p50 ms':>8} {'p95 ms':>8} {'cpu p50':>8} {'cpu p95':>8} {'srv cpu':>8}")
     for name, (values, cpu) in timings.items():
+        srv = f"{primary[name]:8.1f}" if primary[name] is not None else f"{'-':>8}"
         print(f"  {name:<62} {statistics.median(values):8.1f} {percentile(values, 0.95):8.1f} "
-              f"{statistics.median(cpu):8.1f} {percentile(cpu, 0.95):8.1f}")
+              f"{statistics.median(cpu):8.1f} {percentile(cpu, 0.95):8.1f} {srv}")
     s0 = server_cpu() if server_cpu else 0.0
     t0, c0 = time.perf_counter(), time.process_time()
     response = await client.get(users, {**export_filter, "format": "csv"})

@@ -189,6 +189,7 @@ def _stuck(using: str, product_id: str, older_than: float, after: Position | Non
     from django.db.models import Q
 
     from ..models.facts import UserWorkflowFact
+    from ..models.records import UserStateRecord
 
     rows = UserWorkflowFact.objects.using(using).filter(
         product_id=product_id, status="in_progress", last_progress_at__lt=older_than
@@ -198,15 +199,20 @@ def _stuck(using: str, product_id: str, older_than: float, after: Position | Non
         if not fact_id.isdigit():
             raise ValueError("invalid cursor")
         rows = rows.filter(Q(last_progress_at__lt=at) | Q(last_progress_at=at, id__lt=int(fact_id)))
+    # The page first, then its documents: joined in one query, PostgreSQL reads the document of every
+    # row tied on the last progress time before it sorts them by id (thousands when users share a time).
     found = list(
         rows.order_by("-last_progress_at", "-id").values_list(
-            "id", "user_id", "workflow_id", "last_progress_at", "evidence", "state__document"
+            "id", "user_id", "workflow_id", "last_progress_at", "evidence", "state_id"
         )[: limit + 1]
     )
     page, next_cursor = next_page(found, limit, lambda row: (row[3], str(row[0])))
+    states = UserStateRecord.objects.using(using).filter(id__in=[row[5] for row in page])
+    documents = dict(states.values_list("id", "document"))
     items = [
-        StuckUser(user_row(product_id, uid, _state_key(product_id, uid), raw, list_row), wid, at, evidence)
-        for _id, uid, wid, at, evidence, raw in page
+        StuckUser(user_row(product_id, uid, _state_key(product_id, uid), documents[sid], list_row), wid, at, evidence)
+        for _id, uid, wid, at, evidence, sid in page
+        if sid in documents  # erased between the two reads
     ]
     return Page(items, next_cursor)
 

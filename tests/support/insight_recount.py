@@ -27,6 +27,11 @@ FILTERS = [
     UserFilter(active_before=time.time() - 5 * DAY, journey_state="onboarding"),
     UserFilter(meta_key="plan", meta_value="team"),
     UserFilter(meta_key="role", meta_value="manager", workflow_id="create_project", workflow_status="untouched"),
+    UserFilter(workflow_id="invite_team", workflow_status="in_progress", mastery_levels=("beginner", "intermediate"),
+               sessions_min=2, sessions_max=5),
+    UserFilter(mastery_levels=("novice", "beginner", "intermediate"), active_after=time.time() - 10 * DAY,
+               first_seen_after=time.time() - 40 * DAY, sessions_min=2),
+    UserFilter(workflow_id="configure_columns", workflow_status="untouched", mastery_levels=("novice", "proficient")),
 ]
 
 

@@ -10,6 +10,7 @@ last word, as for every listing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -184,30 +185,40 @@ class Insight:
             return int(n)
         # Intersections in scratch keys of the product (one slot), deleted by the last command. Redis
         # intersects in the time of the smallest input, so the users index is left out when a smaller
-        # set bounds the result and no activity range needs its scores.
+        # set bounds the result and no activity range needs its scores. Each mastery level asked for
+        # is intersected with every other set at once, and only those small results are united. The
+        # first dimension cut by score (the last activity, else the first range) is the score of those
+        # intersections; the last dimension is counted (ZCOUNT) rather than cut.
         scratch = f"{users_key(product_id)}:tmp:{uuid.uuid4().hex}"
-        tmp = scratch + ":0"
         ranged = not (plan.low == -math.inf and plan.high == math.inf)
         activity = [k for k in plan.all_of if k != users_key(product_id) or not plan.members_of or ranged]
-        keys = [*activity, *plan.members_of]  # the score stays the last activity (membership sets weigh 0)
-        weights = [1] * len(activity) + [0] * len(plan.members_of)
-        cmds: list[Command] = [("ZINTERSTORE", tmp, len(keys), *keys, "WEIGHTS", *weights, "AGGREGATE", "MAX")]
-        parts: list[str] = []
-        for g, group in enumerate(plan.any_of):  # each level cut from the result so far, then their union
-            names = [f"{scratch}:{g}:{i}" for i in range(len(group))]
-            for name, key in zip(names, group, strict=True):
-                cmds.append(("ZINTERSTORE", name, 2, tmp, key, "WEIGHTS", 1, 0, "AGGREGATE", "MAX"))
-            cmds.append(("ZUNIONSTORE", tmp, len(names), *names, "AGGREGATE", "MAX"))
-            parts += names
+        dims = [(activity[0], plan.low, plan.high)] if ranged else []
+        dims += plan.ranges
+        cmds: list[Command] = []
+        names: list[str] = []
+        for v, chosen in enumerate(itertools.product(*plan.any_of)):
+            names.append(f"{scratch}:{v}")
+            keys = list(dict.fromkeys([*activity, *plan.members_of, *chosen, *(d[0] for d in dims[:1])]))
+            weights = [1 if dims and k == dims[0][0] else 0 for k in keys]
+            cmds.append(("ZINTERSTORE", names[-1], len(keys), *keys, "WEIGHTS", *weights, "AGGREGATE", "SUM"))
+        tmp = names[0]
+        if len(names) > 1:
+            tmp = f"{scratch}:all"
+            cmds.append(("ZUNIONSTORE", tmp, len(names), *names, "AGGREGATE", "MAX"))  # one score per member
         if plan.none_of:
             cmds.append(("ZDIFFSTORE", tmp, 1 + len(plan.none_of), tmp, *plan.none_of))
-        cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(plan.low, exclusive=True)))
-        cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(plan.high), "+inf"))
-        for key, lo, hi in plan.ranges:  # the score becomes that dimension, then the range is cut
-            cmds.append(("ZINTERSTORE", tmp, 2, tmp, key, "WEIGHTS", 0, 1))
+        for i, (key, lo, hi) in enumerate(dims[:-1]):
+            if i:  # the score becomes this dimension
+                cmds.append(("ZINTERSTORE", tmp, 2, tmp, key, "WEIGHTS", 0, 1))
             cmds.append(("ZREMRANGEBYSCORE", tmp, "-inf", _bound(lo, exclusive=True)))
             cmds.append(("ZREMRANGEBYSCORE", tmp, _bound(hi), "+inf"))
-        cmds += [("ZCARD", tmp), ("DEL", tmp, *parts)]
+        if len(dims) > 1:
+            cmds.append(("ZINTERSTORE", tmp, 2, tmp, dims[-1][0], "WEIGHTS", 0, 1))
+        if dims:
+            cmds.append(("ZCOUNT", tmp, _bound(dims[-1][1]), _bound(dims[-1][2], exclusive=True)))
+        else:
+            cmds.append(("ZCARD", tmp))
+        cmds.append(("DEL", *names, *([tmp] if tmp not in names else [])))
         results = await self.transport.pipeline(cmds)  # in order on one connection; the scratch keys are ours alone
         return int(results[-2])
 
