@@ -85,8 +85,9 @@ def _write_generation() -> None:
         logger.error("console access generation could not be written: %s", exc)
 
 
-def _changed(**_: Any) -> None:
-    new_generation()
+def _changed(action: str = "", **_: Any) -> None:
+    if not action.startswith("pre_"):  # m2m_changed signals before and after: once is enough
+        new_generation()
 
 
 def watch_access_changes() -> None:

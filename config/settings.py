@@ -204,6 +204,9 @@ else:
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "autoplay_cache",
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            # Django's default of 300 would cull live entries (the console keeps one per staff member
+            # and product, docs/access-and-audit.md); culling takes the lowest keys first.
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         }
     }
 
