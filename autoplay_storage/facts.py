@@ -184,21 +184,38 @@ def _index_usable(index: list[Any]) -> bool:
     return True
 
 
+def direct_facts(doc: dict[str, Any]) -> UserFacts | None:
+    """``user_facts`` of a document this engine writes, read field by field; ``None`` for any other.
+
+    Reads only the fields the facts name (a partial document holding just
+    those gives the same facts: ``adapters/redis/rows.py``).
+    """
+    if not _canonical(doc):
+        return None
+    workflows = _workflows(doc["onboarding"]["workflow_progress"])
+    if workflows is None:
+        return None
+    if doc["onboarding"].get("onboarding_completed_at") is not None and not _index_usable(doc["sessions"]["index"]):
+        return None  # only sessions to onboard read the index
+    return _facts(doc, workflows)
+
+
 def user_facts(doc: dict[str, Any]) -> UserFacts | None:
     """The facts of a stored state document; ``None`` when it cannot be read (it counts nowhere)."""
-    workflows = _workflows(doc["onboarding"]["workflow_progress"]) if _canonical(doc) else None
-    onboarded = workflows is not None and doc["onboarding"].get("onboarding_completed_at") is not None
-    if onboarded and not _index_usable(doc["sessions"]["index"]):  # only sessions to onboard read the index
-        workflows = None
-    if workflows is None:  # another writer's document: read it by the documents' own rules
-        try:
-            fixed = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
-        except (DocumentError, TypeError, ValueError):
-            return None
-        # Where the reader would say "now" for a missing time, facts say 0: a recount must give the same.
-        for name in ("first_seen_at", "last_updated_at"):
-            fixed[name] = float(doc[name]) if _finite(doc.get(name)) else 0.0
-        doc, workflows = fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or ()
+    facts = direct_facts(doc)
+    if facts is not None:
+        return facts
+    try:  # another writer's document: read it by the documents' own rules
+        fixed = UserAdoptionState.from_dict(doc, user_id=str(doc.get("user_id") or "-")).to_dict()
+    except (DocumentError, TypeError, ValueError):
+        return None
+    # Where the reader would say "now" for a missing time, facts say 0: a recount must give the same.
+    for name in ("first_seen_at", "last_updated_at"):
+        fixed[name] = float(doc[name]) if _finite(doc.get(name)) else 0.0
+    return _facts(fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or ())
+
+
+def _facts(doc: dict[str, Any], workflows: tuple[WorkflowFact, ...]) -> UserFacts:
     onboarding, sessions = doc["onboarding"], doc["sessions"]
     completed = onboarding.get("onboarding_completed_at")
     first_seen = float(doc["first_seen_at"])
@@ -296,7 +313,11 @@ class UserFilter:
 
 
 def matches(facts: UserFacts | None, f: UserFilter) -> bool:
-    """Whether a user with ``facts`` is in the segment (the reference every store's index answers agree with)."""
+    """Whether a user with ``facts`` is in the segment (the reference every store's index answers agree with).
+
+    Of a workflow only its status is read: the Redis lists check their rows
+    with facts that hold nothing else of the workflows (``adapters/redis/rows.py``).
+    """
     if facts is None:
         return False
     if f.journey_state and facts.journey_state != f.journey_state:
@@ -457,32 +478,34 @@ class InsightStore(Protocol):
 
 
 def list_row(product_id: str, user_id: str, doc: dict[str, Any]) -> UserSummary:
-    """``database_rows.user_summary`` for a list or an export, reading a canonical document's fields directly.
-
-    The same values (every field read is already valid, which ``_canonical``
-    checks); any other document goes through the defensive reader.
-    """
+    """``database_rows.user_summary`` for a list or an export, reading a canonical document's fields directly."""
     from .adapters.database_rows import user_summary
 
-    mastery, onboarding, sessions, metadata = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions"), None
-    if _canonical(doc):
-        metadata = doc["metadata"]
-        if not all(v.__class__ in (str, int, bool) or v is None for v in metadata.values()):
-            metadata = None  # floats (maybe not finite) and containers: the defensive reader copies them safely
-    rating, rate, current = (
-        (mastery.get("rating"), onboarding.get("completion_rate"), sessions.get("current_session_id"))
-        if metadata is not None
-        else (None, None, None)
-    )
+    row = direct_row(product_id, user_id, doc)
+    return row if row is not None else user_summary(product_id, user_id, doc)
+
+
+def direct_row(product_id: str, user_id: str, doc: dict[str, Any]) -> UserSummary | None:
+    """``list_row`` of a document whose fields read are all valid (``_canonical``), field by field; else ``None``.
+
+    The same values as the defensive reader gives; reads only the fields a
+    row shows (a partial document holding just those gives the same row).
+    """
+    if not _canonical(doc):
+        return None
+    metadata = doc["metadata"]
+    if not all(v.__class__ in (str, int, bool) or v is None for v in metadata.values()):
+        return None  # floats (maybe not finite) and containers: the defensive reader copies them safely
+    mastery, onboarding, sessions = doc["mastery"], doc["onboarding"], doc["sessions"]
+    rating, rate, current = mastery.get("rating"), onboarding.get("completion_rate"), sessions.get("current_session_id")
     if (
-        metadata is None
-        or rating.__class__ is not int
+        rating.__class__ is not int
         or not 0 <= rating <= 10
         or rate.__class__ is not float
         or not 0.0 <= rate <= 1.0
         or not (current is None or current.__class__ is str)
     ):
-        return user_summary(product_id, user_id, doc)
+        return None
     return UserSummary(
         product_id=product_id,
         user_id=user_id,

@@ -5,7 +5,8 @@ A package, one concern per module (docs/redis.md):
 Sentinel and Cluster, errors converted once; ``writes`` the compare-and-set
 loop and the session end; ``watch`` the WATCH/MULTI path; ``scripts`` the Lua;
 ``seen`` the bounded last-seen cache; ``keys``; ``index`` the pure index diff;
-``browse`` the listings; ``reindex``.
+``browse`` the listings; ``insight`` and ``facts`` the insight reads and keys;
+``rows`` list rows from the fields they show; ``reindex``.
 """
 
 from .adapter import RedisStorageAdapter

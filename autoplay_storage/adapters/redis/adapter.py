@@ -1,6 +1,6 @@
 """``RedisStorageAdapter``: the protocol methods, each delegating to the module that does the work.
 
-Install with ``pip install "redis[hiredis]"``. Design and key layout:
+Install with ``pip install "redis[hiredis]" msgspec`` (the ``redis`` extra). Design and key layout:
 docs/redis.md. Errors: a connection, timeout or server error raises
 ``StorageUnavailableError``; ``None`` means only "no such key"; a value that
 is not a JSON object raises ``CorruptDocumentError`` and is never overwritten.
@@ -195,7 +195,7 @@ class RedisStorageAdapter:
     async def export_users(
         self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
     ) -> Page[UserSummary]:
-        return await self._insight.list_users(product_id, f, cursor=cursor, limit=limit)
+        return await self._insight.list_users(product_id, f, cursor=cursor, limit=limit, export=True)
 
     async def list_stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50

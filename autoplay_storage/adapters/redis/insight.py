@@ -10,6 +10,7 @@ last word, as for every listing.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import uuid
@@ -17,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...browse import Page, UserSummary
-from ...codec import parse_document
-from ...errors import CorruptDocumentError
 from ...facts import (
     COHORT_SESSIONS,
     CohortRow,
@@ -26,9 +25,6 @@ from ...facts import (
     StuckUser,
     UserFilter,
     build_stats,
-    list_row,
-    matches,
-    user_facts,
 )
 from ..common import Position, clamp_limit, decode_cursor, encode_cursor
 from .facts import (
@@ -49,6 +45,7 @@ from .facts import (
 )
 from .index import Command
 from .keys import UserKeys, journey_key, mastery_key, onboarded_key, users_key
+from .rows import read_row, read_row_and_facts
 from .transport import Transport, text
 
 SCAN_MAX = 20_000  # members a list walks per request before it answers with what it found and a cursor
@@ -102,6 +99,12 @@ def _plan(product_id: str, f: UserFilter) -> _Plan:
     if len(plan.all_of) > 1:
         plan.all_of.remove(users_key(product_id))  # every other activity set holds only the product's users
     return plan
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Read a dropped task's outcome, so that its error is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _bound(value: float, *, exclusive: bool = False) -> str:
@@ -225,30 +228,48 @@ class Insight:
     # -- lists --
 
     async def list_users(
-        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50
+        self, product_id: str, f: UserFilter, *, cursor: str | None = None, limit: int = 50, export: bool = False
     ) -> Page[UserSummary]:
-        limit = clamp_limit(limit)
+        """A page of the filter's users; ``export``: of any size (a CSV reads a few thousand rows a page)."""
+        limit = max(1, limit) if export else clamp_limit(limit)
         position = decode_cursor(cursor)
         descending = f.order == "-last_activity"
         plan = _plan(product_id, f)
         found, resume = await self._walk(plan, position, descending, limit)
-        check = not f.empty  # an unfiltered list has nothing an index entry could get wrong but the order
         page, more = found[:limit], len(found) > limit
-        raws = await self.transport.get_many([self.keys.state(product_id, uid) for _, uid in page])
-        rows = []
-        for (_, user_id), raw in zip(page, raws, strict=True):
-            if raw is None:
-                continue  # expired (TTL) or deleted since it was indexed
-            key = self.keys.state(product_id, user_id)
-            try:
-                doc = parse_document(key, raw)
-            except CorruptDocumentError:
-                continue  # counts nowhere
-            if check and not matches(user_facts(doc or {}), f):  # the live document has the last word
-                continue
-            rows.append(list_row(product_id, user_id, doc or {}))
+        check = None if f.empty else f  # an unfiltered list has nothing an index entry could get wrong but the order
+        rows = await self._rows(product_id, [uid for _, uid in page], check)
         next_position = page[-1] if more and page else resume
         return Page(rows, encode_cursor(next_position) if next_position else None)
+
+    async def _rows(self, product_id: str, user_ids: list[str], check: UserFilter | None) -> list[UserSummary]:
+        """The users' rows from their live documents (the last word), ``_BATCH`` documents per ``MGET``.
+
+        The next batch is asked for before one is decoded, so the server
+        reads and sends it meanwhile.
+        """
+        keys = [self.keys.state(product_id, uid) for uid in user_ids]
+        rows: list[UserSummary] = []
+        ahead: asyncio.Task[list[Any]] | None = None
+        try:
+            for start in range(0, len(keys), _BATCH):
+                end = start + _BATCH
+                raws = await (ahead if ahead is not None else self.transport.get_many(keys[start:end]))
+                ahead = None
+                if end < len(keys):
+                    ahead = asyncio.ensure_future(self.transport.get_many(keys[end : end + _BATCH]))
+                    await asyncio.sleep(0)  # let it send its request
+                for user_id, key, raw in zip(user_ids[start:end], keys[start:end], raws, strict=True):
+                    if raw is None:
+                        continue  # expired (TTL) or deleted since it was indexed
+                    row = read_row(product_id, user_id, key, raw, check)
+                    if row is not None:  # None: corrupt (counts nowhere) or no longer in the filter
+                        rows.append(row)
+        finally:
+            if ahead is not None:  # the caller went away, or a read failed: drop the read ahead (and its connection)
+                ahead.cancel()
+                ahead.add_done_callback(_retrieved)
+        return rows
 
     async def _walk(
         self, plan: _Plan, position: Position | None, descending: bool, limit: int
@@ -387,12 +408,8 @@ def _stuck_row(
     """The row if the live document still says stuck (an index entry may lag a racing write)."""
     if raw is None:
         return None
-    try:
-        doc = parse_document(key, raw)
-    except CorruptDocumentError:
+    read = read_row_and_facts(product_id, user_id, key, raw)
+    wf = read[1].workflow(workflow_id) if read else None
+    if read is None or wf is None or wf.status != "in_progress" or wf.last_progress_at >= older_than:
         return None
-    facts = user_facts(doc or {})
-    wf = facts.workflow(workflow_id) if facts else None
-    if wf is None or wf.status != "in_progress" or wf.last_progress_at >= older_than:
-        return None
-    return StuckUser(list_row(product_id, user_id, doc or {}), workflow_id, wf.last_progress_at, wf.evidence)
+    return StuckUser(read[0], workflow_id, wf.last_progress_at, wf.evidence)
