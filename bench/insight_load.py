@@ -312,7 +312,7 @@ def load_database(
     """
     from django.db import connections, transaction
 
-    from autoplay_storage.adapters.database_facts import _add, _sql
+    from autoplay_storage.adapters.database_facts import _sql
     from autoplay_storage.models.facts import UserMetadataFact, UserWorkflowFact
     from autoplay_storage.models.records import UserSearchTerm, UserStateRecord
 
@@ -355,7 +355,10 @@ def load_database(
         with transaction.atomic(using=alias), connection.cursor() as cursor:
             add = _sql(connection).add
             for shard, deltas in sorted(totals.items()):
-                _add(cursor, add, product, shard, {k: n for k, n in deltas.items() if n})
+                rows = sorted((k, n) for k, n in deltas.items() if n or k.startswith("catalog:"))
+                if rows:  # the statement a session end's counts run (database_facts.add_counts), per shard
+                    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+                    cursor.execute(add % values, [x for name, n in rows for x in (product, name, shard, n)])
             sequence = f"pg_get_serial_sequence('\"{table}\"', 'id')"
             cursor.execute(f'SELECT setval({sequence}, (SELECT max(id) FROM "{table}"))')
     finally:
