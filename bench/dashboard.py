@@ -29,7 +29,8 @@ work does not move:
     valgrind --tool=callgrind --instr-atstart=no .venv/bin/python bench/dashboard.py --callgrind --pages user ...
 
 switches the instrumentation on around each page's timed requests only and
-prints instructions per request.
+prints instructions per request (every thread's: the sink and erasure
+threads' periodic polls are switched off for it).
 """
 
 from __future__ import annotations
@@ -365,6 +366,9 @@ def main() -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "false"
+    if args.callgrind:  # the background threads' polls would count, once per few (slow) requests
+        os.environ["AUTOPLAY_SINK_REFRESH_S"] = "3600"
+        os.environ["AUTOPLAY_ERASURE_RETRY_POLL_S"] = "0"
     args.export_filter = dict(urllib.parse.parse_qsl(args.export_filter))
     import django
     from django.conf import settings
