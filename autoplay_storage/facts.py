@@ -81,7 +81,13 @@ class SnapshotFacts(NamedTuple):
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A usable number: an integer too large for a float (a document's ``1e400`` written out) is not."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 _tuple = tuple.__new__
@@ -90,7 +96,7 @@ _tuple = tuple.__new__
 def _time(value: Any) -> float | None:
     """A usable timestamp (``type`` rather than ``isinstance``: a bool is not a time)."""
     cls = value.__class__
-    return float(value) if (cls is float or cls is int) and math.isfinite(value) else None
+    return float(value) if (cls is float or cls is int) and _finite(value) else None
 
 
 def _progress_at(wp: dict[str, Any]) -> float:
