@@ -58,7 +58,7 @@ def configure_django(sqlite_path: Path, pg_url: str | None, copies: tuple[str, .
             databases[_alias("postgres", copy)] = dj_database_url.parse(pg_url + copy, conn_max_age=60)
     settings.configure(
         DATABASES=databases,
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "autoplay_storage"],
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "axes", "autoplay_storage"],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         USE_TZ=True,
     )
