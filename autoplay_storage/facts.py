@@ -93,15 +93,27 @@ def _finite(value: Any) -> bool:
 _tuple = tuple.__new__
 
 
+_INF = math.inf
+
+
 def _time(value: Any) -> float | None:
-    """A usable timestamp (``type`` rather than ``isinstance``: a bool is not a time)."""
+    """A usable timestamp (``type`` rather than ``isinstance``: a bool is not a time); on every write's path."""
     cls = value.__class__
-    return float(value) if (cls is float or cls is int) and _finite(value) else None
+    if cls is float:
+        return value if -_INF < value < _INF else None  # NaN fails both
+    if cls is int:
+        try:
+            return float(value)
+        except OverflowError:  # a document's ``1e400`` written out as an integer
+            return None
+    return None
 
 
 def _progress_at(wp: dict[str, Any]) -> float:
     """When the workflow last moved: detected, completed, or a step completed (re-judging is no progress)."""
-    best = _time(wp.get("first_detected_at"))
+    best = wp.get("first_detected_at")
+    if best is not None:
+        best = _time(best)
     done = wp.get("completed_at")
     if done is not None and (done := _time(done)) is not None and (best is None or done > best):
         best = done
@@ -163,6 +175,7 @@ def _canonical(doc: dict[str, Any]) -> bool:
 def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
     """The active workflows, sorted; ``None`` if an entry is not what this engine writes."""
     found = []
+    append = found.append
     for wid, wp in progress.items():
         if wp.__class__ is not dict or not wid:
             return None
@@ -172,22 +185,36 @@ def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
         if status != "in_progress" and status != "completed":
             return None
         evidence = wp.get("evidence")
-        evidence = evidence[:EVIDENCE_MAX] if evidence.__class__ is str else ""
-        found.append(_tuple(WorkflowFact, (wid, status, _progress_at(wp), evidence)))  # skips namedtuple's __new__
-    found.sort()
+        if evidence.__class__ is not str:
+            evidence = ""
+        elif len(evidence) > EVIDENCE_MAX:
+            evidence = evidence[:EVIDENCE_MAX]
+        append(_tuple(WorkflowFact, (wid, status, _progress_at(wp), evidence)))  # skips namedtuple's __new__
+    if len(found) > 1:
+        found.sort()
     return tuple(found)
 
 
-def _index_usable(index: list[Any]) -> bool:
-    """Every entry is one the reader keeps (a dict with its own session id and a capture time)."""
+def _indexed_upto(index: list[Any], completed_at: float) -> int | None:
+    """Index entries captured up to ``completed_at``; ``None`` unless every entry is one the reader keeps.
+
+    (A dict with its own session id and a capture time: one pass for both questions.)
+    """
     ids = set()
+    upto = 0
     for e in index:
-        if e.__class__ is not dict or e.get("session_id").__class__ is not str or not e["session_id"]:
-            return False
-        if _time(e.get("captured_at")) is None or e["session_id"] in ids:
-            return False
-        ids.add(e["session_id"])
-    return True
+        if e.__class__ is not dict:
+            return None
+        sid = e.get("session_id")
+        if sid.__class__ is not str or not sid or sid in ids:
+            return None
+        t = _time(e.get("captured_at"))
+        if t is None:
+            return None
+        ids.add(sid)
+        if t <= completed_at:
+            upto += 1
+    return upto
 
 
 def direct_facts(doc: dict[str, Any]) -> UserFacts | None:
@@ -201,9 +228,14 @@ def direct_facts(doc: dict[str, Any]) -> UserFacts | None:
     workflows = _workflows(doc["onboarding"]["workflow_progress"])
     if workflows is None:
         return None
-    if doc["onboarding"].get("onboarding_completed_at") is not None and not _index_usable(doc["sessions"]["index"]):
-        return None  # only sessions to onboard read the index
-    return _facts(doc, workflows)
+    completed = doc["onboarding"].get("onboarding_completed_at")
+    if completed is None:
+        return _facts(doc, workflows, None)
+    sessions = doc["sessions"]
+    upto = _indexed_upto(sessions["index"], completed)  # only sessions to onboard read the index
+    if upto is None:
+        return None
+    return _facts(doc, workflows, max(1, sessions["count"] - len(sessions["index"]) + upto))
 
 
 def user_facts(doc: dict[str, Any]) -> UserFacts | None:
@@ -218,22 +250,24 @@ def user_facts(doc: dict[str, Any]) -> UserFacts | None:
     # Where the reader would say "now" for a missing time, facts say 0: a recount must give the same.
     for name in ("first_seen_at", "last_updated_at"):
         fixed[name] = float(doc[name]) if _finite(doc.get(name)) else 0.0
-    return _facts(fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or ())
+    completed = fixed["onboarding"].get("onboarding_completed_at")
+    sessions = fixed["sessions"]
+    onboard = None if completed is None else _sessions_to_onboard(completed, sessions["count"], sessions["index"])
+    return _facts(fixed, _workflows(fixed["onboarding"]["workflow_progress"]) or (), onboard)
 
 
-def _facts(doc: dict[str, Any], workflows: tuple[WorkflowFact, ...]) -> UserFacts:
-    onboarding, sessions = doc["onboarding"], doc["sessions"]
-    completed = onboarding.get("onboarding_completed_at")
+def _facts(doc: dict[str, Any], workflows: tuple[WorkflowFact, ...], sessions_to_onboard: int | None) -> UserFacts:
+    """``sessions_to_onboard``: ``None`` when not onboarded."""
     first_seen = float(doc["first_seen_at"])
     return UserFacts(
         doc["journey_state"],
         doc["mastery"]["level"],
-        completed is not None,
-        None if completed is None else _sessions_to_onboard(completed, sessions["count"], sessions["index"]),
+        sessions_to_onboard is not None,
+        sessions_to_onboard,
         week_of(first_seen),
         first_seen,
         float(doc["last_updated_at"]),
-        sessions["count"],
+        doc["sessions"]["count"],
         workflows,
         _metadata(doc["metadata"]),
     )
@@ -246,16 +280,15 @@ def snapshot_facts(doc: dict[str, Any]) -> SnapshotFacts | None:
         return None
     mastery = doc.get("mastery")
     level = mastery.get("level") if isinstance(mastery, dict) else None
-    catalog: dict[str, None] = {}
+    ids: list[Any] = []
     for name in ("completed_workflow_ids", "in_progress_workflow_ids", "untouched_workflow_ids"):
-        ids = doc.get(name)
-        for wid in ids if isinstance(ids, list) else ():
-            if isinstance(wid, str) and wid:
-                catalog[wid] = None
+        listed = doc.get(name)
+        if isinstance(listed, list):
+            ids += listed
     progress = doc.get("workflow_progress")
-    for wid in progress if isinstance(progress, dict) else ():
-        if isinstance(wid, str) and wid:
-            catalog[wid] = None
+    if isinstance(progress, dict):
+        ids += progress  # its keys
+    catalog = {wid for wid in ids if isinstance(wid, str) and wid} if ids else ()
     return SnapshotFacts(
         day_of(captured),
         week_of(captured),

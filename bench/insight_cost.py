@@ -21,13 +21,14 @@ _saved: list[tuple[Any, str, Any]] = []
 
 def _targets() -> list[tuple[Any, str, Any]]:
     from autoplay_storage.adapters import database_facts
-    from autoplay_storage.adapters.redis import watch, writes
+    from autoplay_storage.adapters.redis import facts, watch, writes
 
     def none(*_args: Any) -> None:
         return None
 
     return [
-        (writes, "user_facts", none),
+        (facts.FactsMemo, "old", none),
+        (facts.FactsMemo, "new", none),
         (writes, "snapshot_facts", none),
         (watch, "snapshot_facts", none),
         (database_facts, "write_user", none),

@@ -515,4 +515,4 @@ async def test_lone_surrogates_in_a_document_reach_the_indexes_as_escape_text(ad
     doc = state.to_dict()
     await adapter.update_user_state("p", "u_s", lambda current: doc)
     assert json.loads(raw.get(user_state_key("p", "u_s")))["metadata"]["email"] == "a\ud800@example.com"
-    assert b"autoplay:idx:{p}:f:wf:wf_\\ud87c:in_progress" in set(raw.scan_iter("autoplay:idx:*"))
+    assert b"autoplay:idx:{p}:f:wf:wf_\\ud87c:in_progress_at" in set(raw.scan_iter("autoplay:idx:*"))

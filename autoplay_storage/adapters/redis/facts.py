@@ -3,29 +3,35 @@
 Keys live beside the browsing indexes, in the product's braces (one slot per
 product in a cluster), under ``autoplay:idx:{P}:f:`` (docs/insight.md):
 
-- ``f:wf:<workflow>:<status>`` zset of users (in_progress, completed), score 0: membership only
-- ``f:stuck`` zset of ``<workflow>\\0<user>`` in progress, by last progress time
+- ``f:wf:<workflow>:in_progress_at`` zset of the users in progress on it, by last progress time
+  (the funnel's count, the filter's set, and the stuck queue: its oldest entries)
+- ``f:wf:<workflow>:completed`` zset of the users who completed it, score 0: membership only
 - ``f:cohort:<week>`` zset of users first seen that week, by sessions to onboard (``NEVER``: not yet)
 - ``f:cohorts`` set of cohort weeks; ``f:catalog`` set of workflow ids seen in snapshots;
   ``f:workflows`` set of workflow ids seen in states
 - ``f:first_seen`` / ``f:sessions`` zsets of users by first seen time / session count
 - ``f:meta:<key>\\0<value>`` zset of users, score 0
-- ``f:daily`` hash day → sessions ended; ``f:weekly`` hash ``<week>:<level>`` → sessions ended
+- ``f:counts`` hash ``<day>:<level>`` → sessions ended that day at that mastery level (the
+  sessions-per-day chart sums the levels, the mastery chart the days of each week)
 
 Lists order rows by the ``users`` index (last activity) and check these
 sets per batch. Every membership command is idempotent, so the diff can be re-sent (the
-cluster path sends it right after the user's transaction). The two hashes
-count snapshots, and are bumped in the step that freezes the snapshot
-(write-once), so a retried end never counts twice.
+cluster path sends it right after the user's transaction). The hash counts
+snapshots, and is bumped in the step that freezes the snapshot (write-once),
+so a retried end never counts twice. The id sets (``catalog``,
+``workflows``, ``cohorts``) only grow: a process sends an id it added in the
+last few minutes again only after that (``Announced``).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ...facts import SnapshotFacts, UserFacts, user_facts
+from ...facts import DAY_S, SnapshotFacts, UserFacts, user_facts, week_of
 from ...keys import PREFIX
 from .index import Command
 
@@ -43,11 +49,8 @@ def facts_pattern() -> str:
 
 
 def workflow_key(product_id: str, workflow_id: str, status: str) -> str:
-    return f"{_f(product_id)}wf:{workflow_id}:{status}"
-
-
-def stuck_key(product_id: str) -> str:
-    return f"{_f(product_id)}stuck"
+    """The users with ``status`` on the workflow (in progress: scored by last progress)."""
+    return _wf_key(_f(product_id), (workflow_id, status))
 
 
 def cohort_key(product_id: str, week: int) -> str:
@@ -78,61 +81,72 @@ def meta_key(product_id: str, key: str, value: str) -> str:
     return f"{_f(product_id)}meta:{key}{SEP}{value}"
 
 
-def daily_key(product_id: str) -> str:
-    return f"{_f(product_id)}daily"
+def counts_key(product_id: str) -> str:
+    return f"{_f(product_id)}counts"
 
 
-def weekly_key(product_id: str) -> str:
-    return f"{_f(product_id)}weekly"
-
-
-def facts_commands(product_id: str, user_id: str, old: UserFacts | None, new: UserFacts | None) -> list[Command]:
+def facts_commands(
+    product_id: str, user_id: str, old: UserFacts | None, new: UserFacts | None, sent: Announced | None = None
+) -> list[Command]:
     """Commands that move one user's insight entries from ``old`` facts to ``new`` (``None``: none).
 
     Only what differs is sent: membership sets carry no activity score (a
     list orders them by the ``users`` index), so most writes add nothing.
+    ``sent``: leave out the id set members this process sent lately.
     """
     if old == new:
         return []
+    f = _f(product_id)
     cmds: list[Command] = []
-    old_wf = {(w.workflow_id, w.status): w for w in old.workflows} if old else {}
-    new_wf = {(w.workflow_id, w.status): w for w in new.workflows} if new else {}
-    if old_wf != new_wf:
-        stuck = stuck_key(product_id)
-        for wid, status in sorted(old_wf.keys() - new_wf.keys()):
-            cmds.append(("ZREM", workflow_key(product_id, wid, status), user_id))
-            if status == "in_progress":
-                cmds.append(("ZREM", stuck, f"{wid}{SEP}{user_id}"))
-        for (wid, status), wf in sorted(new_wf.items()):
-            if (wid, status) not in old_wf:
-                cmds.append(("ZADD", workflow_key(product_id, wid, status), 0, user_id))
-            if status == "in_progress" and old_wf.get((wid, status)) != wf:
-                cmds.append(("ZADD", stuck, wf.last_progress_at, f"{wid}{SEP}{user_id}"))
-        fresh = sorted({w for w, _ in new_wf} - {w for w, _ in old_wf})
-        if fresh:
-            cmds.append(("SADD", workflows_key(product_id), *fresh))
-    old_meta = set(old.metadata) if old else set()
-    new_meta = set(new.metadata) if new else set()
-    for k, v in sorted(old_meta - new_meta):
-        cmds.append(("ZREM", meta_key(product_id, k, v), user_id))
-    for k, v in sorted(new_meta - old_meta):
-        cmds.append(("ZADD", meta_key(product_id, k, v), 0, user_id))
+    old_w, new_w = old.workflows if old else (), new.workflows if new else ()
+    if old_w != new_w:  # tuples compared in C first: most writes change no workflow
+        # The facts that changed, found by set difference (in C): usually one or two.
+        gone_s, came_s = set(old_w), set(new_w)
+        gone = {(w[0], w[1]): w for w in sorted(gone_s - came_s)}
+        came = {(w[0], w[1]): w for w in sorted(came_s - gone_s)}
+        for ws in gone:
+            if ws not in came:
+                cmds.append(("ZREM", _wf_key(f, ws), user_id))
+        for ws, w in came.items():
+            was = gone.get(ws)
+            if was is None or (was[2] != w[2] and ws[1] == "in_progress"):
+                cmds.append(("ZADD", _wf_key(f, ws), w[2] if ws[1] == "in_progress" else 0, user_id))
+        # A workflow new to the user: its old fact, of any status, would be gone.
+        moved = {ws[0] for ws in gone}
+        fresh = [ws[0] for ws in came if ws[0] not in moved]
+        if fresh and (fresh := _unsent(sent, f + "workflows", fresh)):
+            cmds.append(("SADD", f + "workflows", *fresh))
+    old_m, new_m = old.metadata if old else (), new.metadata if new else ()
+    if old_m != new_m:
+        kept = set(new_m)
+        for k, v in old_m:
+            if (k, v) not in kept:
+                cmds.append(("ZREM", f"{f}meta:{k}{SEP}{v}", user_id))
+        kept = set(old_m)
+        for k, v in new_m:
+            if (k, v) not in kept:
+                cmds.append(("ZADD", f"{f}meta:{k}{SEP}{v}", 0, user_id))
     if old is not None and (new is None or old.cohort_week != new.cohort_week):
-        cmds.append(("ZREM", cohort_key(product_id, old.cohort_week), user_id))
+        cmds.append(("ZREM", f"{f}cohort:{old.cohort_week}", user_id))
     if new is None:
         if old is not None:
-            cmds.append(("ZREM", first_seen_key(product_id), user_id))
-            cmds.append(("ZREM", sessions_count_key(product_id), user_id))
+            cmds.append(("ZREM", f + "first_seen", user_id))
+            cmds.append(("ZREM", f + "sessions", user_id))
         return cmds
     if old is None or old.cohort_week != new.cohort_week or old.sessions_to_onboard != new.sessions_to_onboard:
         onboard = NEVER if new.sessions_to_onboard is None else new.sessions_to_onboard
-        cmds.append(("ZADD", cohort_key(product_id, new.cohort_week), onboard, user_id))
-        cmds.append(("SADD", cohorts_key(product_id), new.cohort_week))
+        cmds.append(("ZADD", f"{f}cohort:{new.cohort_week}", onboard, user_id))
+        if _unsent(sent, f + "cohorts", [new.cohort_week]):
+            cmds.append(("SADD", f + "cohorts", new.cohort_week))
     if old is None or old.first_seen_at != new.first_seen_at:
-        cmds.append(("ZADD", first_seen_key(product_id), new.first_seen_at, user_id))
+        cmds.append(("ZADD", f + "first_seen", new.first_seen_at, user_id))
     if old is None or old.sessions_count != new.sessions_count:
-        cmds.append(("ZADD", sessions_count_key(product_id), new.sessions_count, user_id))
+        cmds.append(("ZADD", f + "sessions", new.sessions_count, user_id))
     return cmds
+
+
+def _wf_key(f: str, ws: tuple[str, str]) -> str:
+    return f"{f}wf:{ws[0]}:{'in_progress_at' if ws[1] == 'in_progress' else ws[1]}"
 
 
 class FactsMemo:
@@ -155,6 +169,10 @@ class FactsMemo:
             return hit[1]
         return user_facts(current)
 
+    def new(self, doc: dict[str, Any]) -> UserFacts | None:
+        """The facts of ``doc``, about to be written."""
+        return user_facts(doc)
+
     def keep(self, key: str, entry: object, facts: UserFacts | None) -> None:
         if not self.size:
             return
@@ -163,16 +181,13 @@ class FactsMemo:
         self._facts[key] = (entry, facts)
 
 
-def snapshot_commands(product_id: str, facts: SnapshotFacts | None) -> list[Command]:
-    """A newly frozen snapshot's counters and catalog (send only with the write that froze it)."""
+def snapshot_commands(product_id: str, facts: SnapshotFacts | None, sent: Announced | None = None) -> list[Command]:
+    """A newly frozen snapshot's counter and catalog (send only with the write that froze it)."""
     if facts is None:
         return []
-    cmds: list[Command] = [
-        ("HINCRBY", daily_key(product_id), facts.day, 1),
-        ("HINCRBY", weekly_key(product_id), f"{facts.week}:{facts.mastery_level}", 1),
-    ]
-    if facts.catalog:
-        cmds.append(("SADD", catalog_key(product_id), *facts.catalog))
+    cmds: list[Command] = [("HINCRBY", counts_key(product_id), f"{facts.day}:{facts.mastery_level}", 1)]
+    if facts.catalog and (catalog := _unsent(sent, catalog_key(product_id), facts.catalog)):
+        cmds.append(("SADD", catalog_key(product_id), *catalog))
     return cmds
 
 
@@ -181,14 +196,54 @@ def snapshot_uncount_commands(product_id: str, erased: Iterable[SnapshotFacts]) 
 
     The catalog is left: it names the product's workflows, not the user.
     """
+    fields = Counter(f"{facts.day}:{facts.mastery_level}" for facts in erased)
+    return [("HINCRBY", counts_key(product_id), name, -n) for name, n in sorted(fields.items())]
+
+
+def session_counts(raw: dict[Any, Any] | list[Any]) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
+    """The ``counts`` hash as (sessions per day, sessions per week and mastery level)."""
     days: Counter[int] = Counter()
-    weeks: Counter[str] = Counter()
-    for facts in erased:
-        days[facts.day] += 1
-        weeks[f"{facts.week}:{facts.mastery_level}"] += 1
-    return [("HINCRBY", daily_key(product_id), day, -n) for day, n in sorted(days.items())] + [
-        ("HINCRBY", weekly_key(product_id), week, -n) for week, n in sorted(weeks.items())
-    ]
+    levels: dict[int, Counter[str]] = {}
+    for name, n in parse_int_hash(raw).items():
+        day, _, level = name.partition(":")
+        days[int(day)] += n
+        levels.setdefault(week_of(int(day) * DAY_S), Counter())[level] += n
+    return {d: n for d, n in days.items() if n}, {w: {lv: n for lv, n in c.items() if n} for w, c in levels.items()}
+
+
+class Announced:
+    """The ids this process added to the only-growing id sets lately, so that a write need not send them again.
+
+    Marked only after the write that carried them succeeded (``confirm``);
+    forgotten after ``ttl_s``, so a set cleared behind the process's back
+    (a rebuild, a flush) is filled again within that time by the writes.
+    """
+
+    SETS = (":f:catalog", ":f:workflows", ":f:cohorts")
+
+    def __init__(self, ttl_s: float = 300.0, size: int = 100_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._at: dict[tuple[str, str], float] = {}
+
+    def unsent(self, key: str, members: Iterable[Any]) -> list[Any]:
+        """The ``members`` of the id set ``key`` this process has not sent within ``ttl_s``."""
+        at, horizon = self._at, time.monotonic() - self.ttl_s
+        return [m for m in members if at.get((key, str(m)), -math.inf) < horizon]
+
+    def confirm(self, commands: Iterable[Command]) -> None:
+        """The write that carried ``commands`` succeeded: remember its id set members."""
+        now = 0.0
+        for cmd in commands:
+            if cmd[0] == "SADD" and cmd[1].endswith(self.SETS):
+                now = now or time.monotonic()
+                if len(self._at) >= self.size:
+                    self._at.clear()  # a bound, not a cache policy: the ids are sent once more
+                for m in cmd[2:]:
+                    self._at[(cmd[1], str(m))] = now
+
+
+def _unsent(sent: Announced | None, key: str, members: Any) -> Any:
+    return members if sent is None else sent.unsent(key, members)
 
 
 def parse_int_hash(raw: dict[Any, Any] | list[Any]) -> dict[str, int]:

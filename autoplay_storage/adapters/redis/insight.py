@@ -33,13 +33,11 @@ from .facts import (
     catalog_key,
     cohort_key,
     cohorts_key,
-    daily_key,
+    counts_key,
     first_seen_key,
     meta_key,
-    parse_int_hash,
+    session_counts,
     sessions_count_key,
-    stuck_key,
-    weekly_key,
     workflow_key,
     workflows_key,
 )
@@ -101,6 +99,24 @@ def _plan(product_id: str, f: UserFilter) -> _Plan:
     return plan
 
 
+@dataclass
+class _Head:
+    """One workflow's in-progress set, as the stuck queue's merge reads it."""
+
+    workflow_id: str
+    key: str
+    offset: int = 0
+    done: bool = False
+    items: list[Position] = field(default_factory=list)  # the batch not merged yet, newest last
+
+
+def _scored(reply: list[Any]) -> list[tuple[Any, float]]:
+    """(member, score) of a ``WITHSCORES`` reply: flat on a raw connection, pairs through the cluster client."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, float(score)) for m, score in reply]
+    return [(m, float(score)) for m, score in zip(reply[::2], reply[1::2], strict=True)]
+
+
 def _retrieved(task: asyncio.Task[Any]) -> None:
     """Read a dropped task's outcome, so that its error is not reported as never retrieved."""
     if not task.cancelled():
@@ -125,14 +141,13 @@ class Insight:
     # -- numbers --
 
     async def stats(self, product_id: str) -> ProductStats:
-        users, catalog, workflows, weeks, daily, weekly = await self.transport.pipeline(
+        users, catalog, workflows, weeks, counted = await self.transport.pipeline(
             [
                 ("ZCARD", users_key(product_id)),
                 ("SMEMBERS", catalog_key(product_id)),
                 ("SMEMBERS", workflows_key(product_id)),
                 ("SMEMBERS", cohorts_key(product_id)),
-                ("HGETALL", daily_key(product_id)),
-                ("HGETALL", weekly_key(product_id)),
+                ("HGETALL", counts_key(product_id)),
             ]
         )
         catalog_ids = {text(w) for w in catalog}
@@ -163,17 +178,10 @@ class Insight:
         for week, size, onboarded, after in cohorts:
             median = None
             if onboarded:
-                reply = next(median_of)  # flat on a raw connection, pairs through the cluster client
-                flat = not (reply and isinstance(reply[0], (list, tuple)))
-                pairs = zip(reply[::2], reply[1::2], strict=True) if flat else reply
-                scores = [float(score) for _, score in pairs]
+                scores = [score for _, score in _scored(next(median_of))]
                 median = sum(scores) / len(scores)
             rows.append(CohortRow(week, size, after, onboarded, median))
-        levels: dict[int, dict[str, int]] = {}
-        for name, n in parse_int_hash(weekly).items():
-            week, _, level = name.partition(":")
-            levels.setdefault(int(week), {})[level] = n
-        days = {int(d): n for d, n in parse_int_hash(daily).items()}
+        days, levels = session_counts(counted)
         return build_stats(users, catalog_ids, counts, rows, days, levels)
 
     async def count(self, product_id: str, f: UserFilter) -> int:
@@ -363,26 +371,36 @@ class Insight:
     async def stuck(
         self, product_id: str, older_than: float, *, cursor: str | None = None, limit: int = 50
     ) -> Page[StuckUser]:
-        """Newest stuck first: in progress, last progress before ``older_than``, latest progress first."""
+        """Newest stuck first: in progress, last progress before ``older_than``, latest progress first.
+
+        Each workflow's in-progress set is ordered by last progress, so the
+        queue is those sets merged: a batch from each, then from whichever
+        the merge used up, until a page of rows the live documents confirm is
+        found. Ties on last progress are ordered by ``<workflow>\\0<user>``,
+        the cursor's member.
+        """
         limit = clamp_limit(limit)
         position = decode_cursor(cursor)
-        # After a cursor, its own score again (ties on last progress are ordered by member, filtered below).
+        # After a cursor, its own score again (ties are filtered in _refill).
         top = f"{position[0]!r}" if position and position[0] < older_than else f"({older_than!r}"
+        ids = await self.transport.pipeline(
+            [("SMEMBERS", catalog_key(product_id)), ("SMEMBERS", workflows_key(product_id))]
+        )
+        wids = sorted({text(w) for reply in ids for w in reply})
+        heads = [_Head(wid, workflow_key(product_id, wid, "in_progress")) for wid in wids]
         out: list[StuckUser] = []
-        offset = 0
         while len(out) <= limit:
-            got = await self.transport.call(
-                self.transport.client.zrevrangebyscore(
-                    stuck_key(product_id), top, "-inf", start=offset, num=limit + 1, withscores=True
-                )
-            )
-            offset += len(got)
-            items = [(float(s), text(m)) for m, s in got]
-            if position is not None:
-                items = [i for i in items if i < position]
-            out.extend(await self._stuck_rows(product_id, items, older_than))
-            if len(got) < limit + 1:
+            await self._refill(heads, top, position, limit + 1)
+            taken: list[Position] = []
+            # Merge while every set has its next item at hand (or has no more).
+            while len(taken) <= limit and all(h.items or h.done for h in heads):
+                ready = [h for h in heads if h.items]
+                if not ready:
+                    break
+                taken.append(max(ready, key=lambda h: h.items[-1]).items.pop())
+            if not taken:
                 break
+            out.extend(await self._stuck_rows(product_id, taken, older_than))
         page = out[:limit]
         more = len(out) > limit
         next_cursor = None
@@ -390,6 +408,24 @@ class Insight:
             last = page[-1]
             next_cursor = encode_cursor((last.last_progress_at, f"{last.workflow_id}{SEP}{last.user.user_id}"))
         return Page(page, next_cursor)
+
+    async def _refill(self, heads: list[_Head], top: str, position: Position | None, size: int) -> None:
+        """Give every set that ran dry its next batch (newest first, at most ``top``, after ``position``)."""
+        while pending := [h for h in heads if not h.items and not h.done]:
+            replies = await self.transport.pipeline(
+                [
+                    ("ZRANGE", h.key, top, "-inf", "BYSCORE", "REV", "LIMIT", h.offset, size, "WITHSCORES")
+                    for h in pending
+                ]
+            )
+            for head, reply in zip(pending, replies, strict=True):
+                got = _scored(reply)
+                head.offset += len(got)
+                head.done = len(got) < size
+                items = [(score, f"{head.workflow_id}{SEP}{text(m)}") for m, score in got]
+                if position is not None:
+                    items = [i for i in items if i < position]
+                head.items = items[::-1]  # oldest last progress first: the merge pops the newest off the end
 
     async def _stuck_rows(self, product_id: str, items: list[Position], older_than: float) -> list[StuckUser]:
         pairs = [m.split(SEP, 1) for _, m in items]

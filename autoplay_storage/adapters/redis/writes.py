@@ -23,10 +23,10 @@ from ... import codec
 from ...browse import UserSummary, user_summary_from_doc
 from ...codec import parse_document
 from ...errors import CorruptDocumentError, StorageUnavailableError, UserErasedError
-from ...facts import snapshot_facts, user_facts
+from ...facts import snapshot_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
 from ...tombstones import erased_time, session_started
-from .facts import FactsMemo, facts_commands, snapshot_commands
+from .facts import Announced, FactsMemo, facts_commands, snapshot_commands
 from .index import Command, IndexEntry, captured_at, index_commands, index_entry
 from .keys import UserKeys, all_filter_keys
 from .scripts import CAS, ERASED, FROZEN, STALE, WRITTEN, cas_arguments
@@ -97,6 +97,7 @@ class Writer:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.facts = FactsMemo(seen.size)
+        self.announced = Announced()
 
     def guard(self, product_id: str, user_id: str, snapshot: dict[str, Any]) -> Guard:
         """What a session end's atomic step checks: no tombstone covering the session it records."""
@@ -234,10 +235,10 @@ class Writer:
         if new is None:
             return parse_document(key, raw), None, [], None
         entry = index_entry(product_id, user_id, new)
-        new_facts = user_facts(new)
+        new_facts = self.facts.new(new)
         self.facts.keep(key, entry, new_facts)
         commands = index_commands(product_id, user_id, old, entry, filed=filed is not None)
-        commands += facts_commands(product_id, user_id, old_facts, new_facts)
+        commands += facts_commands(product_id, user_id, old_facts, new_facts, self.announced)
         return current, new, commands, entry
 
     async def last_seen(self, key: str) -> Seen:
@@ -276,6 +277,7 @@ class ScriptWriter(Writer):
                 continue
             if written is not None:
                 self.seen.see(key, written[0], entry, new, exact=written[1])
+                self.announced.confirm(writes)
             if read and len(reply) > 1 and isinstance(reply[1], bytes):
                 self.seen.prefetched(read, reply[1])
             return current if new is None else new
@@ -288,7 +290,8 @@ class ScriptWriter(Writer):
         key = self.keys.state(product_id, user_id)
         snap_key = self.keys.snapshot(product_id, user_id, session_id)
         freeze = self.freeze_commands(snap_key, self.keys.history(product_id, user_id), session_id, snapshot)
-        freeze += snapshot_commands(product_id, snapshot_facts(snapshot))  # counted with the SET NX that freezes it
+        # Counted with the SET NX that freezes it.
+        freeze += snapshot_commands(product_id, snapshot_facts(snapshot), self.announced)
         mutate = fold_into(fold, snapshot)
         guard = self.guard(product_id, user_id, snapshot)
         for attempt in range(MAX_TX_ATTEMPTS):
@@ -303,6 +306,7 @@ class ScriptWriter(Writer):
             if reply[0] == WRITTEN:
                 if written is not None:
                     self.seen.see(key, written[0], entry, new, exact=written[1])
+                self.announced.confirm([*freeze, *writes])
                 self.seen.keep_frozen(snap_key, freeze[0][2], snapshot)
                 if waited:
                     self.check_acknowledged(waited[0], snap_key)
