@@ -107,7 +107,7 @@ async def measure_audit(
     console = AsyncClient()
     await console.aforce_login(await User.objects.aget(username="bench-lead"))
     _, key = await sync_to_async(ApiKey.issue)("bench agent", [product])
-    agent = AsyncClient(headers={"Authorization": f"Bearer {key}"})
+    agent, authorization = AsyncClient(), {"Authorization": f"Bearer {key}"}
     calls: dict[str, Call] = {}
     for name, url in pages.items():
         async def page(url: str = url) -> int:
@@ -118,7 +118,7 @@ async def measure_audit(
     async def patch() -> int:
         body = {"ops": [{"op": "metadata", "values": {"bench_n": next(count)}}]}
         url = f"/api/v1/products/{product}/users/{user_id}/state"
-        return (await agent.patch(url, body, content_type="application/json")).status_code
+        return (await agent.patch(url, body, content_type="application/json", headers=authorization)).status_code
 
     calls["API PATCH state (state.patch)"] = patch
     await compare(calls, rounds, requests, queries)
