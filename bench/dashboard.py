@@ -36,8 +36,9 @@ What the audit entry costs (bench/audit_cost.py): the user pages and an
 audited API call, with the entry written and with it not, alternating rounds;
 ``--console-db postgres`` puts the audit log in PostgreSQL too:
 
-    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --primaries database
-    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --primaries postgres --console-db postgres
+    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --requests 20 --rounds 5 --primaries database
+    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --requests 20 --rounds 5 \\
+        --primaries postgres --console-db postgres
 """
 
 from __future__ import annotations
