@@ -31,6 +31,14 @@ work does not move:
 switches the instrumentation on around each page's timed requests only and
 prints instructions per request (every thread's: the sink and erasure
 threads' periodic polls are switched off for it).
+
+What the audit entry costs (bench/audit_cost.py): the user pages and an
+audited API call, with the entry written and with it not, alternating rounds;
+``--console-db postgres`` puts the audit log in PostgreSQL too:
+
+    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --requests 20 --rounds 5 --primaries database
+    .venv/bin/python bench/dashboard.py --audit-off-too --users 2000 --requests 20 --rounds 5 \\
+        --primaries postgres --console-db postgres
 """
 
 from __future__ import annotations
@@ -203,6 +211,9 @@ class QueryCounter:
         self.count += 1
         return execute(sql, params, many, context)
 
+    def read(self) -> int:
+        return self.count
+
 
 class Callgrind:
     """Instructions per request under ``valgrind --tool=callgrind --instr-atstart=no`` (``--callgrind``)."""
@@ -330,6 +341,13 @@ def run_primary(kind: str, args: argparse.Namespace, redis_url: str | None) -> N
         urls = {name: url for name, url in urls.items() if name.startswith("user page")}
     server_cpu = redis_cpu(redis_url) if kind == "redis" and redis_url else None
     insight_filter = args.export_filter if args.pages == "all" else None
+    if args.audit_off_too:
+        from bench.audit_cost import measure_audit
+
+        pages = {name: url for name, url in urls.items() if name.startswith("user page")}
+        asyncio.run(measure_audit(pages, PRODUCT, "u_typical", args.rounds, args.requests, QueryCounter().read))
+        reset_storage()
+        return
     timings = asyncio.run(measure(urls, args.requests, insight_filter, server_cpu, Callgrind(args.callgrind)))
     print(f"  load average after the timed requests: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"  {'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'cpu p50':>8} {'cpu p95':>8} {'queries':>8}"
@@ -357,6 +375,13 @@ def main() -> None:
     parser.add_argument("--pages", choices=["all", "user"], default="all", help="user: the two user pages only")
     parser.add_argument("--callgrind", action="store_true",
                         help="under valgrind --tool=callgrind --instr-atstart=no: instructions per request")
+    parser.add_argument("--audit-off-too", action="store_true",
+                        help="the user pages and an API PATCH with the audit entry written and not, alternating"
+                             " --rounds rounds of --requests each way (bench/audit_cost.py)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds each way of --audit-off-too")
+    parser.add_argument("--console-db", choices=["sqlite", "postgres"], default="sqlite",
+                        help="postgres: the console's own tables (sign-in, grants, the audit log) in PostgreSQL"
+                             " too, a database named after --pg-url's plus _console")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.primaries.split(",") if k.strip()]
 
@@ -370,6 +395,14 @@ def main() -> None:
         os.environ["AUTOPLAY_SINK_REFRESH_S"] = "3600"
         os.environ["AUTOPLAY_ERASURE_RETRY_POLL_S"] = "0"
     args.export_filter = dict(urllib.parse.parse_qsl(args.export_filter))
+    if args.console_db == "postgres":
+        from bench.engine_database import pg_admin
+
+        console_url = f"{args.pg_url}_console"
+        name = console_url.rsplit("/", 1)[-1]
+        pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(args.pg_url, f'CREATE DATABASE "{name}"')
+        os.environ["DATABASE_URL"] = console_url
     import django
     from django.conf import settings
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.views import redirect_to_login
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_safe
@@ -23,6 +24,7 @@ from django.views.decorators.http import require_safe
 from autoplay_storage import selectors
 from autoplay_storage.access import astaff_access
 from autoplay_storage.audit import Action, arecent_staff_entries, arecord_request
+from autoplay_storage.audit import logger as audit_logger
 from autoplay_storage.browse import Page, SessionSummary, UserQuery, UserSummary
 from autoplay_storage.errors import (
     NotBrowsableError,
@@ -413,7 +415,15 @@ async def snapshot_download(request: HttpRequest, product_id: str, user_id: str,
 
 
 async def recent_access(request: HttpRequest, product_id: str, user_id: str) -> list[Any] | None:
-    """Who of the staff opened or changed this user lately (``None``: not for this viewer)."""
+    """Who of the staff opened or changed this user lately (``None``: not for this viewer, or not readable now).
+
+    An audit table that cannot be read leaves the panel out rather than
+    failing the page, as a failed write does (``autoplay_storage.audit``).
+    """
     if VIEW_RECENT_ACCESS not in request.permissions:
         return None
-    return await arecent_staff_entries(product_id, user_id, limit=RECENT_ACCESS_SHOWN)
+    try:
+        return await arecent_staff_entries(product_id, user_id, limit=RECENT_ACCESS_SHOWN)
+    except DatabaseError as exc:
+        audit_logger.error("recent access of %s/%s could not be read: %s", product_id, user_id, exc)
+        return None
