@@ -324,14 +324,16 @@ class DatabaseStorageAdapter(DatabaseInsight):
         )
         connection = connections[self.using]
         sql = self._sql(connection)
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor, database_facts.one_statement(connection):
             if row is None:
                 cursor.execute(sql.insert_state, (product_id, user_id, 1, *columns))
                 state_id = cursor.fetchone()[0]
+                database_facts.write_user(connection, state_id, product_id, user_id, None, doc, raw)
             else:
                 state_id = row[0]
-                cursor.execute(sql.update_state, (*columns, state_id))
-            database_facts.write_user(connection, state_id, product_id, user_id, row and row[1], doc, raw)
+                database_facts.write_user(connection, state_id, product_id, user_id, row[1], doc, raw)
+                facts, params = database_facts.held_as_with(connection)  # PostgreSQL: in the update itself
+                cursor.execute(facts + sql.update_state, (*params, *columns, state_id))
             if row is not None:
                 if row[2] == search_text:
                     return

@@ -253,6 +253,12 @@ class _Pending:
             out += _rows_part(sql.add, 4, [(p, name, shard, n) for (p, name, shard), n in counters])
         return out
 
+    def take(self, sql: _Sql) -> list[tuple[str, list[Any]]]:
+        """The parts, and nothing left held: whoever takes them writes them."""
+        parts = self.parts(sql)
+        self.counts, self.workflows, self.metadata = {}, {}, {}
+        return parts
+
     def write(self, connection: Any) -> None:
         """As few statements as the database allows: one on PostgreSQL (a WITH of the parts), one a part on SQLite."""
         sql = _sql(connection)
@@ -262,11 +268,30 @@ class _Pending:
         with connection.cursor() as cursor:
             if sql.with_clause and len(parts) > 1:
                 *first, (last, last_params) = parts
-                text = "WITH " + ", ".join(f"f{i} AS ({part})" for i, (part, _) in enumerate(first)) + " " + last
-                cursor.execute(text, [x for _part, params in first for x in params] + last_params)
+                text, params = _with(first)
+                cursor.execute(text + last, params + last_params)
             else:
                 for part, params in parts:
                     cursor.execute(part, params)
+
+
+def _with(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """``WITH f0 AS (part), f1 AS (part) `` and its parameters, to put before a statement."""
+    text = "WITH " + ", ".join(f"f{i} AS ({part})" for i, (part, _) in enumerate(parts)) + " "
+    return text, [x for _part, params in parts for x in params]
+
+
+def held_as_with(connection: Any) -> tuple[str, list[Any]]:
+    """On PostgreSQL, what ``one_statement`` holds as a WITH for the caller's next statement, which then writes it.
+
+    The state's UPDATE carries them: no statement of their own. Elsewhere (and
+    with nothing held) ``("", [])``, and the block's end writes them.
+    """
+    held = getattr(_batches, connection.alias, None)
+    if held is None or not _sql(connection).with_clause:
+        return "", []
+    parts = held.take(_sql(connection))
+    return _with(parts) if parts else ("", [])
 
 
 _batches = threading.local()  # per pool thread: the changes ``one_statement`` holds back, by alias
