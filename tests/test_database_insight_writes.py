@@ -82,7 +82,27 @@ async def session(storage: StorageManager, user_id: str, n: int, workflow: str, 
     await on_session_end(PRODUCT, user_id, snap, storage)
 
 
-async def test_a_session_end_adds_one_counter_statement_and_the_rows_that_changed(adapter) -> None:
+def postgres(adapter: DatabaseStorageAdapter) -> bool:
+    from django.db import connections
+
+    return connections[adapter.using].vendor == "postgresql"
+
+
+async def listened(adapter: DatabaseStorageAdapter, call) -> list[str]:
+    """The insight statements ``call()`` runs (on a connection opened for it, so the listener sees it)."""
+    from django.db.backends.signals import connection_created
+
+    await adapter.aclose()
+    listen = Statements()
+    connection_created.connect(listen.hook)
+    try:
+        await call()
+    finally:
+        connection_created.disconnect(listen.hook)
+    return listen.insight()
+
+
+async def test_a_session_end_adds_one_statement_on_postgresql_and_one_a_table_on_sqlite(adapter) -> None:
     from django.db.backends.signals import connection_created
 
     storage = StorageManager([adapter])
@@ -100,10 +120,12 @@ async def test_a_session_end_adds_one_counter_statement_and_the_rows_that_change
     finally:
         connection_created.disconnect(listen.hook)
     insight = listen.insight()
-    # The snapshot's day, week and catalog and the state's move to invite_team in progress: one statement;
-    # the workflow row that changed: one more. Nothing for the metadata, which did not change.
+    # The snapshot's day, week and catalog and the state's move to invite_team in progress, and the
+    # workflow row that changed: one statement (a WITH) on PostgreSQL, one a table on SQLite.
+    # Nothing for the metadata, which did not change.
     tables = sorted(t for s in insight for t in INSIGHT_TABLES if t in s)
     assert tables == ["productcounter", "userworkflowfact"], insight
+    assert len(insight) == (1 if postgres(adapter) else 2), insight
     await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
 
 
@@ -153,3 +175,43 @@ async def test_a_state_another_process_wrote_is_diffed_from_its_stored_text(adap
     # (create_project completed, plan enterprise), not what this process remembers writing.
     await session(storage, "u1", 2, "invite_team", WorkflowStatus.IN_PROGRESS)
     await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+
+
+def rework(doc: dict) -> dict:
+    """Two workflows and a metadata key gone, a workflow and a key changed, a key added."""
+    progress = doc["onboarding"]["workflow_progress"]
+    del progress["create_project"], progress["invite_team"]
+    progress["configure_columns"]["status"] = "completed"
+    progress["configure_columns"]["completed_at"] = doc["last_updated_at"]
+    doc["metadata"].pop("role")
+    doc["metadata"].update(plan="enterprise", region="eu")
+    return doc
+
+
+async def test_a_write_that_changes_many_rows_is_one_statement_on_postgresql(adapter) -> None:
+    storage = StorageManager([adapter])
+    for n, workflow in enumerate(CATALOG):
+        await session(storage, "u1", n, workflow, WorkflowStatus.IN_PROGRESS)
+    await adapter.update_user_state(PRODUCT, "u1", lambda doc: {**doc, "metadata": {**doc["metadata"], "role": "pm"}})
+    insight = await listened(adapter, lambda: adapter.update_user_state(PRODUCT, "u1", rework))
+    # Rows deleted and upserted in both tables and the counters: one statement, or one a part on SQLite.
+    assert len(insight) == (1 if postgres(adapter) else 5), insight
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+    same = await listened(adapter, lambda: adapter.update_user_state(PRODUCT, "u1", lambda doc: {**doc, "x": 1}))
+    assert same == []  # facts that do not change write nothing
+
+
+async def test_a_snapshot_is_counted_as_its_stored_text_reads(adapter) -> None:
+    storage = StorageManager([adapter])
+    await session(storage, "u1", 1, "create_project", WorkflowStatus.IN_PROGRESS)
+    snapshot = {
+        "session_id": "s9",
+        "captured_at": 1.7e9,
+        "mastery": {"level": "beginner"},
+        "completed_workflow_ids": ("from_a_tuple",),  # JSON writes a list: the stored text lists it
+        "workflow_progress": {7: {}},  # and a key as text
+    }
+    await adapter.save_session_snapshot(PRODUCT, "u1", "s9", snapshot)
+    stats = await adapter.insight_stats(PRODUCT)
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+    assert {"from_a_tuple", "7"} <= {row.workflow_id for row in stats.funnel}, stats

@@ -261,19 +261,16 @@ class DatabaseStorageAdapter(DatabaseInsight):
                     self._writer(),
                     transaction.atomic(using=self.using),
                     connection.cursor() as cursor,
-                    database_facts.one_counter_statement(connection),  # the snapshot's counters with the state's
+                    database_facts.one_statement(connection),  # the snapshot's insight changes with the state's
                 ):
                     # The state row first: concurrent ends of one user queue on its lock, not on the snapshots.
                     cursor.execute(sql.select_state, (product_id, user_id))
                     row = cursor.fetchone()
                     # After the lock: an erasure holds it while it deletes, so its tombstone is visible here.
                     check_tombstone(self.using, product_id, user_id, snapshot)
-                    existing = self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
-                    frozen = (
-                        snapshot
-                        if existing is None
-                        else _parse(_snapshot_key(product_id, user_id, session_id), existing) or {}
-                    )
+                    existing = self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns, snapshot)
+                    key = _snapshot_key(product_id, user_id, session_id)
+                    frozen = snapshot if existing is None else _parse(key, existing) or {}
                     current = None if row is None else _parse(_state_key(product_id, user_id), row[1])
                     new = fold(frozen, current)
                     if new is None:  # a retried end, most likely: what is stored, not fold's scratch copy
@@ -327,14 +324,16 @@ class DatabaseStorageAdapter(DatabaseInsight):
         )
         connection = connections[self.using]
         sql = self._sql(connection)
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor, database_facts.one_statement(connection):
             if row is None:
                 cursor.execute(sql.insert_state, (product_id, user_id, 1, *columns))
                 state_id = cursor.fetchone()[0]
+                database_facts.write_user(connection, state_id, product_id, user_id, None, doc, raw)
             else:
                 state_id = row[0]
-                cursor.execute(sql.update_state, (*columns, state_id))
-            database_facts.write_user(connection, state_id, product_id, user_id, row and row[1], doc, raw)
+                database_facts.write_user(connection, state_id, product_id, user_id, row[1], doc, raw)
+                facts, params = database_facts.held_as_with(connection)  # PostgreSQL: in the update itself
+                cursor.execute(facts + sql.update_state, (*params, *columns, state_id))
             if row is not None:
                 if row[2] == search_text:
                     return
@@ -406,14 +405,16 @@ class DatabaseStorageAdapter(DatabaseInsight):
             from django.db import transaction
 
             with self._writer(), transaction.atomic(using=self.using):  # the snapshot and its counters
-                return self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns)
+                return self._insert_snapshot_sync(product_id, user_id, session_id, raw, columns, doc)
 
         return await self._run(write)
 
     def _insert_snapshot_sync(
-        self, product_id: str, user_id: str, session_id: str, raw: str, columns: tuple[int, float, float]
+        self, product_id: str, user_id: str, session_id: str, raw: str, columns: tuple[int, float, float], doc: Any
     ) -> str | None:
-        """The write-once insert (in the caller's transaction, if any); the text stored before on a conflict."""
+        """The write-once insert (in the caller's transaction, if any); the text stored before on a conflict.
+
+        ``doc``: what ``raw`` was written from (or None), so its counts need not parse it again."""
         from django.db import connections
         from django.utils import timezone
 
@@ -433,7 +434,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
         with connection.cursor() as cursor:
             cursor.execute(sql.insert_snapshot, values)
             if cursor.rowcount == 1:
-                database_facts.write_snapshot(connection, product_id, user_id, raw)
+                database_facts.write_snapshot(connection, product_id, user_id, raw, doc)
                 return None
             cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
             row = cursor.fetchone()

@@ -9,10 +9,12 @@ writer's transaction, after the state row is locked, so a retried write
 (write-once); ``forget_user`` takes a user's facts and snapshots back out in
 the erasure's transaction. ``rebuild`` recomputes everything from the documents.
 
-What a session end adds is kept small: the replaced document's facts come
-from ``_FactsMemo`` when the locked row still holds the text this process
-wrote (no parse), and the snapshot's counters, its catalog and the state's
-counters go in one statement (``one_counter_statement``).
+What a write adds is kept small: the replaced document's facts come from
+``_FactsMemo`` when the locked row still holds the text this process wrote
+(no parse), a snapshot's from the document it was written from, and facts
+that do not change write nothing. What does change (the rows deleted and
+upserted, the snapshot's and the state's counters) is written together
+(``one_statement``): one statement on PostgreSQL, one a table on SQLite.
 """
 
 from __future__ import annotations
@@ -74,6 +76,40 @@ def _snapshot_facts_of_raw(raw: str) -> SnapshotFacts | None:
     return snapshot_facts(doc) if doc is not None else None
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None), list, dict))  # what JSON text reads back as the same class
+
+
+def _plain_keys(d: Any) -> bool:
+    return d.__class__ is not dict or all(k.__class__ is str for k in d)
+
+
+def _snapshot_doc_facts(doc: dict[str, Any], raw: str) -> SnapshotFacts | None:
+    """``snapshot_facts`` of the snapshot ``raw`` was written from, without parsing ``raw``.
+
+    Only where every field the facts read has a class JSON gives back (no
+    tuple, no enum, no key that is not text): else those of ``raw``, so the
+    counts are always of the stored text.
+    """
+    if doc.__class__ is not dict or not _plain_keys(doc):
+        return _snapshot_facts_of_raw(raw)
+    mastery = doc.get("mastery")
+    fields = [doc.get("captured_at"), mastery, doc.get("workflow_progress")]
+    if mastery.__class__ is dict:
+        fields.append(mastery.get("level"))
+    for name in ("completed_workflow_ids", "in_progress_workflow_ids", "untouched_workflow_ids"):
+        ids = doc.get(name)
+        fields.append(ids)
+        if ids.__class__ is list:
+            fields += ids
+    if not all(f.__class__ in _PLAIN for f in fields) or not (
+        _plain_keys(mastery) and _plain_keys(doc.get("workflow_progress"))
+    ):
+        return _snapshot_facts_of_raw(raw)
+    if _SURROGATE_ESCAPE.search(raw):
+        doc = _scrub(doc)
+    return snapshot_facts(doc)
+
+
 def _count(facts: UserFacts, sign: int, delta: Counter[str], *, workflows: bool, cohort: bool) -> None:
     """Add one user's counters times ``sign``: its workflows' statuses, and the user in its cohort."""
     if workflows:
@@ -106,30 +142,32 @@ def snapshot_deltas(snap: SnapshotFacts) -> Counter[str]:
 
 
 class _Sql:
-    """The statements, from the models' metadata, once per backend."""
+    """The statements' parts, from the models' metadata, once per backend."""
 
     def __init__(self, connection: Any) -> None:
         from ..models.facts import ProductCounter, UserMetadataFact, UserWorkflowFact
 
         q = connection.ops.quote_name
         c, w, m = ProductCounter._meta.db_table, UserWorkflowFact._meta.db_table, UserMetadataFact._meta.db_table
+        self.with_clause = connection.vendor == "postgresql"  # data-modifying WITH: every part in one statement
         # A zero (a catalog entry) only makes sure the row exists: no write, where the row is there already.
         self.add = (
             f"INSERT INTO {q(c)} (product_id, name, shard, value) VALUES %s "
             f"ON CONFLICT (product_id, name, shard) DO UPDATE SET value = {q(c)}.value + excluded.value "
             "WHERE excluded.value <> 0"
         )
-        self.upsert_workflow = (
+        self.ensure = f"INSERT INTO {q(c)} (product_id, name, shard, value) VALUES %s ON CONFLICT DO NOTHING"
+        self.upsert_workflows = (
             f"INSERT INTO {q(w)} (state_id, product_id, user_id, workflow_id, status, last_progress_at, evidence) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (state_id, workflow_id) DO UPDATE SET "
+            "VALUES %s ON CONFLICT (state_id, workflow_id) DO UPDATE SET "
             "status = excluded.status, last_progress_at = excluded.last_progress_at, evidence = excluded.evidence"
         )
-        self.delete_workflow = f"DELETE FROM {q(w)} WHERE state_id = %s AND workflow_id = %s"
+        self.delete_workflows = f"DELETE FROM {q(w)} WHERE state_id = %s AND workflow_id IN (%s)"
         self.upsert_meta = (
-            f"INSERT INTO {q(m)} (state_id, product_id, key, value) VALUES (%s, %s, %s, %s) "
+            f"INSERT INTO {q(m)} (state_id, product_id, key, value) VALUES %s "
             "ON CONFLICT (state_id, key) DO UPDATE SET value = excluded.value"
         )
-        self.delete_meta = f"DELETE FROM {q(m)} WHERE state_id = %s AND key = %s"
+        self.delete_meta = f"DELETE FROM {q(m)} WHERE state_id = %s AND key IN (%s)"
 
 
 _statements: dict[str, _Sql] = {}
@@ -142,47 +180,160 @@ def _sql(connection: Any) -> _Sql:
     return found
 
 
-_batches = threading.local()  # per pool thread: the counts ``one_counter_statement`` holds back, by alias
+_CHUNK = 500  # rows per part: far below any database's limit on parameters
+
+
+def _rows_part(template: str, width: int, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
+    """``INSERT ... VALUES (..), (..)``: one part per chunk of rows."""
+    group = "(" + ", ".join(["%s"] * width) + ")"
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i : i + _CHUNK]
+        yield template % ", ".join([group] * len(chunk)), [x for row in chunk for x in row]
+
+
+def _delete_part(template: str, keys: list[tuple[int, str]]) -> Iterator[tuple[str, list[Any]]]:
+    """``DELETE ... WHERE state_id = %s AND key IN (..)``: one part per state and chunk of keys."""
+    by_state: dict[int, list[str]] = {}
+    for state_id, key in keys:
+        by_state.setdefault(state_id, []).append(key)
+    for state_id, names in sorted(by_state.items()):
+        for i in range(0, len(names), _CHUNK):
+            chunk = names[i : i + _CHUNK]
+            yield template % ("%s", ", ".join(["%s"] * len(chunk))), [state_id, *chunk]
+
+
+class _Pending:
+    """What the writes of one transaction change in the insight tables, written together at its end.
+
+    Rows by key (the last write of a key wins, as if each write had run on
+    its own); counters by ``(product, name, shard)``, summed.
+    """
+
+    __slots__ = ("counts", "metadata", "workflows")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.workflows: dict[tuple[int, str], tuple[Any, ...] | None] = {}  # None: delete the row
+        self.metadata: dict[tuple[int, str], tuple[Any, ...] | None] = {}
+
+    def count(self, product_id: str, user_id: str, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        shard = shard_of(user_id)
+        held = self.counts
+        for name, n in counts.items():
+            key = (product_id, name, shard)
+            held[key] = held.get(key, 0) + n  # a zero keeps its name: a catalog entry's row must exist
+
+    def parts(self, sql: _Sql) -> list[tuple[str, list[Any]]]:
+        """The statements' parts: rows deleted, rows upserted, then the counters.
+
+        The counters sorted by their key: one order for every writer, so two
+        transactions never deadlock on them. The rows are the user's own,
+        already behind the state row's lock.
+        """
+        out: list[tuple[str, list[Any]]] = []
+        for table, delete, upsert, width in (
+            (self.workflows, sql.delete_workflows, sql.upsert_workflows, 7),
+            (self.metadata, sql.delete_meta, sql.upsert_meta, 4),
+        ):
+            gone = sorted(key for key, row in table.items() if row is None)
+            if gone:
+                out += _delete_part(delete, gone)
+            rows = [row for _key, row in sorted(table.items()) if row is not None]
+            if rows:
+                out += _rows_part(upsert, width, rows)
+        counters = sorted((k, n) for k, n in self.counts.items() if n or k[1].startswith("catalog:"))
+        if sql.with_clause:  # a catalog entry's zero apart: DO NOTHING reads its row, DO UPDATE would lock it
+            catalog = [(p, name, shard, 0) for (p, name, shard), n in counters if not n]
+            counters = [(k, n) for k, n in counters if n]
+            if catalog:
+                out += _rows_part(sql.ensure, 4, catalog)
+        if counters:
+            out += _rows_part(sql.add, 4, [(p, name, shard, n) for (p, name, shard), n in counters])
+        return out
+
+    def take(self, sql: _Sql) -> list[tuple[str, list[Any]]]:
+        """The parts, and nothing left held: whoever takes them writes them."""
+        parts = self.parts(sql)
+        self.counts, self.workflows, self.metadata = {}, {}, {}
+        return parts
+
+    def write(self, connection: Any) -> None:
+        """As few statements as the database allows: one on PostgreSQL (a WITH of the parts), one a part on SQLite."""
+        sql = _sql(connection)
+        parts = self.parts(sql)
+        if not parts:
+            return
+        with connection.cursor() as cursor:
+            if sql.with_clause and len(parts) > 1:
+                *first, (last, last_params) = parts
+                text, params = _with(first)
+                cursor.execute(text + last, params + last_params)
+            else:
+                for part, params in parts:
+                    cursor.execute(part, params)
+
+
+def _with(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """``WITH f0 AS (part), f1 AS (part) `` and its parameters, to put before a statement."""
+    text = "WITH " + ", ".join(f"f{i} AS ({part})" for i, (part, _) in enumerate(parts)) + " "
+    return text, [x for _part, params in parts for x in params]
+
+
+def held_as_with(connection: Any) -> tuple[str, list[Any]]:
+    """On PostgreSQL, what ``one_statement`` holds as a WITH for the caller's next statement, which then writes it.
+
+    The state's UPDATE carries them: no statement of their own. Elsewhere (and
+    with nothing held) ``("", [])``, and the block's end writes them.
+    """
+    held = getattr(_batches, connection.alias, None)
+    if held is None or not _sql(connection).with_clause:
+        return "", []
+    parts = held.take(_sql(connection))
+    return _with(parts) if parts else ("", [])
+
+
+_batches = threading.local()  # per pool thread: the changes ``one_statement`` holds back, by alias
 
 
 @contextlib.contextmanager
-def one_counter_statement(connection: Any) -> Iterator[None]:
-    """Hold back the counters every write inside adds, and add them in one statement as the block ends.
+def one_statement(connection: Any) -> Iterator[None]:
+    """Hold back the insight changes of every write inside, and write them together as the block ends.
 
-    A session end counts its snapshot, then its state: one statement instead
-    of two. Only on success: when the block raises, its transaction is rolled
-    back and the counts are dropped with it.
+    A session end counts its snapshot, then writes its state: one statement
+    for both on PostgreSQL, one per table on SQLite. Only on success: when
+    the block raises, its transaction is rolled back and the changes are
+    dropped with it.
     """
     if getattr(_batches, connection.alias, None) is not None:  # inside another: that one writes them
         yield
         return
-    held: dict[tuple[str, str], Counter[str]] = {}
-    setattr(_batches, connection.alias, held)
+    pending = _Pending()
+    setattr(_batches, connection.alias, pending)
     try:
         yield
     finally:
         setattr(_batches, connection.alias, None)
-    for (product_id, user_id), counts in held.items():
-        add_counts(connection, product_id, user_id, counts)
+    pending.write(connection)
+
+
+def _pending(connection: Any) -> tuple[_Pending, bool]:
+    """The enclosing block's changes, or fresh ones to write now (``True``)."""
+    held = getattr(_batches, connection.alias, None)
+    return (held, False) if held is not None else (_Pending(), True)
 
 
 def add_counts(connection: Any, product_id: str, user_id: str, counts: dict[str, int]) -> None:
     """Add ``counts`` to the user's shard of the product's counters: one statement (none for no counts).
 
     A zero is kept only for a catalog entry (its row must exist). Inside
-    ``one_counter_statement`` they are held back until its end.
+    ``one_statement`` they are held back until its end.
     """
-    held = getattr(_batches, connection.alias, None)
-    if held is not None:
-        held.setdefault((product_id, user_id), Counter()).update(counts)  # update keeps a zero's name
-        return
-    rows = sorted((k, n) for k, n in counts.items() if n or k.startswith("catalog:"))
-    if not rows:  # sorted: one order for every writer, so two ends never deadlock on their rows
-        return
-    shard = shard_of(user_id)
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(connection).add % values, [x for name, n in rows for x in (product_id, name, shard, n)])
+    pending, now = _pending(connection)
+    pending.count(product_id, user_id, counts)
+    if now:
+        pending.write(connection)
 
 
 class _FactsMemo:
@@ -234,7 +385,8 @@ def write_user(
     """Apply the diff of the replaced document's facts against ``doc``'s (in the caller's transaction).
 
     ``new_raw``: ``doc``'s stored text, which says whether it carries text no
-    database can hold (and is remembered with its facts).
+    database can hold (and is remembered with its facts). Facts that do not
+    change (a session start's, mostly) write nothing.
     """
     if doc is not None and new_raw is not None and _SURROGATE_ESCAPE.search(new_raw):
         doc = _scrub(doc)
@@ -243,36 +395,47 @@ def write_user(
     _memo.keep(connection.alias, state_id, new_raw if doc is not None else None, new)
     if old == new:
         return
-    add_counts(connection, product_id, user_id, counter_deltas(old, new))
-    sql = _sql(connection)
-    with connection.cursor() as cursor:
-        old_wf = {w.workflow_id: w for w in old.workflows} if old else {}
-        new_wf = {w.workflow_id: w for w in new.workflows} if new else {}
-        gone = [(state_id, wid) for wid in sorted(old_wf.keys() - new_wf.keys())]
-        if gone:
-            cursor.executemany(sql.delete_workflow, gone)
-        changed = [w for wid, w in sorted(new_wf.items()) if old_wf.get(wid) != w]
-        if changed:
-            cursor.executemany(
-                sql.upsert_workflow,
-                [
-                    (state_id, product_id, user_id, w.workflow_id, w.status, w.last_progress_at, w.evidence)
-                    for w in changed
-                ],
-            )
-        old_meta = dict(old.metadata) if old else {}
-        new_meta = dict(new.metadata) if new else {}
-        dropped = [(state_id, key) for key in sorted(old_meta.keys() - new_meta.keys())]
-        if dropped:
-            cursor.executemany(sql.delete_meta, dropped)
-        fresh = [(state_id, product_id, k, v) for k, v in sorted(new_meta.items()) if old_meta.get(k) != v]
-        if fresh:
-            cursor.executemany(sql.upsert_meta, fresh)
+    pending, now = _pending(connection)
+    pending.count(product_id, user_id, counter_deltas(old, new))
+    old_wf = old.workflows if old else ()
+    new_wf = new.workflows if new else ()
+    if old_wf != new_wf:
+        kept = {w.workflow_id: w for w in new_wf}
+        rows = pending.workflows
+        for w in old_wf:
+            if w.workflow_id not in kept:
+                rows[(state_id, w.workflow_id)] = None
+        before = set(old_wf)
+        for w in new_wf:
+            if w not in before:
+                rows[(state_id, w.workflow_id)] = (
+                    state_id, product_id, user_id, w.workflow_id, w.status, w.last_progress_at, w.evidence
+                )
+    old_meta = old.metadata if old else ()
+    new_meta = new.metadata if new else ()
+    if old_meta != new_meta:
+        fresh = dict(new_meta)
+        rows = pending.metadata
+        for key, _value in old_meta:
+            if key not in fresh:
+                rows[(state_id, key)] = None
+        before_meta = set(old_meta)
+        for key, value in new_meta:
+            if (key, value) not in before_meta:
+                rows[(state_id, key)] = (state_id, product_id, key, value)
+    if now:
+        pending.write(connection)
 
 
-def write_snapshot(connection: Any, product_id: str, user_id: str, raw: str) -> None:
-    """Count a snapshot this transaction just inserted (write-once: never twice), and its catalog."""
-    snap = _snapshot_facts_of_raw(raw)
+def write_snapshot(
+    connection: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None = None
+) -> None:
+    """Count a snapshot this transaction just inserted (write-once: never twice), and its catalog.
+
+    ``doc``: the snapshot ``raw`` was written from, read instead of parsing
+    ``raw`` again where it reads the same (``_snapshot_doc_facts``).
+    """
+    snap = _snapshot_doc_facts(doc, raw) if doc is not None else _snapshot_facts_of_raw(raw)
     if snap is None:
         return
     add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in snap.catalog}})
@@ -293,7 +456,7 @@ def forget_user(
         snap = _snapshot_facts_of_raw(raw)
         if snap is not None:
             delta.subtract(snapshot_deltas(snap))
-    with one_counter_statement(connection):
+    with one_statement(connection):
         write_user(connection, state_id, product_id, user_id, old_raw, None)
         add_counts(connection, product_id, user_id, delta)
 
