@@ -109,22 +109,12 @@ def _time(value: Any) -> float | None:
     return None
 
 
-def _progress_at(wp: dict[str, Any]) -> float:
-    """When the workflow last moved: detected, completed, or a step completed (re-judging is no progress)."""
-    best = wp.get("first_detected_at")
-    if best is not None:
-        best = _time(best)
-    done = wp.get("completed_at")
-    if done is not None and (done := _time(done)) is not None and (best is None or done > best):
-        best = done
-    steps = wp.get("steps")
-    if steps and steps.__class__ is dict:
-        for step in steps.values():
-            t = step.get("completed_at") if step.__class__ is dict else None
-            if t is not None and (t := _time(t)) is not None and (best is None or t > best):
-                best = t
-    if best is None:
-        return _time(wp.get("last_evaluated_at")) or 0.0
+def _steps_progress(steps: dict[str, Any], best: float | None) -> float | None:
+    """The latest of ``best`` and the steps' completion times."""
+    for step in steps.values():
+        t = step.get("completed_at") if step.__class__ is dict else None
+        if t is not None and (t := _time(t)) is not None and (best is None or t > best):
+            best = t
     return best
 
 
@@ -173,7 +163,13 @@ def _canonical(doc: dict[str, Any]) -> bool:
 
 
 def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
-    """The active workflows, sorted; ``None`` if an entry is not what this engine writes."""
+    """The active workflows, sorted; ``None`` if an entry is not what this engine writes.
+
+    Each one's last progress is when it was detected, completed, or a step
+    completed (re-judging is no progress), else when last judged. On every
+    write's path, so a float time is checked in place and only anything
+    else goes through ``_time``.
+    """
     found = []
     append = found.append
     for wid, wp in progress.items():
@@ -189,7 +185,21 @@ def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
             evidence = ""
         elif len(evidence) > EVIDENCE_MAX:
             evidence = evidence[:EVIDENCE_MAX]
-        append(_tuple(WorkflowFact, (wid, status, _progress_at(wp), evidence)))  # skips namedtuple's __new__
+        best = wp.get("first_detected_at")
+        if best is not None and (best.__class__ is not float or not -_INF < best < _INF):
+            best = _time(best)
+        done = wp.get("completed_at")
+        if done is not None:
+            if done.__class__ is not float or not -_INF < done < _INF:
+                done = _time(done)
+            if done is not None and (best is None or done > best):
+                best = done
+        steps = wp.get("steps")
+        if steps and steps.__class__ is dict:
+            best = _steps_progress(steps, best)
+        if best is None:
+            best = _time(wp.get("last_evaluated_at")) or 0.0
+        append(_tuple(WorkflowFact, (wid, status, best, evidence)))  # skips namedtuple's __new__
     if len(found) > 1:
         found.sort()
     return tuple(found)
