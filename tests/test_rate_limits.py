@@ -196,3 +196,28 @@ def test_several_clients_on_both_workers_get_the_rate_and_the_burst_within_10_pe
     assert all(n > 0 for n in accepted.values()), accepted
     assert statuses.count(429) > total, "the load was well over the limit"
     assert abs(total - expected) <= 0.1 * expected, (total, expected, accepted)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_checks_from_many_requests_share_one_connection() -> None:
+    """Django runs each ASGI request's thread-sensitive calls in a thread of its own; checks must not follow."""
+    from asgiref.sync import ThreadSensitiveContext
+    from django.db.backends.signals import connection_created
+
+    from api.ratelimit import Limit, check
+
+    opened: list[object] = []
+
+    def created(sender: object, connection: object, **_: object) -> None:
+        opened.append(connection)
+
+    limit = Limit(100_000, 1)  # a lease of one request (burst 1): every check reads the shared state
+    await check("conn-test", limit)
+    connection_created.connect(created)
+    try:
+        for _ in range(5):
+            async with ThreadSensitiveContext():  # what Django's ASGI handler wraps every request in
+                await check("conn-test", limit)
+    finally:
+        connection_created.disconnect(created)
+    assert opened == []
