@@ -19,16 +19,16 @@ where every worker sees it:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from pyrate_limiter import GCRA, Decision, Rate, RedisStateStore, StateAlgorithm, StateStore
 from pyrate_limiter.abstracts.algorithm import State
+
+from autoplay_storage.kept_connection import KeptConnectionThread
 
 from .errors import RETRY_AFTER_S, ApiError
 from .models import RateLimitState
@@ -144,20 +144,13 @@ def _refused(decision: Decision, limit: Limit) -> ApiError:
     )
 
 
-# One thread of the limiter's own, which keeps its database connection: Django runs each ASGI
-# request's thread-sensitive calls in a thread of that request alone, so a check made there
-# opened a connection (on SQLite: the schema read again) for every lease.
-_checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoplay-ratelimit")
-
-
-def _check_in_thread(key: str, rates: list[Rate], now: int, weight: int) -> Decision:
-    connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()  # checked as a request's connection is
-    return DatabaseStateStore(key).check(_ALGORITHM, rates, now, weight)
+# A thread of the limiter's own that keeps its connection: one per lease from a request's
+# thread-sensitive thread opened a connection each time (``kept_connection``).
+_checker = KeptConnectionThread("autoplay-ratelimit")
 
 
 async def _check_database(key: str, rates: list[Rate], now: int, weight: int) -> Decision:
-    run = contextvars.copy_context().run
-    return await asyncio.get_running_loop().run_in_executor(_checker, run, _check_in_thread, key, rates, now, weight)
+    return await _checker.run(DEFAULT_DB_ALIAS, DatabaseStateStore(key).check, _ALGORITHM, rates, now, weight)
 
 LEASE_SHARE = 0.02  # of a key's rate taken from the shared state at once (when the burst allows)
 LEASE_S = 1.0  # leased requests not spent within this are dropped, never saved up

@@ -28,7 +28,7 @@ def _targets() -> list[tuple[Any, str, Any]]:
 
     return [
         (facts.FactsMemo, "old", none),
-        (facts.FactsMemo, "new", none),
+        (writes, "user_facts", none),
         (writes, "snapshot_facts", none),
         (watch, "snapshot_facts", none),
         (database_facts, "write_user", none),

@@ -169,10 +169,6 @@ class FactsMemo:
             return hit[1]
         return user_facts(current)
 
-    def new(self, doc: dict[str, Any]) -> UserFacts | None:
-        """The facts of ``doc``, about to be written."""
-        return user_facts(doc)
-
     def keep(self, key: str, entry: object, facts: UserFacts | None) -> None:
         if not self.size:
             return

@@ -23,7 +23,7 @@ from ... import codec
 from ...browse import UserSummary, user_summary_from_doc
 from ...codec import parse_document
 from ...errors import CorruptDocumentError, StorageUnavailableError, UserErasedError
-from ...facts import snapshot_facts
+from ...facts import snapshot_facts, user_facts
 from ...protocol import SessionFold, StateDoc, StateMutation
 from ...tombstones import erased_time, session_started
 from .facts import Announced, FactsMemo, facts_commands, snapshot_commands
@@ -235,7 +235,7 @@ class Writer:
         if new is None:
             return parse_document(key, raw), None, [], None
         entry = index_entry(product_id, user_id, new)
-        new_facts = self.facts.new(new)
+        new_facts = user_facts(new)
         self.facts.keep(key, entry, new_facts)
         commands = index_commands(product_id, user_id, old, entry, filed=filed is not None)
         commands += facts_commands(product_id, user_id, old_facts, new_facts, self.announced)
