@@ -36,6 +36,9 @@ ALLOWED = (
     # The support tooling's service layer (staff edits, summary review, rebuilds, diffs of stored
     # sessions): reads and writes over the selectors and services, like summary_runs.
     "autoplay_storage.support",
+    # Django plumbing, no storage behind it: one thread that keeps its database connection for the
+    # small ORM calls made per request (the audit's writes, the rate limiter's checks).
+    "autoplay_storage.kept_connection",
 )
 FORBIDDEN_NAMES = {"get_storage"}
 
