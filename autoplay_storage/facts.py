@@ -94,6 +94,7 @@ _tuple = tuple.__new__
 
 
 _INF = math.inf
+_floor = math.floor
 
 
 def _time(value: Any) -> float | None:
@@ -125,41 +126,54 @@ def _sessions_to_onboard(completed_at: float, count: int, index: list[Any]) -> i
 
 
 def _metadata(metadata: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    if not metadata:
+        return ()
     pairs = [
         (k, v)
         for k, v in metadata.items()
-        if type(v) is str and type(k) is str and 0 < len(k) <= META_KEY_MAX and len(v) <= META_VALUE_MAX
+        if v.__class__ is str and k.__class__ is str and 0 < len(k) <= META_KEY_MAX and len(v) <= META_VALUE_MAX
     ]
-    pairs.sort()
+    if len(pairs) > 1:
+        pairs.sort()
     return tuple(pairs)
 
 
+def _finite_time(value: Any) -> bool:
+    """``_finite`` with a float checked in place (the case of every document this engine writes)."""
+    return -_INF < value < _INF if value.__class__ is float else _finite(value)
+
+
 def _canonical(doc: dict[str, Any]) -> bool:
-    """The fields facts read are already valid (every document this engine writes): read them directly."""
-    mastery, onboarding, sessions = doc.get("mastery"), doc.get("onboarding"), doc.get("sessions")
-    version = doc.get("_v", 1)
+    """The fields facts read are already valid (every document this engine writes): read them directly.
+
+    On every write's path: classes compared by identity, a float time checked
+    in place, each field read once.
+    """
+    get = doc.get
+    mastery, onboarding, sessions = get("mastery"), get("onboarding"), get("sessions")
+    version = get("_v", 1)
     if not (
         version == 1
         and version.__class__ is not bool
-        and type(doc.get("journey_state")) is str
-        and doc["journey_state"] in _JOURNEYS
-        and type(mastery) is dict
-        and type(mastery.get("level")) is str
-        and mastery["level"] in _LEVELS
-        and type(onboarding) is dict
-        and type(sessions) is dict
-        and type(sessions.get("count")) is int
-        and sessions["count"] >= 0
-        and type(sessions.get("index")) is list
-        and len(sessions["index"]) <= sessions["count"]
-        and type(doc.get("metadata")) is dict
-        and _finite(doc.get("first_seen_at"))
-        and _finite(doc.get("last_updated_at"))
-        and type(onboarding.get("workflow_progress")) is dict
+        and (journey := get("journey_state")).__class__ is str
+        and journey in _JOURNEYS
+        and mastery.__class__ is dict
+        and (level := mastery.get("level")).__class__ is str
+        and level in _LEVELS
+        and onboarding.__class__ is dict
+        and sessions.__class__ is dict
+        and (count := sessions.get("count")).__class__ is int
+        and count >= 0
+        and (index := sessions.get("index")).__class__ is list
+        and len(index) <= count
+        and get("metadata").__class__ is dict
+        and _finite_time(get("first_seen_at"))
+        and _finite_time(get("last_updated_at"))
+        and onboarding.get("workflow_progress").__class__ is dict
     ):
         return False
     completed = onboarding.get("onboarding_completed_at")
-    return completed is None or _finite(completed)
+    return completed is None or _finite_time(completed)
 
 
 def _workflows(progress: dict[str, Any]) -> tuple[WorkflowFact, ...] | None:
@@ -267,44 +281,54 @@ def user_facts(doc: dict[str, Any]) -> UserFacts | None:
 
 
 def _facts(doc: dict[str, Any], workflows: tuple[WorkflowFact, ...], sessions_to_onboard: int | None) -> UserFacts:
-    """``sessions_to_onboard``: ``None`` when not onboarded."""
+    """``sessions_to_onboard``: ``None`` when not onboarded (``week_of`` inlined: on every write's path)."""
     first_seen = float(doc["first_seen_at"])
-    return UserFacts(
-        doc["journey_state"],
-        doc["mastery"]["level"],
-        sessions_to_onboard is not None,
-        sessions_to_onboard,
-        week_of(first_seen),
-        first_seen,
-        float(doc["last_updated_at"]),
-        doc["sessions"]["count"],
-        workflows,
-        _metadata(doc["metadata"]),
+    return _tuple(
+        UserFacts,
+        (
+            doc["journey_state"],
+            doc["mastery"]["level"],
+            sessions_to_onboard is not None,
+            sessions_to_onboard,
+            _floor((_floor(first_seen / DAY_S) + 3) / 7),
+            first_seen,
+            float(doc["last_updated_at"]),
+            doc["sessions"]["count"],
+            workflows,
+            _metadata(doc["metadata"]),
+        ),
     )
 
 
 def snapshot_facts(doc: dict[str, Any]) -> SnapshotFacts | None:
-    """What one frozen session adds to the charts and the catalog; ``None``: no usable capture time."""
-    captured = doc.get("captured_at")
-    if not _finite(captured):
+    """What one frozen session adds to the charts and the catalog; ``None``: no usable capture time.
+
+    On every session end's path: the catalog is gathered into one set (in C)
+    and only its members are checked.
+    """
+    get = doc.get
+    captured = get("captured_at")
+    if not _finite_time(captured):
         return None
-    mastery = doc.get("mastery")
+    mastery = get("mastery")
     level = mastery.get("level") if isinstance(mastery, dict) else None
-    ids: list[Any] = []
+    ids: set[Any] = set()
     for name in ("completed_workflow_ids", "in_progress_workflow_ids", "untouched_workflow_ids"):
-        listed = doc.get(name)
+        listed = get(name)
         if isinstance(listed, list):
-            ids += listed
-    progress = doc.get("workflow_progress")
+            try:
+                ids.update(listed)
+            except TypeError:  # an unhashable entry (a list, an object): the ids one by one
+                ids.update(wid for wid in listed if isinstance(wid, str))
+    progress = get("workflow_progress")
     if isinstance(progress, dict):
-        ids += progress  # its keys
-    catalog = {wid for wid in ids if isinstance(wid, str) and wid} if ids else ()
-    return SnapshotFacts(
-        day_of(captured),
-        week_of(captured),
-        level if isinstance(level, str) and level in _LEVELS else "novice",
-        tuple(sorted(catalog)),
-    )
+        ids.update(progress)  # its keys
+    catalog = [wid for wid in ids if isinstance(wid, str) and wid] if ids else []
+    if len(catalog) > 1:
+        catalog.sort()
+    day = _floor(captured / DAY_S)  # day_of and week_of, inlined
+    level = level if isinstance(level, str) and level in _LEVELS else "novice"
+    return _tuple(SnapshotFacts, (day, _floor((day + 3) / 7), level, tuple(catalog)))
 
 
 # -- filters --------------------------------------------------------------------

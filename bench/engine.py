@@ -433,6 +433,17 @@ def print_table(results: list[Result], args: argparse.Namespace, notes: dict[str
         if len(r.round_rates) > 1:
             print(f"[{r.backend}] serial sess/s by round: {', '.join(f'{x:,.0f}' for x in r.round_rates)}")
     by_name = {r.backend: r for r in results}
+    for r in results:  # the insight aggregates' cost, as the issue reads it: their share of a lifecycle's rate
+        off = by_name.get(f"{r.backend}-no-insight")
+        if off and len(r.round_rates) == len(off.round_rates) and off.serial_rate:
+            rounds = sorted(on / o - 1 for on, o in zip(r.round_rates, off.round_rates, strict=True))
+            cpu = r.client_cpu_us / off.client_cpu_us - 1 if off.client_cpu_us else 0.0
+            server = f", server CPU {r.server_cpu_us / off.server_cpu_us - 1:+.1%}" if off.server_cpu_us else ""
+            print(
+                f"{r.backend} with the aggregates vs without: serial {r.serial_rate / off.serial_rate - 1:+.1%}"
+                f" (round by round: median {statistics.median(rounds):+.1%}, from {rounds[0]:+.1%}"
+                f" to {rounds[-1]:+.1%}); client CPU {cpu:+.1%}{server} per lifecycle"
+            )
     ours, sdk = by_name.get("redis"), by_name.get("sdk-redis")
     if ours and sdk and sdk.serial_rate and sdk.concurrent_recorded:
         ratios = sorted(o / s for o, s in zip(ours.round_rates, sdk.round_rates, strict=True))

@@ -215,3 +215,63 @@ async def test_a_snapshot_is_counted_as_its_stored_text_reads(adapter) -> None:
     stats = await adapter.insight_stats(PRODUCT)
     await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
     assert {"from_a_tuple", "7"} <= {row.workflow_id for row in stats.funnel}, stats
+
+
+class Parameters(Statements):
+    """Every statement's parameters too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: list[object] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.params += list(params or ())
+        return super().__call__(execute, sql, params, many, context)
+
+
+async def catalog_sent(adapter: DatabaseStorageAdapter, call) -> set[str]:
+    """The catalog entries the insight statements of ``call()`` make sure of."""
+    from django.db.backends.signals import connection_created
+
+    await adapter.aclose()
+    listen = Parameters()
+    connection_created.connect(listen.hook)
+    try:
+        await call()
+    finally:
+        connection_created.disconnect(listen.hook)
+    return {p for p in listen.params if isinstance(p, str) and p.startswith("catalog:")}
+
+
+async def test_catalog_entries_made_sure_of_lately_are_not_sent_again(adapter) -> None:
+    from django.db import connections, transaction
+
+    from autoplay_storage.adapters import database_facts
+
+    storage = StorageManager([adapter])
+    first = await catalog_sent(adapter, lambda: session(storage, "u1", 1, "create_project", WorkflowStatus.COMPLETED))
+    assert first == {f"catalog:{w}" for w in CATALOG}
+    # The same process, the next end: the rows exist, nothing to make sure of.
+    second = await catalog_sent(adapter, lambda: session(storage, "u2", 1, "invite_team", WorkflowStatus.IN_PROGRESS))
+    assert second == set()
+    # Another adapter (another process) knows nothing of them: it sends them once more.
+    other = DatabaseStorageAdapter(adapter.using)
+    try:
+        elsewhere, done = StorageManager([other]), WorkflowStatus.COMPLETED
+        again = await catalog_sent(other, lambda: session(elsewhere, "u3", 1, "create_project", done))
+    finally:
+        await other.aclose()
+    assert again == {f"catalog:{w}" for w in CATALOG}
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+
+    # An entry is marked only once the transaction that carried it commits.
+    sent = database_facts.SentLately()
+    snapshot = '{"session_id": "s1", "captured_at": 1.7e9, "completed_workflow_ids": ["rolled_back"]}'
+
+    def rolled_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic(using=adapter.using):
+            database_facts.write_snapshot(connections[adapter.using], "p_rb", "u1", snapshot, None, sent)
+            raise RuntimeError("the end failed after counting its snapshot")
+
+    await orm(rolled_back)
+    assert sent.unsent("p_rb", ["rolled_back"]) == ["rolled_back"]
