@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -420,6 +421,8 @@ def main() -> None:
         for database in settings.DATABASES.values():
             database["CONN_MAX_AGE"] = None
     django.setup()
+    # The simulated users' journey changes are logged at INFO: hundreds of lines per load, no figure.
+    logging.getLogger("autoplay_storage.user_adoption_state").setLevel(logging.WARNING)
     if args.callgrind:
         from autoplay_storage import access
 
