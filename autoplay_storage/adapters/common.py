@@ -1,4 +1,4 @@
-"""What every browsable primary does alike, written once: cursors, the page size, corrupt rows, the user filter.
+"""What the primaries do alike, written once: cursors, the page size, corrupt rows, the user filter, ids sent lately.
 
 A listing walks rows in a total order: ``(position, tiebreak)`` — last activity
 and user id for users, capture time and session id for sessions. A cursor is
