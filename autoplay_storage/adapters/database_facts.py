@@ -29,7 +29,6 @@ from typing import Any
 
 from ..codec import loads
 from ..facts import SnapshotFacts, UserFacts, snapshot_facts, user_facts
-from .common import SentLately
 
 SHARDS = 8
 
@@ -429,23 +428,17 @@ def write_user(
 
 
 def write_snapshot(
-    connection: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None = None,
-    sent: SentLately | None = None,
+    connection: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None = None
 ) -> None:
     """Count a snapshot this transaction just inserted (write-once: never twice), and its catalog.
 
     ``doc``: the snapshot ``raw`` was written from, read instead of parsing
     ``raw`` again where it reads the same (``_snapshot_doc_facts``).
-    ``sent``: the catalog entries this process made sure of lately, left out
-    (they only gain rows); the others are marked once the transaction commits.
     """
     snap = _snapshot_doc_facts(doc, raw) if doc is not None else _snapshot_facts_of_raw(raw)
     if snap is None:
         return
-    catalog = snap.catalog if sent is None else sent.unsent(product_id, snap.catalog)
-    add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in catalog}})
-    if catalog and sent is not None:
-        connection.on_commit(lambda: sent.mark(product_id, catalog))
+    add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in snap.catalog}})
 
 
 def forget_user(
