@@ -35,20 +35,24 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
-def sync_roles(group_model: Any, permission_model: Any, *, strict: bool = True) -> dict[str, int]:
+def sync_roles(
+    group_model: Any, permission_model: Any, *, strict: bool = True, using: str = "default"
+) -> dict[str, int]:
     """Create or refresh the three groups; returns how many permissions each holds.
 
-    Takes the model classes so a migration can pass its historical ones.
-    ``strict=False`` (the first roles migration) grants what exists so far:
-    a permission whose model a later migration adds is granted by that one.
+    Takes the model classes so a migration can pass its historical ones, and
+    the database it migrates (``using``). ``strict=False`` (the first roles
+    migration) grants what exists so far: a permission whose model a later
+    migration adds is granted by that one.
     """
     counts: dict[str, int] = {}
+    groups, permissions = group_model.objects.using(using), permission_model.objects.using(using)
     for role, names in ROLE_PERMISSIONS.items():
-        group, _ = group_model.objects.get_or_create(name=role)
+        group, _ = groups.get_or_create(name=role)
         perms = []
         for name in names:
             app_label, codename = name.split(".", 1)
-            perm = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            perm = permissions.filter(content_type__app_label=app_label, codename=codename).first()
             if perm is None and not strict:
                 continue
             if perm is None:
@@ -56,8 +60,8 @@ def sync_roles(group_model: Any, permission_model: Any, *, strict: bool = True) 
             perms.append(perm)
         group.permissions.set(perms)
         counts[role] = len(perms)
-    admin, _ = group_model.objects.get_or_create(name=ADMIN)
-    everything = list(permission_model.objects.all())
+    admin, _ = groups.get_or_create(name=ADMIN)
+    everything = list(permissions.all())
     admin.permissions.set(everything)
     counts[ADMIN] = len(everything)
     return counts

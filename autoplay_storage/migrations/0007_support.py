@@ -8,10 +8,11 @@ from django.db import migrations, models
 def mark_applied(apps, schema_editor):
     """Runs from before this migration whose text became the summary: explicit ones and console re-runs
     always did; a session end's did unless its claim says it was superseded or failed."""
+    db = schema_editor.connection.alias  # the database being migrated, not the default one
     SummaryRun = apps.get_model("autoplay_storage", "SummaryRun")
     SummaryClaim = apps.get_model("autoplay_storage", "SummaryClaim")
-    not_stored = SummaryClaim.objects.exclude(state="applied").exclude(run=None).values("run_id")
-    runs = SummaryRun.objects.filter(outcome="succeeded", applied_at=None).exclude(new_summary=None)
+    not_stored = SummaryClaim.objects.using(db).exclude(state="applied").exclude(run=None).values("run_id")
+    runs = SummaryRun.objects.using(db).filter(outcome="succeeded", applied_at=None).exclude(new_summary=None)
     runs.exclude(source="session_end").update(applied_at=models.F("started_at"))
     runs.filter(source="session_end").exclude(pk__in=not_stored).update(applied_at=models.F("started_at"))
 
@@ -22,11 +23,12 @@ def grant_roles(apps, schema_editor):
 
     from dashboard.roles import sync_roles
 
+    db = schema_editor.connection.alias
     config = apps.get_app_config("autoplay_storage")
     config.models_module = True
-    create_permissions(config, apps=apps, verbosity=0)
+    create_permissions(config, apps=apps, verbosity=0, using=db)
     config.models_module = None
-    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False)
+    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False, using=db)
 
 
 class Migration(migrations.Migration):

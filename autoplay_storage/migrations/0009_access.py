@@ -8,13 +8,16 @@ def grant_to_roles(apps, schema_editor):
     # an existing lead sees the panel without waiting for the next autoplay_bootstrap.
     from django.contrib.auth.management import create_permissions
 
+    db = schema_editor.connection.alias  # the database being migrated, not the default one
     for app_config in apps.get_app_configs():
         app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
+        create_permissions(app_config, apps=apps, verbosity=0, using=db)
         app_config.models_module = None
     group_model, permission_model = apps.get_model("auth", "Group"), apps.get_model("auth", "Permission")
-    perm = permission_model.objects.get(content_type__app_label="autoplay_storage", codename="view_recent_access")
-    for group in group_model.objects.filter(name__in=["lead", "admin"]):
+    perm = permission_model.objects.using(db).get(
+        content_type__app_label="autoplay_storage", codename="view_recent_access"
+    )
+    for group in group_model.objects.using(db).filter(name__in=["lead", "admin"]):
         group.permissions.add(perm)
 
 

@@ -8,18 +8,20 @@ def create_roles(apps, schema_editor):
     # migration must create them itself before granting them.
     from django.contrib.auth.management import create_permissions
 
+    db = schema_editor.connection.alias  # the database being migrated, not the default one
     for app_config in apps.get_app_configs():
         app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
+        create_permissions(app_config, apps=apps, verbosity=0, using=db)
         app_config.models_module = None
 
     from dashboard.roles import sync_roles
 
-    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False)
+    sync_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), strict=False, using=db)
 
 
 def remove_roles(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name__in=["support", "lead", "admin"]).delete()
+    db = schema_editor.connection.alias
+    apps.get_model("auth", "Group").objects.using(db).filter(name__in=["support", "lead", "admin"]).delete()
 
 
 class Migration(migrations.Migration):
