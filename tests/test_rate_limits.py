@@ -7,6 +7,7 @@ the rate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -204,6 +205,7 @@ async def test_checks_from_many_requests_share_one_connection() -> None:
     from asgiref.sync import ThreadSensitiveContext
     from django.db.backends.signals import connection_created
 
+    from api.errors import ApiError
     from api.ratelimit import Limit, check
 
     opened: list[object] = []
@@ -217,7 +219,10 @@ async def test_checks_from_many_requests_share_one_connection() -> None:
     try:
         for _ in range(5):
             async with ThreadSensitiveContext():  # what Django's ASGI handler wraps every request in
-                await check("conn-test", limit)
+                # A check within the millisecond of the last one is refused (burst 1, a millisecond
+                # clock): refused or not, it read the shared state, which is what is counted here.
+                with contextlib.suppress(ApiError):
+                    await check("conn-test", limit)
     finally:
         connection_created.disconnect(created)
     assert opened == []
