@@ -1,8 +1,9 @@
 """Data migrations write to the database being migrated (``migrate --database``), never to the default one.
 
 A deployment may keep the primary on an alias of its own; migrating that
-alias must leave it with its own roles and permissions, and the default
-database untouched.
+alias must leave it with its own roles and permissions. (Before, the data
+migrations queried the default database: on a fresh one, migrating another
+alias failed; on a migrated one, the roles were granted there instead.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from django.db import connections
 def test_migrating_another_alias_grants_the_roles_there(tmp_path: Path, django_db_blocker) -> None:
     from django.contrib.auth.models import Group
 
-    settings = copy.deepcopy(connections.settings["default"])
+    settings = copy.deepcopy(connections.settings["default"])  # every key Django expects, then a SQLite file
+    if settings["ENGINE"] != "django.db.backends.sqlite3":
+        settings.update(ENGINE="django.db.backends.sqlite3", OPTIONS={}, HOST="", PORT="", USER="", PASSWORD="")
     settings.update(NAME=str(tmp_path / "other.sqlite3"), TEST={"NAME": str(tmp_path / "other.sqlite3")})
     connections.settings["other"] = settings
     try:
