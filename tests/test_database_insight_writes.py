@@ -215,3 +215,88 @@ async def test_a_snapshot_is_counted_as_its_stored_text_reads(adapter) -> None:
     stats = await adapter.insight_stats(PRODUCT)
     await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
     assert {"from_a_tuple", "7"} <= {row.workflow_id for row in stats.funnel}, stats
+
+
+class Parameters(Statements):
+    """Every statement's parameters too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: list[object] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.params += list(params or ())
+        return super().__call__(execute, sql, params, many, context)
+
+
+async def catalog_sent(adapter: DatabaseStorageAdapter, call) -> set[str]:
+    """The catalog entries the insight statements of ``call()`` make sure of."""
+    from django.db.backends.signals import connection_created
+
+    await adapter.aclose()
+    listen = Parameters()
+    connection_created.connect(listen.hook)
+    try:
+        await call()
+    finally:
+        connection_created.disconnect(listen.hook)
+    return {p for p in listen.params if isinstance(p, str) and p.startswith("catalog:")}
+
+
+async def test_catalog_entries_made_sure_of_lately_are_not_sent_again(adapter) -> None:
+    from django.db import connections, transaction
+
+    from autoplay_storage.adapters import database_facts
+
+    storage = StorageManager([adapter])
+    first = await catalog_sent(adapter, lambda: session(storage, "u1", 1, "create_project", WorkflowStatus.COMPLETED))
+    assert first == {f"catalog:{w}" for w in CATALOG}
+    # The same process, the next end: the rows exist, nothing to make sure of.
+    second = await catalog_sent(adapter, lambda: session(storage, "u2", 1, "invite_team", WorkflowStatus.IN_PROGRESS))
+    assert second == set()
+    # Another adapter (another process) knows nothing of them: it sends them once more.
+    other = DatabaseStorageAdapter(adapter.using)
+    try:
+        elsewhere, done = StorageManager([other]), WorkflowStatus.COMPLETED
+        again = await catalog_sent(other, lambda: session(elsewhere, "u3", 1, "create_project", done))
+    finally:
+        await other.aclose()
+    assert again == {f"catalog:{w}" for w in CATALOG}
+    await check_insight(adapter, PRODUCT, lambda: orm(db_documents, adapter.using, PRODUCT))
+
+    # An entry is marked only once the transaction that carried it commits.
+    sent = database_facts.SentLately()
+    snapshot = '{"session_id": "s1", "captured_at": 1.7e9, "completed_workflow_ids": ["rolled_back"]}'
+
+    def rolled_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic(using=adapter.using):
+            database_facts.write_snapshot(connections[adapter.using], "p_rb", "u1", snapshot, None, sent)
+            raise RuntimeError("the end failed after counting its snapshot")
+
+    await orm(rolled_back)
+    assert sent.unsent("p_rb", ["rolled_back"]) == ["rolled_back"]
+
+
+async def test_counters_written_in_the_spelling_before_still_count_and_net_out(adapter) -> None:
+    """A database from before one counter a snapshot (``day:<d>`` and ``week:<w>:<level>``) reads as it did, and
+    an erasure that takes such a snapshot back in today's spelling (``day:<d>:<level>``) nets it out."""
+    from django.db import connections, transaction
+
+    from autoplay_storage.adapters import database_facts
+    from autoplay_storage.facts import SnapshotFacts, day_of, week_of
+
+    at = 1.7e9
+    day, week = day_of(at), week_of(at)
+    snap = SnapshotFacts(day, week, "beginner", ())
+
+    def count(counts: dict[str, int]) -> None:
+        with transaction.atomic(using=adapter.using):
+            database_facts.add_counts(connections[adapter.using], PRODUCT, "u1", counts)
+
+    await orm(count, {f"day:{day}": 1, f"week:{week}:beginner": 1})  # counted before the upgrade
+    await orm(count, dict(database_facts.snapshot_deltas(snap)))  # and one counted since
+    stats = await adapter.insight_stats(PRODUCT)
+    assert stats.sessions_per_day == {day: 2} and stats.mastery_per_week == {week: {"beginner": 2}}, stats
+    await orm(count, {name: -n for name, n in database_facts.snapshot_deltas(snap).items()})  # one erased
+    stats = await adapter.insight_stats(PRODUCT)
+    assert stats.sessions_per_day == {day: 1} and stats.mastery_per_week == {week: {"beginner": 1}}, stats

@@ -1,4 +1,4 @@
-"""What every browsable primary does alike, written once: cursors, the page size, corrupt rows, the user filter.
+"""What the primaries do alike, written once: cursors, the page size, corrupt rows, the user filter, ids sent lately.
 
 A listing walks rows in a total order: ``(position, tiebreak)`` — last activity
 and user id for users, capture time and session id for sessions. A cursor is
@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -164,3 +165,32 @@ def matches(row: UserSummary, query: UserQuery) -> bool:
         return False
     needle = search_needle(query)
     return not needle or any(term.startswith(needle) for term in search_terms(row.user_id, row.metadata))
+
+
+class SentLately:
+    """Ids this process wrote lately to a store that only gains them, so that a write need not send them again.
+
+    For the insight's id sets (Redis) and catalog rows (database): sending
+    one again changes nothing, so leaving it out is only a saving. Marked
+    only after the write that carried them succeeded (``mark``); forgotten
+    after ``ttl_s``, so ids cleared behind the process's back (a rebuild, a
+    flush) are written again within that time. Shared by a process's
+    threads: a race between them costs one id sent twice, nothing else.
+    """
+
+    def __init__(self, ttl_s: float = 300.0, size: int = 100_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._at: dict[tuple[str, str], float] = {}
+
+    def unsent(self, key: str, members: Iterable[Any]) -> list[Any]:
+        """The ``members`` of ``key`` this process has not sent within ``ttl_s``."""
+        at, horizon = self._at, time.monotonic() - self.ttl_s
+        return [m for m in members if at.get((key, str(m)), -math.inf) < horizon]
+
+    def mark(self, key: str, members: Iterable[Any]) -> None:
+        """The write that carried ``members`` of ``key`` succeeded."""
+        now = time.monotonic()
+        if len(self._at) >= self.size:
+            self._at.clear()  # a bound, not a cache policy: the ids are sent once more
+        for m in members:
+            self._at[(key, str(m))] = now

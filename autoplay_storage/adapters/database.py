@@ -21,9 +21,8 @@ Why it is safe under concurrency:
   locked first, so the ends of one user queue on it; the snapshot insert and
   the folded state commit together, or neither does.
 
-The hot path's SQL and the browse columns live in ``database_rows``; the
-listings' cursors, page size and corrupt rows in ``common``, shared with the
-other primaries.
+The hot path's SQL and the browse columns live in ``database_rows``; the listings'
+cursors, page size and corrupt rows in ``common``, shared with the other primaries.
 
 ORM work runs in a thread pool of this module (one per database alias, shared
 by every event loop of the process), so calls run in parallel and Django's
@@ -109,6 +108,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
 
     def __init__(self, using: str = "default") -> None:
         self.using = using
+        self.catalog_sent = database_facts.SentLately()  # the catalog rows this adapter made sure of lately
 
     # -- plumbing --
 
@@ -434,7 +434,7 @@ class DatabaseStorageAdapter(DatabaseInsight):
         with connection.cursor() as cursor:
             cursor.execute(sql.insert_snapshot, values)
             if cursor.rowcount == 1:
-                database_facts.write_snapshot(connection, product_id, user_id, raw, doc)
+                database_facts.write_snapshot(connection, product_id, user_id, raw, doc, self.catalog_sent)
                 return None
             cursor.execute(sql.select_snapshot_document, (product_id, user_id, session_id))
             row = cursor.fetchone()

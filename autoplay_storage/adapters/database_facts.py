@@ -29,6 +29,7 @@ from typing import Any
 
 from ..codec import loads
 from ..facts import SnapshotFacts, UserFacts, snapshot_facts, user_facts
+from .common import SentLately
 
 SHARDS = 8
 
@@ -138,7 +139,13 @@ def counter_deltas(old: UserFacts | None, new: UserFacts | None) -> Counter[str]
 
 
 def snapshot_deltas(snap: SnapshotFacts) -> Counter[str]:
-    return Counter({f"day:{snap.day}": 1, f"week:{snap.week}:{snap.mastery_level}": 1})
+    """One counter a snapshot: its day and level (the day chart sums the levels, the week chart the days).
+
+    Counters written before as ``day:<d>`` and ``week:<w>:<level>`` are still
+    read (``database_insight._stats`` sums both spellings), so an erasure that
+    takes a snapshot back in this spelling nets out one counted in the other.
+    """
+    return Counter({f"day:{snap.day}:{snap.mastery_level}": 1})
 
 
 class _Sql:
@@ -428,17 +435,23 @@ def write_user(
 
 
 def write_snapshot(
-    connection: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None = None
+    connection: Any, product_id: str, user_id: str, raw: str, doc: dict[str, Any] | None = None,
+    sent: SentLately | None = None,
 ) -> None:
     """Count a snapshot this transaction just inserted (write-once: never twice), and its catalog.
 
     ``doc``: the snapshot ``raw`` was written from, read instead of parsing
     ``raw`` again where it reads the same (``_snapshot_doc_facts``).
+    ``sent``: the catalog entries this process made sure of lately, left out
+    (they only gain rows); the others are marked once the transaction commits.
     """
     snap = _snapshot_doc_facts(doc, raw) if doc is not None else _snapshot_facts_of_raw(raw)
     if snap is None:
         return
-    add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in snap.catalog}})
+    catalog = snap.catalog if sent is None else sent.unsent(product_id, snap.catalog)
+    add_counts(connection, product_id, user_id, {**snapshot_deltas(snap), **{f"catalog:{w}": 0 for w in catalog}})
+    if catalog and sent is not None:
+        connection.on_commit(lambda: sent.mark(product_id, catalog))
 
 
 def forget_user(

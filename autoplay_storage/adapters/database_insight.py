@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..browse import Page, UserSummary
-from ..facts import ProductStats, StuckUser, UserFilter, build_stats, cohort_row, list_row
+from ..facts import DAY_S, ProductStats, StuckUser, UserFilter, build_stats, cohort_row, list_row, week_of
 from .common import Position, clamp_limit, decode_cursor, next_page, user_row
 
 
@@ -32,7 +32,8 @@ def _stats(using: str, product_id: str) -> ProductStats:
         .annotate(n=Sum("value"))
         .order_by()
     )
-    users, catalog, statuses, days = 0, [], {}, {}
+    users, catalog, statuses = 0, [], {}
+    days: dict[int, int] = {}
     cohorts: dict[int, int] = {}
     onboard: dict[int, dict[int, int]] = {}
     weeks: dict[int, dict[str, int]] = {}
@@ -50,11 +51,16 @@ def _stats(using: str, product_id: str) -> ProductStats:
         elif kind == "onboard" and n:
             week, _, count = rest.partition(":")
             onboard.setdefault(int(week), {})[int(count)] = n
-        elif kind == "day":
-            days[int(rest)] = n
-        elif kind == "week":
+        elif kind == "day":  # day:<d>:<level>, or day:<d> as written before (its level in a week: counter)
+            day, _, level = rest.partition(":")
+            days[int(day)] = days.get(int(day), 0) + n
+            if level:
+                by_level = weeks.setdefault(week_of(int(day) * DAY_S), {})
+                by_level[level] = by_level.get(level, 0) + n
+        elif kind == "week":  # written before: the sessions of a week at a level
             week, _, level = rest.partition(":")
-            weeks.setdefault(int(week), {})[level] = n
+            by_level = weeks.setdefault(int(week), {})
+            by_level[level] = by_level.get(level, 0) + n
     rows_out = [cohort_row(week, n, onboard.get(week, {})) for week, n in cohorts.items()]
     return build_stats(users, catalog, statuses, rows_out, days, weeks)
 

@@ -25,14 +25,13 @@ last few minutes again only after that (``Announced``).
 
 from __future__ import annotations
 
-import math
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from ...facts import DAY_S, SnapshotFacts, UserFacts, user_facts, week_of
 from ...keys import PREFIX
+from ..common import SentLately
 from .index import Command
 
 SEP = "\x00"
@@ -207,35 +206,16 @@ def session_counts(raw: dict[Any, Any] | list[Any]) -> tuple[dict[int, int], dic
     return {d: n for d, n in days.items() if n}, {w: {lv: n for lv, n in c.items() if n} for w, c in levels.items()}
 
 
-class Announced:
-    """The ids this process added to the only-growing id sets lately, so that a write need not send them again.
-
-    Marked only after the write that carried them succeeded (``confirm``);
-    forgotten after ``ttl_s``, so a set cleared behind the process's back
-    (a rebuild, a flush) is filled again within that time by the writes.
-    """
+class Announced(SentLately):
+    """``SentLately`` for the only-growing id sets, marked from the commands of a write that succeeded."""
 
     SETS = (":f:catalog", ":f:workflows", ":f:cohorts")
 
-    def __init__(self, ttl_s: float = 300.0, size: int = 100_000) -> None:
-        self.ttl_s, self.size = ttl_s, size
-        self._at: dict[tuple[str, str], float] = {}
-
-    def unsent(self, key: str, members: Iterable[Any]) -> list[Any]:
-        """The ``members`` of the id set ``key`` this process has not sent within ``ttl_s``."""
-        at, horizon = self._at, time.monotonic() - self.ttl_s
-        return [m for m in members if at.get((key, str(m)), -math.inf) < horizon]
-
     def confirm(self, commands: Iterable[Command]) -> None:
         """The write that carried ``commands`` succeeded: remember its id set members."""
-        now = 0.0
         for cmd in commands:
             if cmd[0] == "SADD" and cmd[1].endswith(self.SETS):
-                now = now or time.monotonic()
-                if len(self._at) >= self.size:
-                    self._at.clear()  # a bound, not a cache policy: the ids are sent once more
-                for m in cmd[2:]:
-                    self._at[(cmd[1], str(m))] = now
+                self.mark(cmd[1], cmd[2:])
 
 
 def _unsent(sent: Announced | None, key: str, members: Any) -> Any:
