@@ -53,13 +53,16 @@ async def adapter(request: pytest.FixtureRequest) -> Iterator[DatabaseStorageAda
 
 
 class Statements:
-    """Every SQL statement run on connections opened while it listens (the adapter's threads open their own)."""
+    """Every SQL statement and its parameters, on connections opened while it listens (the adapter's threads
+    open their own)."""
 
     def __init__(self) -> None:
         self.sql: list[str] = []
+        self.params: list[object] = []
 
     def __call__(self, execute, sql, params, many, context):
         self.sql.append(sql)
+        self.params += list(params or ())
         return execute(sql, params, many, context)
 
     def hook(self, sender, connection, **kwargs) -> None:
@@ -88,8 +91,8 @@ def postgres(adapter: DatabaseStorageAdapter) -> bool:
     return connections[adapter.using].vendor == "postgresql"
 
 
-async def listened(adapter: DatabaseStorageAdapter, call) -> list[str]:
-    """The insight statements ``call()`` runs (on a connection opened for it, so the listener sees it)."""
+async def listening(adapter: DatabaseStorageAdapter, call) -> Statements:
+    """What ``call()`` runs (on a connection opened for it, so the listener sees it)."""
     from django.db.backends.signals import connection_created
 
     await adapter.aclose()
@@ -99,11 +102,15 @@ async def listened(adapter: DatabaseStorageAdapter, call) -> list[str]:
         await call()
     finally:
         connection_created.disconnect(listen.hook)
-    return listen.insight()
+    return listen
+
+
+async def listened(adapter: DatabaseStorageAdapter, call) -> list[str]:
+    """The insight statements ``call()`` runs."""
+    return (await listening(adapter, call)).insight()
 
 
 async def test_a_session_end_adds_one_statement_on_postgresql_and_one_a_table_on_sqlite(adapter) -> None:
-    from django.db.backends.signals import connection_created
 
     storage = StorageManager([adapter])
     await session(storage, "u1", 1, "create_project", WorkflowStatus.COMPLETED)
@@ -112,17 +119,10 @@ async def test_a_session_end_adds_one_statement_on_postgresql_and_one_a_table_on
     snap = SessionSnapshot.from_adoption_state(
         state, session_id="s2", session_number=2, started_at=state.last_updated_at, catalog_workflow_ids=CATALOG
     )
-    await adapter.aclose()  # the next call opens a connection the listener sees
-    listen = Statements()
-    connection_created.connect(listen.hook)
-    try:
-        await on_session_end(PRODUCT, "u1", snap, storage)
-    finally:
-        connection_created.disconnect(listen.hook)
-    insight = listen.insight()
-    # The snapshot's day, week and catalog and the state's move to invite_team in progress, and the
-    # workflow row that changed: one statement (a WITH) on PostgreSQL, one a table on SQLite.
-    # Nothing for the metadata, which did not change.
+    insight = await listened(adapter, lambda: on_session_end(PRODUCT, "u1", snap, storage))
+    # The snapshot's day counter (its catalog was made sure of by the first end), the state's move to
+    # invite_team in progress and the workflow row that changed: one statement (a WITH) on PostgreSQL,
+    # one a table on SQLite. Nothing for the metadata, which did not change.
     tables = sorted(t for s in insight for t in INSIGHT_TABLES if t in s)
     assert tables == ["productcounter", "userworkflowfact"], insight
     assert len(insight) == (1 if postgres(adapter) else 2), insight
@@ -217,30 +217,10 @@ async def test_a_snapshot_is_counted_as_its_stored_text_reads(adapter) -> None:
     assert {"from_a_tuple", "7"} <= {row.workflow_id for row in stats.funnel}, stats
 
 
-class Parameters(Statements):
-    """Every statement's parameters too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.params: list[object] = []
-
-    def __call__(self, execute, sql, params, many, context):
-        self.params += list(params or ())
-        return super().__call__(execute, sql, params, many, context)
-
-
 async def catalog_sent(adapter: DatabaseStorageAdapter, call) -> set[str]:
     """The catalog entries the insight statements of ``call()`` make sure of."""
-    from django.db.backends.signals import connection_created
-
-    await adapter.aclose()
-    listen = Parameters()
-    connection_created.connect(listen.hook)
-    try:
-        await call()
-    finally:
-        connection_created.disconnect(listen.hook)
-    return {p for p in listen.params if isinstance(p, str) and p.startswith("catalog:")}
+    params = (await listening(adapter, call)).params
+    return {p for p in params if isinstance(p, str) and p.startswith("catalog:")}
 
 
 async def test_catalog_entries_made_sure_of_lately_are_not_sent_again(adapter) -> None:
