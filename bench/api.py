@@ -43,6 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stats import percentile  # noqa: E402
+
 HOST = "127.0.0.1"
 PRODUCT = "bench"
 
@@ -271,11 +275,6 @@ async def floor(port: int, key: str, requests: int, connections: int) -> tuple[l
         for c in conns:
             c.close()
     return latencies, time.perf_counter() - t0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def server_cpu_s(stack: Stack) -> float:

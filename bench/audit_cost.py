@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from bench.stats import percentile
+
 
 async def _not_recorded(*_args: Any, **_kwargs: Any) -> None:
     return None
@@ -38,11 +40,6 @@ def audit_off() -> Iterator[None]:
     finally:
         for module, original in saved:
             module.arecord_request = original
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 Call = Callable[[], Awaitable[int]]

@@ -62,6 +62,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.stats import percentile  # noqa: E402
+
 PRODUCT = "bench-product"
 
 
@@ -88,11 +91,6 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("redis-server did not start")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def load_database_states(users: int, alias: str = "default", batch: int = 2000) -> None:

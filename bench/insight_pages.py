@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.stats import percentile
+
 WORKFLOW = "invite_team"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure_insight(
