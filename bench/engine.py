@@ -20,6 +20,7 @@ measurement code. Usage::
     .venv/bin/python bench/engine.py --backend redis --serial 5000 --concurrent-sessions 4000
     .venv/bin/python bench/engine.py --backend redis --backend sdk-redis --loop asyncio
     .venv/bin/python bench/engine.py --backend redis --backend sdk-redis --wait-replicas 1   # the cost of WAIT
+    .venv/bin/python bench/engine.py --backend redis --backend redis-typed-only   # the cost of the plain documents
 
 Every backend runs on the same event loop: uvloop by default (granian serves
 the API on it when installed), or asyncio's own with ``--loop asyncio``.
@@ -204,11 +205,13 @@ register_engine_backends(backend, Backend)
 # --- the workload ----------------------------------------------------------------------------
 
 
-def _insight_backends() -> None:
-    """``<backend>-no-insight``: the cost of the insight aggregates, measured side by side (bench/insight_cost.py)."""
-    from bench.insight_cost import register
+def _cost_backends() -> None:
+    """Backends that measure one part's cost side by side: ``<backend>-no-insight`` (the insight aggregates,
+    bench/insight_cost.py) and ``redis-typed-only`` (the plain documents' parse, bench/parse_cost.py)."""
+    from bench import insight_cost, parse_cost
 
-    register(backend, BACKENDS, lifecycle)
+    insight_cost.register(backend, BACKENDS, lifecycle)
+    parse_cost.register(backend, BACKENDS, lifecycle)
 
 
 
@@ -464,7 +467,7 @@ def _recorded_rate(r: Result) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "redis-no-insight" not in BACKENDS:
-        _insight_backends()
+        _cost_backends()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--backend", action="append", choices=sorted(BACKENDS), help="repeatable; default: every registered backend"
