@@ -1,20 +1,14 @@
-"""What the support tooling's views share: the product-access check and the user-not-found page."""
+"""What the console's user pages share: the user-not-found page.
+
+A product outside the signed-in person's grants never gets this far: ``views.console_view``
+answers it with the same 404 (and records the refusal) before any view runs.
+"""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from autoplay_storage.access import aproduct_access
-
 from .views import error_page
-
-
-async def allowed(request: HttpRequest, product_id: str) -> bool:
-    """Whether the signed-in user may see ``product_id`` (a product outside the grants is "not found")."""
-    access = getattr(request, "product_access", None)
-    if access is None:
-        access = request.product_access = await aproduct_access(request.user)
-    return access.allows(product_id)
 
 
 def no_user(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:

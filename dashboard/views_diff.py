@@ -14,7 +14,7 @@ from django.views.decorators.http import require_safe
 from autoplay_storage import selectors
 from autoplay_storage.support import diffs
 
-from .support_common import allowed, no_user
+from .support_common import no_user
 from .support_context import diff_context
 from .views import console_view, page
 
@@ -25,8 +25,6 @@ COMPARE_CHOICES = 200
 @console_view()
 async def compare(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     """``?a=<session>&b=<session>|state``: two sessions (earlier first) or a session and the live state."""
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     history = await selectors.list_sessions(product_id, user_id, limit=COMPARE_CHOICES)
     if not history.items and not (await selectors.read_state(product_id, user_id)).found:
         return no_user(request, product_id, user_id)

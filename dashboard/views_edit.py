@@ -27,7 +27,7 @@ from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, Use
 
 from . import edit_form
 from .roles import EDIT_STATE
-from .support_common import allowed, no_user
+from .support_common import no_user
 from .views import console_view, error_page, page
 
 
@@ -110,8 +110,6 @@ async def _read(request: HttpRequest, product_id: str, user_id: str) -> Versione
 @require_http_methods(["GET", "HEAD", "POST"])
 @console_view(EDIT_STATE)
 async def edit_state_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     versioned = await _read(request, product_id, user_id)
     if isinstance(versioned, HttpResponse):
         return versioned

@@ -16,32 +16,19 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods, require_safe
 
 from autoplay_storage import audit, selectors, services
-from autoplay_storage.access import aproduct_access
 
 from .roles import ERASE_USER, EXPORT_USER
+from .support_common import no_user
 from .views import console_view, error_page, page
-
-
-async def _allowed(request: HttpRequest, product_id: str) -> bool:
-    access = getattr(request, "product_access", None) or await aproduct_access(request.user)
-    return access.allows(product_id)
-
-
-def _no_user(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    return error_page(
-        request, 404, "No such user", f"There is no user {user_id!r} in product {product_id!r}.", product_id=product_id
-    )
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @console_view(ERASE_USER)
 async def erase_user(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    if not await _allowed(request, product_id):
-        return _no_user(request, product_id, user_id)
     context = {"product_id": product_id, "user_id": user_id, "problem": ""}
     if request.method != "POST":
         if not await selectors.holds_user(product_id, user_id):
-            return _no_user(request, product_id, user_id)
+            return no_user(request, product_id, user_id)
         context["receipts"] = await selectors.erasure_receipts(product_id, user_id)
         return page(request, "dashboard/erase.html", context)
     typed = request.POST.get("confirm", "").strip()
@@ -65,7 +52,7 @@ async def erase_user(request: HttpRequest, product_id: str, user_id: str) -> Htt
 @console_view(ERASE_USER)
 async def erasure(request: HttpRequest, erasure_id: UUID) -> HttpResponse:
     receipt = await selectors.erasure_receipt(str(erasure_id))
-    if receipt is None or not await _allowed(request, receipt["product_id"]):
+    if receipt is None or not request.product_access.allows(receipt["product_id"]):
         return error_page(request, 404, "No such erasure", f"There is no erasure receipt {erasure_id}.")
     return page(request, "dashboard/erasure.html", {"receipt": receipt})
 
@@ -74,8 +61,8 @@ async def erasure(request: HttpRequest, erasure_id: UUID) -> HttpResponse:
 @console_view(EXPORT_USER)
 async def export_user(request: HttpRequest, product_id: str, user_id: str) -> HttpResponseBase:
     """One JSON document with everything stored about the user, streamed (docs/erasure.md)."""
-    if not await _allowed(request, product_id) or not await selectors.holds_user(product_id, user_id):
-        return _no_user(request, product_id, user_id)
+    if not await selectors.holds_user(product_id, user_id):
+        return no_user(request, product_id, user_id)
     first, pieces = await selectors.export_user(product_id, user_id)  # an unreachable primary: the 503 page
     await audit.arecord_request(request, audit.Action.USER_EXPORT, product_id=product_id, user_id=user_id)
 

@@ -26,7 +26,6 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST, require_safe
 
 from autoplay_storage import selectors, services
-from autoplay_storage.access import aproduct_access
 from autoplay_storage.audit import Action, arecord_request
 from autoplay_storage.browse import Page, UserSummary
 from autoplay_storage.selectors import DAY_S, StuckUser, parse_filter
@@ -46,14 +45,6 @@ USER_COLUMNS = [
 STUCK_COLUMNS = ["workflow_id", "last_progress_at", "stuck_days", "evidence"]
 
 
-async def _hidden(request: HttpRequest, product_id: str) -> HttpResponse | None:
-    """The 404 page for a product outside the person's grants (its existence is not revealed)."""
-    access = getattr(request, "product_access", None) or await aproduct_access(request.user)
-    if access.allows(product_id):
-        return None
-    return error_page(request, 404, "No such product", f"There is no product {product_id!r}.")
-
-
 def filter_params(request: HttpRequest) -> dict[str, str]:
     """The query string as ``parse_filter`` reads it (several ``mastery`` boxes become one comma list)."""
     params = {k: v for k, v in request.GET.items() if k not in ("mastery", "cursor", "format", "segment")}
@@ -69,8 +60,6 @@ def filter_params(request: HttpRequest) -> dict[str, str]:
 @require_safe
 @console_view()
 async def product_insight(request: HttpRequest, product_id: str) -> HttpResponseBase:
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     stats = await selectors.product_stats(product_id)
     saved = await selectors.segments(product_id)
     counts = [await selectors.count_users(product_id, parse_filter(s.params)[0]) for s in saved]
@@ -164,8 +153,6 @@ async def _users_list(
 @require_safe
 @console_view()
 async def insight_users(request: HttpRequest, product_id: str) -> HttpResponseBase:
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     return await _users_list(request, product_id, filter_params(request))
 
 
@@ -173,8 +160,6 @@ async def insight_users(request: HttpRequest, product_id: str) -> HttpResponseBa
 @console_view()
 async def segment_view(request: HttpRequest, product_id: str, slug: str) -> HttpResponseBase:
     """A saved segment as a users list: its shareable link."""
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     segment = await selectors.segment(product_id, slug)
     if segment is None:
         return error_page(request, 404, "No such segment", f"There is no segment {slug!r} in {product_id!r}.")
@@ -187,8 +172,6 @@ async def segment_view(request: HttpRequest, product_id: str, slug: str) -> Http
 @require_POST
 @console_view()
 async def segment_create(request: HttpRequest, product_id: str) -> HttpResponseBase:
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     params = {k: v for k, v in request.POST.items() if k in selectors.FILTER_PARAMS and v}
     levels = [m for value in request.POST.getlist("mastery") for m in value.split(",") if m]
     if levels:
@@ -216,8 +199,6 @@ async def segment_create(request: HttpRequest, product_id: str) -> HttpResponseB
 @require_safe
 @console_view()
 async def stuck_queue(request: HttpRequest, product_id: str) -> HttpResponseBase:
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     days = await selectors.stuck_after_days(product_id)
     problems = []
     raw_days = request.GET.get("days", "")
@@ -352,6 +333,4 @@ async def users_csv(
     request: HttpRequest, product_id: str, fetch: Callable[[str | None], Awaitable[Page[Any]]], details: dict[str, Any]
 ) -> HttpResponseBase:
     """The plain users list (search and quick filters) as CSV, for ``views.users``."""
-    if (hidden := await _hidden(request, product_id)) is not None:
-        return hidden
     return await csv_download(request, product_id, "users", fetch, user_cells, USER_COLUMNS, details)

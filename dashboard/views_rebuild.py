@@ -21,7 +21,7 @@ from autoplay_storage.audit import Action, arecord_request
 from autoplay_storage.support import rebuild
 
 from .roles import REBUILD_STATE
-from .support_common import allowed, no_user
+from .support_common import no_user
 from .views import console_view, page
 
 
@@ -42,8 +42,6 @@ def _preview(request: HttpRequest, plan: rebuild.RebuildPlan, status: int = 200,
 @require_http_methods(["GET", "HEAD", "POST"])
 @console_view(REBUILD_STATE)
 async def rebuild_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     back = reverse("dashboard:user", args=[product_id, user_id])
     try:
         plan = await rebuild.plan_rebuild(product_id, user_id)
@@ -87,8 +85,6 @@ async def rebuild_view(request: HttpRequest, product_id: str, user_id: str) -> H
 @console_view(REBUILD_STATE)
 async def quarantine_download(request: HttpRequest, product_id: str, user_id: str, pk: int) -> HttpResponse:
     """The unreadable text exactly as it was stored, as a file."""
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     row = await rebuild.quarantined_text(product_id, user_id, pk)
     if row is None:
         return no_user(request, product_id, user_id)

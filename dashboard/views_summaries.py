@@ -26,7 +26,7 @@ from autoplay_storage.support import summaries
 
 from .reasons import kept_reason, reason_details
 from .roles import RERUN_SUMMARY
-from .support_common import allowed, no_user
+from .support_common import no_user
 from .views import console_view, page
 
 
@@ -61,8 +61,6 @@ def _preview_page(
 @console_view(RERUN_SUMMARY)
 async def preview_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     """Run the summarizer (recorded) and show its text beside the current one; nothing is stored."""
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     session_id = request.POST.get("session_id", "").strip() or None
     try:
         preview = await summaries.preview_summary(product_id, user_id, session_id, actor=request.user)
@@ -110,8 +108,6 @@ async def _write(request: HttpRequest, product_id: str, user_id: str, **what: An
 @require_POST
 @console_view(RERUN_SUMMARY)
 async def accept_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     run_id = _int(request.POST.get("run_id", ""))
     if run_id is None:
         messages.error(request, "The form did not say which preview to accept.")
@@ -134,8 +130,6 @@ async def accept_view(request: HttpRequest, product_id: str, user_id: str) -> Ht
 @console_view(RERUN_SUMMARY)
 async def discard_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     """Nothing to undo: a preview is never stored; the run stays recorded as a preview."""
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     messages.info(request, "Preview discarded; the stored summary is unchanged.")
     return redirect(_back(product_id, user_id))
 
@@ -144,8 +138,6 @@ async def discard_view(request: HttpRequest, product_id: str, user_id: str) -> H
 @console_view(RERUN_SUMMARY)
 async def write_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
     """Write a summary by hand (GET: the form, with the current text and the etag it was read at)."""
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     try:
         current = await selectors.get_state(product_id, user_id)
     except StateNotFoundError:
@@ -176,8 +168,6 @@ async def write_view(request: HttpRequest, product_id: str, user_id: str) -> Htt
 @require_POST
 @console_view(RERUN_SUMMARY)
 async def restore_view(request: HttpRequest, product_id: str, user_id: str) -> HttpResponse:
-    if not await allowed(request, product_id):
-        return no_user(request, product_id, user_id)
     run_id = _int(request.POST.get("run_id", ""))
     try:
         if run_id is None:

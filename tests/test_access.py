@@ -93,6 +93,39 @@ def test_an_ungranted_product_is_the_missing_products_404_and_is_recorded(two_pr
     }
 
 
+def test_every_product_page_refuses_an_ungranted_product_before_its_view_runs(two_products) -> None:
+    """``console_view`` is the one product check: no view repeats it, so every route naming a product is walked.
+
+    The person holds every permission but the one to every product, and product A only; each route, asked for
+    product B by each method it takes (GET, POST), is the 404 of a product that does not exist,
+    and is recorded as a refused grant, not run.
+    """
+    from django.contrib.auth.models import Permission
+    from django.urls import get_resolver
+
+    from dashboard import urls
+
+    una = make_person("una", None, products=[A])
+    una.user_permissions.set(Permission.objects.exclude(codename="access_all_products"))
+    client = signed_in(una)
+    plan = two_products[B]
+    values = {"product_id": B, "user_id": plan.user_id, "session_id": plan.sessions[0].session_id, "pk": 1, "slug": "s"}
+    routes = [p for p in get_resolver(urls).url_patterns if "product_id" in p.pattern.converters]
+    assert len(routes) >= 20  # the walk reaches the routes it is about
+    for route in routes:
+        url = reverse(f"dashboard:{route.name}", kwargs={k: values[k] for k in route.pattern.converters})
+        checked = 0
+        for method in (client.get, client.post):
+            before = AuditEntry.objects.filter(action="permission.denied", product_id=B).count()
+            response = method(url)
+            if response.status_code == 405:  # a method the route does not take: refused before any check
+                continue
+            assert response.status_code == 404, (route.name, method.__name__)
+            assert AuditEntry.objects.filter(action="permission.denied", product_id=B).count() == before + 1, route.name
+            checked += 1
+        assert checked, route.name
+
+
 def test_a_lead_cannot_rerun_in_an_ungranted_product(two_products, settings) -> None:
     lee = signed_in(make_person("lee", "lead", products=[A]))
     response = lee.post(reverse("dashboard:rerun_summary", args=[B, two_products[B].user_id]))
