@@ -45,6 +45,7 @@ from .runtime import manager_hooks, storage_settings
 logger = logging.getLogger("autoplay_storage.sinks")
 
 FIRST_LOAD_WAIT_S = 2.0
+SHUTDOWN_JOIN_S = 10.0  # the longest a shutdown waits for the refresh cycle in flight
 TEST_EVENT = "autoplay_sink_test"
 TEST_DISTINCT_ID = "autoplay-console-test"
 
@@ -281,8 +282,16 @@ class SinkRegistry:
     # -- lifecycle --
 
     def shutdown(self) -> None:
-        """Process exit: stop refreshing, flush and close every client, write the last counters."""
+        """Process exit: stop refreshing, flush and close every client, write the last counters.
+
+        The refresh thread is waited for (bounded) first: a cycle in flight
+        would otherwise build clients behind the closing, or query a database
+        that is going away.
+        """
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(SHUTDOWN_JOIN_S)
         with self._lock:
             closing, self._active, self._retiring = [*self._active, *self._retiring], [], []
             self.generation += 1

@@ -138,7 +138,9 @@ async def test_wait_for_a_replica_acknowledges_each_session_end(redis_replicated
 
 async def test_too_few_replicas_is_a_503_and_the_retry_is_acknowledged_once(redis_replicated):
     """Written on the master but not acknowledged: the caller sees 503; a retry records nothing twice."""
-    strict = RedisStorageAdapter(redis_replicated.master.url, wait_replicas=2, wait_timeout_ms=200)
+    # WAIT blocks its whole timeout here (a second replica never comes): long enough that the one
+    # replica's acknowledgement arrives within it on a loaded machine, so the count it reports is 1.
+    strict = RedisStorageAdapter(redis_replicated.master.url, wait_replicas=2, wait_timeout_ms=2000)
     enough = RedisStorageAdapter(redis_replicated.master.url, wait_replicas=1)
     try:
         state, _ = await on_session_start("p", "u_w", "s0", StorageManager([strict]))

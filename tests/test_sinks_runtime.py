@@ -141,3 +141,30 @@ async def test_clients_closed_by_a_manager_are_rebuilt(capture_server):
     assert second is not first and not second.closed
     await end_session("sess_1")
     await await_until(lambda: len(capture_server.posthog_messages()) == 3, what="delivery by the new client")
+
+
+async def test_shutdown_waits_for_the_refresh_cycle_in_flight(capture_server, monkeypatch):
+    """A cycle running when the registry shuts down ends before the clients close: nothing is built behind them."""
+    import threading
+
+    await add_sink("ph", "posthog", capture_server.url)
+    registry = sinks.registry()
+    get_storage()  # starts the refresh thread; its first cycle builds the client
+    entered, release = threading.Event(), threading.Event()
+    refresh = registry.refresh
+
+    def slow_refresh() -> bool:
+        entered.set()
+        release.wait(5)
+        return refresh()
+
+    monkeypatch.setattr(registry, "refresh", slow_refresh)
+    monkeypatch.setattr(registry, "refresh_s", 0.01)  # the next cycle starts at once
+    assert await asyncio.to_thread(entered.wait, 5)
+    stopping = asyncio.create_task(asyncio.to_thread(registry.shutdown))
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # held by the cycle in flight
+    release.set()
+    await stopping
+    assert not registry._thread.is_alive()
+    assert registry._active == [] and registry._retiring == []
