@@ -148,19 +148,18 @@ async def test_shutdown_waits_for_the_refresh_cycle_in_flight(capture_server, mo
     import threading
 
     await add_sink("ph", "posthog", capture_server.url)
-    registry = sinks.registry()
-    get_storage()  # starts the refresh thread; its first cycle builds the client
+    registry = sinks.registry()  # its thread starts with the first get_storage(), below
     entered, release = threading.Event(), threading.Event()
     refresh = registry.refresh
 
     def slow_refresh() -> bool:
         entered.set()
-        release.wait(5)
+        release.wait(10)
         return refresh()
 
-    monkeypatch.setattr(registry, "refresh", slow_refresh)
-    monkeypatch.setattr(registry, "refresh_s", 0.01)  # the next cycle starts at once
-    assert await asyncio.to_thread(entered.wait, 5)
+    monkeypatch.setattr(registry, "refresh", slow_refresh)  # before the thread starts: its first cycle is held
+    await asyncio.to_thread(get_storage)  # waits (at most 2 s) for that first cycle, then goes on without it
+    assert await asyncio.to_thread(entered.wait, 10)
     stopping = asyncio.create_task(asyncio.to_thread(registry.shutdown))
     await asyncio.sleep(0.2)
     assert not stopping.done()  # held by the cycle in flight
