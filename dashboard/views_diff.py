@@ -14,9 +14,8 @@ from django.views.decorators.http import require_safe
 from autoplay_storage import selectors
 from autoplay_storage.support import diffs
 
-from .support_common import no_user
 from .support_context import diff_context
-from .views import console_view, page
+from .views import console_view, not_found, page
 
 COMPARE_CHOICES = 200
 
@@ -27,7 +26,7 @@ async def compare(request: HttpRequest, product_id: str, user_id: str) -> HttpRe
     """``?a=<session>&b=<session>|state``: two sessions (earlier first) or a session and the live state."""
     history = await selectors.list_sessions(product_id, user_id, limit=COMPARE_CHOICES)
     if not history.items and not (await selectors.read_state(product_id, user_id)).found:
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     sessions = [row.session_id for row in history.items]
     a = request.GET.get("a") or (sessions[1] if len(sessions) > 1 else (sessions[0] if sessions else ""))
     b = request.GET.get("b") or (sessions[0] if len(sessions) > 1 else diffs.STATE)

@@ -27,8 +27,7 @@ from autoplay_storage.user_adoption_state import JourneyState, MasteryLevel, Use
 
 from . import edit_form
 from .roles import EDIT_STATE
-from .support_common import no_user
-from .views import console_view, error_page, page
+from .views import console_view, error_page, not_found, page
 
 
 def _json_kind(value: Any) -> bool:
@@ -95,7 +94,7 @@ async def _read(request: HttpRequest, product_id: str, user_id: str) -> Versione
     try:
         return await selectors.get_state(product_id, user_id)
     except StateNotFoundError:
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     except (CorruptDocumentError, UnsupportedVersionError) as exc:
         return error_page(
             request,

@@ -18,8 +18,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from autoplay_storage import audit, selectors, services
 
 from .roles import ERASE_USER, EXPORT_USER
-from .support_common import no_user
-from .views import console_view, error_page, page
+from .views import console_view, error_page, not_found, page
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -28,7 +27,7 @@ async def erase_user(request: HttpRequest, product_id: str, user_id: str) -> Htt
     context = {"product_id": product_id, "user_id": user_id, "problem": ""}
     if request.method != "POST":
         if not await selectors.holds_user(product_id, user_id):
-            return no_user(request, product_id, user_id)
+            return not_found(request, product_id, user_id)
         context["receipts"] = await selectors.erasure_receipts(product_id, user_id)
         return page(request, "dashboard/erase.html", context)
     typed = request.POST.get("confirm", "").strip()
@@ -62,7 +61,7 @@ async def erasure(request: HttpRequest, erasure_id: UUID) -> HttpResponse:
 async def export_user(request: HttpRequest, product_id: str, user_id: str) -> HttpResponseBase:
     """One JSON document with everything stored about the user, streamed (docs/erasure.md)."""
     if not await selectors.holds_user(product_id, user_id):
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     first, pieces = await selectors.export_user(product_id, user_id)  # an unreachable primary: the 503 page
     await audit.arecord_request(request, audit.Action.USER_EXPORT, product_id=product_id, user_id=user_id)
 

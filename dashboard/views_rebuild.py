@@ -21,8 +21,7 @@ from autoplay_storage.audit import Action, arecord_request
 from autoplay_storage.support import rebuild
 
 from .roles import REBUILD_STATE
-from .support_common import no_user
-from .views import console_view, page
+from .views import console_view, not_found, page
 
 
 def _preview(request: HttpRequest, plan: rebuild.RebuildPlan, status: int = 200, **extra: object) -> HttpResponse:
@@ -87,7 +86,7 @@ async def quarantine_download(request: HttpRequest, product_id: str, user_id: st
     """The unreadable text exactly as it was stored, as a file."""
     row = await rebuild.quarantined_text(product_id, user_id, pk)
     if row is None:
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     await arecord_request(
         request, Action.STATE_QUARANTINE_DOWNLOAD, product_id=product_id, user_id=user_id, details={"id": pk}
     )

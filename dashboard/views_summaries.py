@@ -26,8 +26,7 @@ from autoplay_storage.support import summaries
 
 from .reasons import kept_reason, reason_details
 from .roles import RERUN_SUMMARY
-from .support_common import no_user
-from .views import console_view, page
+from .views import console_view, not_found, page
 
 
 def _back(product_id: str, user_id: str) -> str:
@@ -65,7 +64,7 @@ async def preview_view(request: HttpRequest, product_id: str, user_id: str) -> H
     try:
         preview = await summaries.preview_summary(product_id, user_id, session_id, actor=request.user)
     except StateNotFoundError:
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     except NoSnapshotError as exc:
         messages.error(request, f"Nothing to summarize: {exc}.")
         return redirect(_back(product_id, user_id))
@@ -141,7 +140,7 @@ async def write_view(request: HttpRequest, product_id: str, user_id: str) -> Htt
     try:
         current = await selectors.get_state(product_id, user_id)
     except StateNotFoundError:
-        return no_user(request, product_id, user_id)
+        return not_found(request, product_id, user_id)
     except (CorruptDocumentError, UnsupportedVersionError) as exc:
         messages.error(request, f"The summary cannot be written: {exc}. Rebuild the state first.")
         return redirect(_back(product_id, user_id))
