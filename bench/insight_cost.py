@@ -10,10 +10,11 @@ written). Only for measuring: the stores are then not kept for insight.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from bench.variants import variant
 
 _depth = [0]
 _saved: list[tuple[Any, str, Any]] = []
@@ -60,23 +61,7 @@ def register(backend: Callable[[str], Callable[[Any], Any]], factories: dict[str
     A database one runs on its own copy of the database (``database_copy``),
     so it never shares rows with the backend it is compared with.
     """
-
-    def off(base: str) -> Any:
-        @contextlib.asynccontextmanager
-        async def factory(args: argparse.Namespace) -> AsyncIterator[Any]:
-            if base.startswith("database-"):
-                args = argparse.Namespace(**{**vars(args), "database_copy": "_no_insight"})
-            async with factories[base](args) as b:
-                inner = b.lifecycle or lifecycle
-
-                async def run(*call: Any) -> None:
-                    with aggregates_off():
-                        await inner(*call)
-
-                b.name, b.lifecycle = f"{base}-no-insight", run
-                yield b
-
-        return factory
-
     for base in ("redis", "database-sqlite", "database-postgres"):
-        backend(f"{base}-no-insight")(off(base))
+        copy = {"database_copy": "_no_insight"} if base.startswith("database-") else None
+        name = f"{base}-no-insight"
+        backend(name)(variant(factories, base, name, aggregates_off, lifecycle, args_update=copy))

@@ -12,10 +12,11 @@ nothing, so this is never a way to run.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from bench.variants import variant
 
 
 @contextlib.contextmanager
@@ -48,18 +49,5 @@ def dicts_unparsed() -> Iterator[None]:
 
 def register(backend: Callable[[str], Callable[[Any], Any]], factories: dict[str, Any], lifecycle: Any) -> None:
     """``redis-typed-only``: the ``redis`` backend, each lifecycle inside ``dicts_unparsed``."""
-
-    @contextlib.asynccontextmanager
-    async def factory(args: argparse.Namespace) -> AsyncIterator[Any]:
-        async with factories["redis"](args) as b:
-            inner = b.lifecycle or lifecycle
-
-            async def run(*call: Any) -> None:
-                with dicts_unparsed():
-                    await inner(*call)
-
-            b.name, b.lifecycle = "redis-typed-only", run
-            b.notes.append("measurement only: the dicts the typed copies ride with are left unparsed (empty)")
-            yield b
-
-    backend("redis-typed-only")(factory)
+    note = "measurement only: the dicts the typed copies ride with are left unparsed (empty)"
+    backend("redis-typed-only")(variant(factories, "redis", "redis-typed-only", dicts_unparsed, lifecycle, note=note))
