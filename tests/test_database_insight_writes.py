@@ -111,7 +111,6 @@ async def listened(adapter: DatabaseStorageAdapter, call) -> list[str]:
 
 
 async def test_a_session_end_adds_one_statement_on_postgresql_and_one_a_table_on_sqlite(adapter) -> None:
-
     storage = StorageManager([adapter])
     await session(storage, "u1", 1, "create_project", WorkflowStatus.COMPLETED)
     state, _ = await on_session_start(PRODUCT, "u1", "s2", storage, metadata={"plan": "team"})
