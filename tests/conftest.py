@@ -48,6 +48,19 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
         stop_sink_thread()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sink_thread_stopped_in_every_worker() -> Iterator[None]:
+    """The same shutdown in a worker whose tests never set up the test databases.
+
+    Its tests may still have started the registry's thread (``get_storage()`` with the
+    Redis or memory primary); left running, it would query a database with no tables
+    while the interpreter exits ("Logging error" after the summary). Database access
+    stays blocked here: the shutdown's last counters fail, logged, instead of going anywhere.
+    """
+    yield
+    stop_sink_thread()
+
+
 def stop_sink_thread() -> None:
     """Shut the process's sink registry down and wait for its thread to return."""
     from autoplay_storage import sinks
